@@ -1,0 +1,305 @@
+//! `shipgate demo`: the real daemon on loopback, fed by the sandbox, with every outcome checked.
+//!
+//! The demo starts the daemon exactly as `shipgate run` does (port 0, a temporary store), pushes
+//! deliveries through every intake path (valid, duplicate, rotated secret, each kind of bad input,
+//! compliance erasure and export, uninstall, a failing store), prints a timeline and a summary,
+//! and returns `false` when any step ended differently than it must. It grows with every part of
+//! shipgate that lands.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::daemon::{Daemon, Options};
+use crate::delivery::Origin;
+use crate::sandbox::webhooks::{ShopifyDelivery, Tamper, sample_order};
+
+const SHOP: &str = "demo-store.myshopify.com";
+const SECRET: &[u8] = b"demo-current-secret";
+const OLD_SECRET: &[u8] = b"demo-previous-secret";
+
+struct Timeline {
+    started: Instant,
+    failures: Vec<String>,
+    steps: usize,
+}
+
+impl Timeline {
+    fn check(&mut self, what: &str, ok: bool, detail: String) {
+        self.steps += 1;
+        let ms = self.started.elapsed().as_millis();
+        let mark = if ok { "ok  " } else { "FAIL" };
+        println!("{ms:>6} ms  {mark}  {what}: {detail}");
+        if !ok {
+            self.failures.push(what.to_string());
+        }
+    }
+}
+
+/// Runs the demo; returns whether every step ended as it must.
+pub async fn run() -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir().context("creating a temporary folder")?;
+    let config_text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+body_limit = 65536
+[admin]
+listen = "127.0.0.1:0"
+token = {{ value = "demo-admin-token" }}
+[store]
+path = "store"
+[compliance]
+export_dir = "exports"
+[log]
+level = "warn"
+[[shops]]
+domain = "{SHOP}"
+webhook_secrets = [{{ value = "{}" }}, {{ value = "{}" }}]
+"#,
+        String::from_utf8_lossy(SECRET),
+        String::from_utf8_lossy(OLD_SECRET)
+    );
+    let config = Config::from_toml_str(&config_text, dir.path())
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
+        .config;
+    crate::telemetry::init(&config.log.format, &config.log.level);
+    let daemon = Daemon::start(&config, Options::default()).await?;
+    let base = format!("http://{}", daemon.public_addr());
+    let client = reqwest::Client::new();
+    println!("shipgate demo: daemon on {base}, store in a temporary folder\n");
+    let mut t = Timeline {
+        started: Instant::now(),
+        failures: Vec::new(),
+        steps: 0,
+    };
+
+    let planted_email = "ada.lovelace@example.org";
+    let planted_street = "12 Analytical Engine Row";
+    let order = sample_order(820982911946154508, 7001, planted_email, planted_street);
+    let valid = ShopifyDelivery::new(SHOP, "orders/create", "demo-wh-1", order.clone(), SECRET);
+    let cases: Vec<(&str, ShopifyDelivery, u16)> = vec![
+        (
+            "orders/create signed with the current secret",
+            valid.clone(),
+            200,
+        ),
+        ("the same delivery again (duplicate)", valid.clone(), 200),
+        (
+            "orders/updated signed with the previous secret",
+            ShopifyDelivery::new(
+                SHOP,
+                "orders/updated",
+                "demo-wh-2",
+                order.clone(),
+                OLD_SECRET,
+            ),
+            200,
+        ),
+        (
+            "signed with a wrong secret",
+            ShopifyDelivery::new(SHOP, "orders/updated", "demo-wh-3", order.clone(), b"guess"),
+            401,
+        ),
+        (
+            "without a signature",
+            valid.clone().tampered(Tamper::NoSignature),
+            401,
+        ),
+        (
+            "body re-serialized after signing",
+            ShopifyDelivery::new(SHOP, "orders/updated", "demo-wh-4", order.clone(), SECRET)
+                .tampered(Tamper::Reserialized),
+            401,
+        ),
+        (
+            "body over the 64 KiB limit",
+            ShopifyDelivery::new(
+                SHOP,
+                "orders/updated",
+                "demo-wh-5",
+                vec![b' '; 70_000],
+                SECRET,
+            ),
+            413,
+        ),
+        (
+            "without X-Shopify-Topic",
+            ShopifyDelivery::new(SHOP, "orders/updated", "demo-wh-6", order.clone(), SECRET)
+                .tampered(Tamper::DropHeader("X-Shopify-Topic")),
+            400,
+        ),
+        (
+            "from a shop that is not configured",
+            ShopifyDelivery::new(
+                "other.myshopify.com",
+                "orders/updated",
+                "demo-wh-7",
+                order.clone(),
+                SECRET,
+            ),
+            401,
+        ),
+    ];
+    for (what, delivery, expected) in cases {
+        let (status, text) = delivery.send(&client, &base).await?;
+        t.check(
+            what,
+            status == expected,
+            format!("{status} (expected {expected}) {}", text.trim()),
+        );
+    }
+    let origin = Origin::Shopify { shop: SHOP.into() };
+    t.check(
+        "stored once per webhook id",
+        daemon.store().delivery_count() == 2,
+        format!("{} deliveries stored", daemon.store().delivery_count()),
+    );
+
+    daemon.wait_idle().await;
+    let triggers = daemon.store().order_triggers(SHOP)?;
+    t.check(
+        "order deliveries became one coalesced order trigger",
+        triggers.len() == 1 && triggers[0].1.deliveries == 2,
+        format!(
+            "{:?}",
+            triggers
+                .iter()
+                .map(|(g, tr)| (g, tr.deliveries))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    let export = serde_json::json!({
+        "shop_id": 1, "shop_domain": SHOP, "orders_requested": [820982911946154508u64],
+        "customer": {"id": 7001, "email": planted_email, "phone": null},
+        "data_request": {"id": 9001}
+    });
+    let (status, _) = ShopifyDelivery::new(
+        SHOP,
+        "customers/data_request",
+        "demo-wh-8",
+        export.to_string(),
+        SECRET,
+    )
+    .send(&client, &base)
+    .await?;
+    daemon.wait_idle().await;
+    let export_path = config
+        .compliance
+        .export_dir
+        .join(SHOP)
+        .join("data-request-9001.json");
+    let exported = std::fs::read_to_string(&export_path).unwrap_or_default();
+    t.check(
+        "customers/data_request exported what is held",
+        status == 200 && exported.contains(planted_street),
+        format!("{status}, export file {} bytes", exported.len()),
+    );
+
+    let redact = serde_json::json!({
+        "shop_id": 1, "shop_domain": SHOP, "orders_to_redact": [820982911946154508u64],
+        "customer": {"id": 7001, "email": planted_email, "phone": null}
+    });
+    let (status, _) = ShopifyDelivery::new(
+        SHOP,
+        "customers/redact",
+        "demo-wh-9",
+        redact.to_string(),
+        SECRET,
+    )
+    .send(&client, &base)
+    .await?;
+    daemon.wait_idle().await;
+    let left: usize = [planted_email.as_bytes(), planted_street.as_bytes()]
+        .iter()
+        .map(|needle| {
+            daemon
+                .store()
+                .find_bytes(needle)
+                .map(|h| h.len())
+                .unwrap_or(usize::MAX)
+        })
+        .sum();
+    t.check(
+        "customers/redact erased the customer everywhere in the store",
+        status == 200 && left == 0,
+        format!("{status}, {left} entries still hold the planted values"),
+    );
+
+    let (status, _) = ShopifyDelivery::new(SHOP, "app/uninstalled", "demo-wh-10", "{}", SECRET)
+        .send(&client, &base)
+        .await?;
+    let (status2, _) = ShopifyDelivery::new(
+        SHOP,
+        "orders/updated",
+        "demo-wh-11",
+        sample_order(5, 7001, "x@example.org", "1 Street"),
+        SECRET,
+    )
+    .send(&client, &base)
+    .await?;
+    daemon.wait_idle().await;
+    let stopped = daemon
+        .store()
+        .shop_state(SHOP)?
+        .is_some_and(|s| s.uninstalled_at_ms.is_some());
+    let triggered_after = daemon
+        .store()
+        .order_triggers(SHOP)?
+        .iter()
+        .any(|(gid, _)| gid.ends_with("/5"));
+    t.check(
+        "app/uninstalled stopped work for the shop",
+        status == 200 && status2 == 200 && stopped && !triggered_after,
+        format!("uninstalled={stopped}, later order triggered={triggered_after}"),
+    );
+
+    daemon.store().inject_write_fault(true);
+    let (status, text) =
+        ShopifyDelivery::new(SHOP, "orders/updated", "demo-wh-12", order.clone(), SECRET)
+            .send(&client, &base)
+            .await?;
+    daemon.store().inject_write_fault(false);
+    let stored = daemon
+        .store()
+        .delivery_seq(&origin, "demo-wh-12")?
+        .is_some();
+    t.check(
+        "a failing store answers 503 and stores nothing",
+        status == 503 && !stored,
+        format!("{status} {}", text.trim()),
+    );
+    let (status, _) =
+        ShopifyDelivery::new(SHOP, "orders/updated", "demo-wh-12", order.clone(), SECRET)
+            .send(&client, &base)
+            .await?;
+    t.check(
+        "Shopify's retry after the store recovered is accepted",
+        status == 200,
+        format!("{status}"),
+    );
+
+    let counters = daemon.counters();
+    let (accepted, duplicates, refused) = (
+        counters.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        counters
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counters.refused.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    daemon.stop().await?;
+    println!(
+        "\nsummary: {} steps, {} failed; deliveries accepted {accepted}, duplicates {duplicates}, refused {refused}",
+        t.steps,
+        t.failures.len()
+    );
+    if t.failures.is_empty() {
+        println!("demo passed");
+        Ok(true)
+    } else {
+        println!("demo FAILED: {}", t.failures.join("; "));
+        Ok(false)
+    }
+}

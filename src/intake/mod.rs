@@ -1,0 +1,242 @@
+//! The public listener's routes: inbound webhooks, made durable before they are acknowledged.
+//!
+//! Invariant 1 lives here: a 2xx is only sent after [`Store::record_delivery`] returned, which is
+//! after the flush that covers the delivery. Every failure before that point answers non-2xx so
+//! the sender retries; nothing is parsed before the signature matched.
+
+pub mod shopify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::store::{Recorded, Store, StoreError};
+use shopify::Verifier;
+
+/// Why a delivery was refused. The response names what is wrong without exposing internals.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("missing X-Shopify-Hmac-Sha256 header")]
+    MissingSignature,
+    #[error("signature does not match the body")]
+    BadSignature,
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("invalid {0} header: {1}")]
+    InvalidHeader(&'static str, &'static str),
+    #[error("shop is not configured here")]
+    UnknownShop,
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("body not received within {0:?}")]
+    BodyTimeout(Duration),
+    #[error("body could not be read")]
+    BodyRead,
+    #[error("storage unavailable, retry later")]
+    Store(#[source] StoreError),
+}
+
+impl IntakeError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IntakeError::MissingSignature
+            | IntakeError::BadSignature
+            | IntakeError::UnknownShop => StatusCode::UNAUTHORIZED,
+            IntakeError::MissingHeader(_)
+            | IntakeError::InvalidHeader(..)
+            | IntakeError::BodyRead => StatusCode::BAD_REQUEST,
+            IntakeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IntakeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IntakeError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            IntakeError::MissingSignature => "missing_signature",
+            IntakeError::BadSignature => "bad_signature",
+            IntakeError::MissingHeader(_) => "missing_header",
+            IntakeError::InvalidHeader(..) => "invalid_header",
+            IntakeError::UnknownShop => "unknown_shop",
+            IntakeError::TooLarge(_) => "too_large",
+            IntakeError::BodyTimeout(_) => "body_timeout",
+            IntakeError::BodyRead => "body_read",
+            IntakeError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for IntakeError {
+    fn into_response(self) -> Response {
+        if let IntakeError::Store(e) = &self {
+            // The detail goes to the operator's log, never to the sender.
+            tracing::error!(error = %e, "delivery refused: store unavailable");
+        }
+        (self.status(), format!("{self}\n")).into_response()
+    }
+}
+
+/// What the intake does with a verified delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeMode {
+    /// Store and flush before answering: production.
+    Durable,
+    /// Verify and answer without storing: only to measure what durability costs.
+    VerifyOnly,
+}
+
+/// Counters of the intake's answers.
+#[derive(Debug, Default)]
+pub struct IntakeCounters {
+    /// Deliveries stored for the first time.
+    pub accepted: AtomicU64,
+    /// Repeated deliveries answered without a second record.
+    pub duplicates: AtomicU64,
+    /// Deliveries refused (any reason).
+    pub refused: AtomicU64,
+}
+
+/// Everything the webhook routes need.
+#[derive(Clone)]
+pub struct Intake {
+    inner: Arc<IntakeInner>,
+}
+
+struct IntakeInner {
+    store: Store,
+    shops: HashMap<String, Verifier>,
+    body_limit: usize,
+    body_read_timeout: Duration,
+    mode: IntakeMode,
+    counters: Arc<IntakeCounters>,
+}
+
+/// The settings of the intake.
+#[derive(Debug, Clone)]
+pub struct IntakeSettings {
+    /// The largest body accepted.
+    pub body_limit: usize,
+    /// How long a client may take to send the body.
+    pub body_read_timeout: Duration,
+    /// Durable, or verification only.
+    pub mode: IntakeMode,
+}
+
+impl Intake {
+    /// An intake for these shops (domain and verifier).
+    pub fn new(
+        store: Store,
+        shops: impl IntoIterator<Item = (String, Verifier)>,
+        settings: IntakeSettings,
+        counters: Arc<IntakeCounters>,
+    ) -> Intake {
+        Intake {
+            inner: Arc::new(IntakeInner {
+                store,
+                shops: shops
+                    .into_iter()
+                    .map(|(d, v)| (d.to_ascii_lowercase(), v))
+                    .collect(),
+                body_limit: settings.body_limit,
+                body_read_timeout: settings.body_read_timeout,
+                mode: settings.mode,
+                counters,
+            }),
+        }
+    }
+
+    /// The public routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/webhooks/shopify", post(shopify_webhook))
+            // The limit is enforced by `read_body`, which knows the configured value.
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self)
+    }
+
+    async fn receive_shopify(&self, request: Request) -> Result<StatusCode, IntakeError> {
+        let inner = &self.inner;
+        let headers = shopify::read_headers(request.headers())?;
+        let verifier = inner
+            .shops
+            .get(&headers.shop)
+            .ok_or(IntakeError::UnknownShop)?;
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > inner.body_limit as u64) {
+            return Err(IntakeError::TooLarge(inner.body_limit));
+        }
+        let body = read_body(
+            request.into_body(),
+            inner.body_limit,
+            inner.body_read_timeout,
+        )
+        .await?;
+        let verified = verifier.verify(headers, body)?;
+        if inner.mode == IntakeMode::VerifyOnly {
+            return Ok(StatusCode::OK);
+        }
+        let delivery = verified.delivery();
+        match inner
+            .store
+            .record_delivery(delivery)
+            .await
+            .map_err(IntakeError::Store)?
+        {
+            Recorded::New(seq) => {
+                inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(seq, shop = delivery.origin.shop(), topic = %delivery.topic,
+                    webhook_id = %delivery.id, "delivery stored");
+            }
+            Recorded::Duplicate(seq) => {
+                inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(seq, shop = delivery.origin.shop(), topic = %delivery.topic,
+                    webhook_id = %delivery.id, "duplicate delivery acknowledged");
+            }
+        }
+        Ok(StatusCode::OK)
+    }
+}
+
+async fn shopify_webhook(State(intake): State<Intake>, request: Request) -> Response {
+    match intake.receive_shopify(request).await {
+        Ok(status) => status.into_response(),
+        Err(e) => {
+            intake
+                .inner
+                .counters
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            if !matches!(e, IntakeError::Store(_)) {
+                tracing::info!(reason = e.label(), "delivery refused: {e}");
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` (a declared length over the
+/// limit is refused before reading anything) or takes longer than `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, IntakeError> {
+    let limited = Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(IntakeError::BodyTimeout(timeout)),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(IntakeError::TooLarge(limit)),
+        Ok(Err(_)) => Err(IntakeError::BodyRead),
+        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+    }
+}

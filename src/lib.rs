@@ -1,0 +1,16 @@
+//! shipgate: a Shopify dropshipping daemon that writes fulfillment back only after the carrier
+//! has the parcel and a physical check is recorded. ARCHITECTURE.md has the map; each module's
+//! documentation says what it owns and which invariants live there.
+
+pub mod cli;
+pub mod compliance;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod demo;
+pub mod http;
+pub mod intake;
+pub mod processor;
+pub mod sandbox;
+pub mod store;
+pub mod telemetry;

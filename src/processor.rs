@@ -1,0 +1,244 @@
+//! Turns stored deliveries into work, in arrival order, after they were acknowledged.
+//!
+//! The intake only stores; this worker takes each delivery from the store's inbox, acts on it and
+//! marks it done. Every action is idempotent, because a crash between acting and marking done
+//! repeats the action on restart: order deliveries become coalescing per-order triggers (the order
+//! mirror fetches the order itself, so webhooks are triggers, never truth), `app/uninstalled`
+//! stops work for its shop, and the compliance topics erase or export what they name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::compliance::{self, CustomerRequest};
+use crate::delivery::{Delivery, Origin, now_ms};
+use crate::store::{ShopState, Store, StoreError};
+
+/// How many deliveries one pass takes from the inbox.
+const BATCH: usize = 256;
+
+/// What the processor needs besides the store.
+#[derive(Debug, Clone)]
+pub struct ProcessorSettings {
+    /// Where `customers/data_request` exports are written.
+    pub export_dir: PathBuf,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An order was queued to be (re)fetched.
+    OrderTriggered { order_gid: String },
+    /// Work for the shop was stopped (`app/uninstalled`).
+    ShopStopped,
+    /// A customer's data was erased from this many deliveries.
+    CustomerRedacted { deliveries: usize },
+    /// A customer's data was exported to this file.
+    CustomerExported { path: PathBuf },
+    /// Everything of the shop was erased.
+    ShopErased { deliveries: usize },
+    /// The shop is uninstalled: the delivery was kept but starts no work.
+    SkippedUninstalled,
+    /// No work follows from this topic (yet); the delivery is kept.
+    Kept,
+    /// The payload could not be understood; it is kept for an operator to look at.
+    Unreadable { reason: String },
+}
+
+/// Runs until `cancel` fires, processing the inbox as it fills.
+pub async fn run(store: Store, settings: ProcessorSettings, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Register interest before looking, so a delivery stored in between still wakes us.
+        let filled = store.inbox_filled();
+        tokio::pin!(filled);
+        match process_pending(&store, &settings).await {
+            Ok(0) => {
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut filled => {}
+                }
+            }
+            Ok(_) => {
+                backoff = Duration::from_millis(100);
+                if cancel.is_cancelled() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?backoff, "processing deliveries failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Processes what the inbox holds now; returns how many deliveries were handled.
+pub async fn process_pending(
+    store: &Store,
+    settings: &ProcessorSettings,
+) -> Result<usize, StoreError> {
+    let mut handled = 0;
+    loop {
+        let batch = store.inbox(BATCH)?;
+        if batch.is_empty() {
+            return Ok(handled);
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        for (seq, delivery) in batch {
+            // An earlier delivery of this batch (shop/redact) may have erased this one.
+            if store.delivery(seq)?.is_some() {
+                let outcome = process(store, settings, seq, &delivery)?;
+                log_outcome(seq, &delivery, &outcome);
+            }
+            done.push(seq);
+        }
+        // Erasures and state changes reach the disk before their deliveries count as done.
+        store.flush().await?;
+        for seq in done {
+            store.inbox_done(seq)?;
+            handled += 1;
+        }
+    }
+}
+
+fn log_outcome(seq: u64, delivery: &Delivery, outcome: &Outcome) {
+    let shop = delivery.origin.shop();
+    let topic = delivery.topic.as_str();
+    match outcome {
+        Outcome::Unreadable { reason } => {
+            tracing::warn!(seq, shop, topic, reason, "delivery kept unprocessed")
+        }
+        Outcome::CustomerExported { path } => {
+            tracing::info!(seq, shop, topic, path = %path.display(), "customer data exported")
+        }
+        other => tracing::debug!(seq, shop, topic, outcome = ?other, "delivery processed"),
+    }
+}
+
+/// Acts on one delivery.
+pub fn process(
+    store: &Store,
+    settings: &ProcessorSettings,
+    seq: u64,
+    delivery: &Delivery,
+) -> Result<Outcome, StoreError> {
+    let Origin::Shopify { shop } = &delivery.origin;
+    let topic = delivery.topic.as_str();
+    match topic {
+        "shop/redact" => {
+            let erased = store.erase_shop(shop)?;
+            return Ok(Outcome::ShopErased {
+                deliveries: erased.deliveries,
+            });
+        }
+        "customers/redact" => {
+            return Ok(
+                match CustomerRequest::parse("customers/redact", &delivery.body) {
+                    Ok(request) => {
+                        match compliance::redact_customer(store, seq, &delivery.origin, &request) {
+                            Ok(deliveries) => Outcome::CustomerRedacted { deliveries },
+                            Err(compliance::ComplianceError::Store(e)) => return Err(e),
+                            Err(e) => Outcome::Unreadable {
+                                reason: e.to_string(),
+                            },
+                        }
+                    }
+                    Err(e) => Outcome::Unreadable {
+                        reason: e.to_string(),
+                    },
+                },
+            );
+        }
+        "customers/data_request" => {
+            return Ok(
+                match CustomerRequest::parse("customers/data_request", &delivery.body) {
+                    Ok(request) => match compliance::export_customer(
+                        store,
+                        &settings.export_dir,
+                        seq,
+                        &delivery.origin,
+                        &request,
+                    ) {
+                        Ok(path) => Outcome::CustomerExported { path },
+                        Err(compliance::ComplianceError::Store(e)) => return Err(e),
+                        Err(e) => Outcome::Unreadable {
+                            reason: e.to_string(),
+                        },
+                    },
+                    Err(e) => Outcome::Unreadable {
+                        reason: e.to_string(),
+                    },
+                },
+            );
+        }
+        "app/uninstalled" => {
+            store.set_shop_state(
+                shop,
+                &ShopState {
+                    uninstalled_at_ms: Some(now_ms()),
+                },
+            )?;
+            return Ok(Outcome::ShopStopped);
+        }
+        _ => {}
+    }
+    if store
+        .shop_state(shop)?
+        .is_some_and(|s| s.uninstalled_at_ms.is_some())
+    {
+        return Ok(Outcome::SkippedUninstalled);
+    }
+    if topic.starts_with("orders/") {
+        return Ok(match order_gid(&delivery.body) {
+            Ok(order_gid) => {
+                store.trigger_order(shop, &order_gid, delivery.header("x-shopify-triggered-at"))?;
+                Outcome::OrderTriggered { order_gid }
+            }
+            Err(reason) => Outcome::Unreadable { reason },
+        });
+    }
+    Ok(Outcome::Kept)
+}
+
+/// The order's GraphQL id from an `orders/*` payload. Ids exceed 2^53, so they are read as u64
+/// (or taken from `admin_graphql_api_id`), never through a float.
+fn order_gid(body: &[u8]) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct OrderRef {
+        id: Option<u64>,
+        admin_graphql_api_id: Option<String>,
+    }
+    let order: OrderRef =
+        serde_json::from_slice(body).map_err(|e| format!("not an order payload: {e}"))?;
+    match (order.admin_graphql_api_id, order.id) {
+        (Some(gid), _) if gid.starts_with("gid://shopify/Order/") => Ok(gid),
+        (_, Some(id)) => Ok(format!("gid://shopify/Order/{id}")),
+        _ => Err("order payload has neither id nor admin_graphql_api_id".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_beyond_two_to_the_53_survive() {
+        assert_eq!(
+            order_gid(br#"{"id":820982911946154509}"#).unwrap(),
+            "gid://shopify/Order/820982911946154509"
+        );
+        assert_eq!(
+            order_gid(br#"{"id":1,"admin_graphql_api_id":"gid://shopify/Order/7"}"#).unwrap(),
+            "gid://shopify/Order/7"
+        );
+        assert!(order_gid(b"[]").is_err());
+    }
+}

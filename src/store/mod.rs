@@ -1,0 +1,608 @@
+//! The store: shipgate's only door to sled.
+//!
+//! No other module names sled. Everything persistent goes through the typed methods here, which
+//! keep three promises:
+//!
+//! - Keys sort the way the data is read (big-endian integers, NUL-joined composite keys; see
+//!   [`codec`]).
+//! - Every value carries a format version (see [`codec::Record`]).
+//! - A method that returns after `flush` has made its write durable. Flushes are shared between
+//!   concurrent writers by one thread (see [`flusher`]), which is how the intake meets invariant 1
+//!   (durable before acknowledged) at thousands of deliveries per second.
+//!
+//! Trees:
+//!
+//! | tree             | key                                  | value                  |
+//! |------------------|--------------------------------------|------------------------|
+//! | `meta`           | name                                 | schema version, etc.   |
+//! | `deliveries`     | sequence number (u64 BE)             | [`Delivery`]           |
+//! | `delivery_ids`   | origin scope \0 sender's delivery id | sequence number        |
+//! | `inbox`          | sequence number                      | empty: not yet processed |
+//! | `shops`          | shop domain                          | [`ShopState`]          |
+//! | `order_triggers` | shop \0 order gid                    | [`OrderTrigger`]       |
+
+pub mod codec;
+mod flusher;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::Notify;
+
+use crate::delivery::{Delivery, Origin};
+use codec::{DecodeError, Record, composite_key, composite_prefix, decode, encode, u64_key};
+pub use flusher::FlushStats;
+
+/// The store layout this build writes. A store written by a newer layout is refused.
+const SCHEMA_VERSION: u64 = 1;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot read or write right now (disk error, injected fault, closed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt value in tree `{tree}`: {source}")]
+    Corrupt {
+        tree: &'static str,
+        source: DecodeError,
+    },
+    /// The store was written by a newer shipgate.
+    #[error(
+        "the store at {path} has layout version {found}; this build reads up to {SCHEMA_VERSION}"
+    )]
+    TooNew { path: String, found: u64 },
+    /// Another process holds the store open.
+    #[error("the store at {0} is in use by another process (is the daemon running?)")]
+    Locked(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Whether writes that ask for durability are flushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush before answering: the only mode for production.
+    Flush,
+    /// Skip every flush. Only for the crash test that proves flushing matters; loses data.
+    UnsafeNoFlush,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache cap in bytes.
+    pub cache_capacity_bytes: u64,
+    /// How often writes that nobody waits for are flushed.
+    pub flush_interval: Duration,
+    /// Whether durable writes are really flushed.
+    pub durability: Durability,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity_bytes: 64 << 20,
+            flush_interval: Duration::from_millis(500),
+            durability: Durability::Flush,
+        }
+    }
+}
+
+/// The outcome of recording a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored for the first time under this sequence number.
+    New(u64),
+    /// The sender's delivery id was already stored under this sequence number; nothing written.
+    Duplicate(u64),
+}
+
+/// What shipgate knows of a shop's installation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopState {
+    /// Set by `app/uninstalled`: no more work is started for the shop.
+    pub uninstalled_at_ms: Option<u64>,
+}
+
+/// A pending request to (re)fetch one order: many webhooks for one order coalesce into one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderTrigger {
+    /// When the first still-pending trigger arrived (Unix ms).
+    pub first_at_ms: u64,
+    /// How many deliveries were coalesced into this trigger.
+    pub deliveries: u32,
+    /// The newest `X-Shopify-Triggered-At` seen, as sent.
+    pub last_triggered_at: Option<String>,
+}
+
+/// How a rewrite callback wants a stored delivery changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Leave it as it is.
+    Keep,
+    /// Store the callback's changed value.
+    Replace,
+}
+
+/// What erasing a shop removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    /// Deliveries removed.
+    pub deliveries: usize,
+    /// Other entries removed (ids, inbox entries, triggers, state).
+    pub entries: usize,
+}
+
+impl Record for Delivery {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "delivery";
+}
+impl Record for ShopState {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "shop state";
+}
+impl Record for OrderTrigger {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "order trigger";
+}
+
+/// The handle every module uses to persist state. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    deliveries: sled::Tree,
+    delivery_ids: sled::Tree,
+    inbox: sled::Tree,
+    shops: sled::Tree,
+    order_triggers: sled::Tree,
+    flusher: std::sync::Mutex<flusher::Flusher>,
+    durability: Durability,
+    write_fault: AtomicBool,
+    /// Woken when a delivery enters the inbox.
+    inbox_filled: Notify,
+    /// Woken when an inbox entry has been processed.
+    inbox_drained: Notify,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // Our flusher thread is the only one that flushes: see `flusher`.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => StoreError::from(other),
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema")? {
+            Some(v) => {
+                let found = codec::read_u64_key(&v).map_err(|source| StoreError::Corrupt {
+                    tree: "meta",
+                    source,
+                })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::TooNew {
+                        path: path.display().to_string(),
+                        found,
+                    });
+                }
+            }
+            None => {
+                meta.insert("schema", &u64_key(SCHEMA_VERSION))?;
+            }
+        }
+        let interval = match options.durability {
+            Durability::Flush => Some(options.flush_interval),
+            Durability::UnsafeNoFlush => None,
+        };
+        let flusher = flusher::Flusher::start(db.clone(), interval)
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the flusher: {e}")))?;
+        let inner = Inner {
+            deliveries: db.open_tree("deliveries")?,
+            delivery_ids: db.open_tree("delivery_ids")?,
+            inbox: db.open_tree("inbox")?,
+            shops: db.open_tree("shops")?,
+            order_triggers: db.open_tree("order_triggers")?,
+            db,
+            flusher: std::sync::Mutex::new(flusher),
+            durability: options.durability,
+            write_fault: AtomicBool::new(false),
+            inbox_filled: Notify::new(),
+            inbox_drained: Notify::new(),
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Makes every write made so far durable (shared with concurrent callers).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.inner.durability == Durability::UnsafeNoFlush {
+            return Ok(());
+        }
+        self.check_fault()?;
+        // The lock is held only to queue the request; the wait happens outside it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request(tx)
+            .map_err(StoreError::Unavailable)?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the flusher stopped".into()))?
+            .map_err(StoreError::Unavailable)
+    }
+
+    /// Counts of group-commit rounds and the waiters they answered.
+    pub fn flush_stats(&self) -> FlushStats {
+        self.inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats()
+    }
+
+    /// Flushes a last time and stops the flusher. Later durable writes fail as unavailable.
+    pub fn close(&self) {
+        self.inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
+    }
+
+    /// Makes every later write fail as if the disk had failed. For tests of the 503 path.
+    #[doc(hidden)]
+    pub fn inject_write_fault(&self, on: bool) {
+        self.inner.write_fault.store(on, Ordering::SeqCst);
+    }
+
+    fn check_fault(&self) -> Result<(), StoreError> {
+        if self.inner.write_fault.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected write fault".into()));
+        }
+        Ok(())
+    }
+
+    // --- deliveries -----------------------------------------------------------------------
+
+    /// Records a delivery unless its sender's id was recorded before, and returns once the
+    /// record is durable. The delivery, its id and its inbox entry are written atomically.
+    pub async fn record_delivery(&self, delivery: &Delivery) -> Result<Recorded, StoreError> {
+        self.check_fault()?;
+        let [kind, scope] = delivery.origin.scope();
+        let id_key = composite_key(&[kind, scope, &delivery.id]);
+        let value = encode(delivery);
+        let seq = self.inner.db.generate_id()?;
+        let seq_key = u64_key(seq);
+        let inner = &self.inner;
+        let outcome = (&inner.deliveries, &inner.delivery_ids, &inner.inbox).transaction(
+            |(deliveries, ids, inbox)| {
+                if let Some(existing) = ids.get(&id_key)? {
+                    let existing = codec::read_u64_key(&existing)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    return Ok(Recorded::Duplicate(existing));
+                }
+                ids.insert(id_key.as_slice(), &seq_key)?;
+                deliveries.insert(&seq_key, value.as_slice())?;
+                inbox.insert(&seq_key, &[])?;
+                Ok(Recorded::New(seq))
+            },
+        );
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(TransactionError::Abort(source)) => {
+                return Err(StoreError::Corrupt {
+                    tree: "delivery_ids",
+                    source,
+                });
+            }
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        };
+        if let Recorded::New(_) = outcome {
+            self.inner.inbox_filled.notify_one();
+        }
+        // A duplicate is flushed too: its first copy may still be on its way to the disk, and
+        // the sender must not get a 2xx before that copy is durable.
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    /// One delivery by sequence number.
+    pub fn delivery(&self, seq: u64) -> Result<Option<Delivery>, StoreError> {
+        self.inner
+            .deliveries
+            .get(u64_key(seq))?
+            .map(|v| decode_in("deliveries", &v))
+            .transpose()
+    }
+
+    /// Every stored delivery in arrival order.
+    pub fn deliveries(&self) -> impl Iterator<Item = Result<(u64, Delivery), StoreError>> + '_ {
+        self.inner.deliveries.iter().map(|entry| {
+            let (k, v) = entry?;
+            let seq = codec::read_u64_key(&k).map_err(|source| StoreError::Corrupt {
+                tree: "deliveries",
+                source,
+            })?;
+            Ok((seq, decode_in("deliveries", &v)?))
+        })
+    }
+
+    /// How many deliveries are stored.
+    pub fn delivery_count(&self) -> usize {
+        self.inner.deliveries.len()
+    }
+
+    /// The sequence number a sender's delivery id was recorded under.
+    pub fn delivery_seq(&self, origin: &Origin, id: &str) -> Result<Option<u64>, StoreError> {
+        let [kind, scope] = origin.scope();
+        self.inner
+            .delivery_ids
+            .get(composite_key(&[kind, scope, id]))?
+            .map(|v| {
+                codec::read_u64_key(&v).map_err(|source| StoreError::Corrupt {
+                    tree: "delivery_ids",
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Rewrites stored deliveries of one origin in place: `f` may change a delivery and says
+    /// whether to store the change. Returns how many were replaced. Not flushed: call `flush`.
+    pub fn rewrite_deliveries(
+        &self,
+        origin: &Origin,
+        mut f: impl FnMut(u64, &mut Delivery) -> Rewrite,
+    ) -> Result<usize, StoreError> {
+        self.check_fault()?;
+        let mut replaced = 0;
+        for entry in self.deliveries() {
+            let (seq, mut delivery) = entry?;
+            if &delivery.origin != origin {
+                continue;
+            }
+            if f(seq, &mut delivery) == Rewrite::Replace {
+                self.inner
+                    .deliveries
+                    .insert(u64_key(seq), encode(&delivery))?;
+                replaced += 1;
+            }
+        }
+        Ok(replaced)
+    }
+
+    // --- the inbox of deliveries not yet processed ------------------------------------------
+
+    /// Up to `limit` unprocessed deliveries, oldest first.
+    pub fn inbox(&self, limit: usize) -> Result<Vec<(u64, Delivery)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.inner.inbox.iter().take(limit) {
+            let (k, _) = entry?;
+            let seq = codec::read_u64_key(&k).map_err(|source| StoreError::Corrupt {
+                tree: "inbox",
+                source,
+            })?;
+            match self.delivery(seq)? {
+                Some(d) => out.push((seq, d)),
+                // Erased (shop/redact) after it was queued: nothing left to process.
+                None => {
+                    self.inner.inbox.remove(k)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many deliveries wait to be processed.
+    pub fn inbox_len(&self) -> usize {
+        self.inner.inbox.len()
+    }
+
+    /// Marks a delivery processed.
+    pub fn inbox_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.inner.inbox.remove(u64_key(seq))?;
+        self.inner.inbox_drained.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until a delivery may have entered the inbox.
+    pub async fn inbox_filled(&self) {
+        self.inner.inbox_filled.notified().await
+    }
+
+    /// Waits until the inbox is empty.
+    pub async fn inbox_empty(&self) {
+        loop {
+            let drained = self.inner.inbox_drained.notified();
+            tokio::pin!(drained);
+            // Register before checking, so a drain between the check and the wait is not missed.
+            drained.as_mut().enable();
+            if self.inner.inbox.is_empty() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    // --- shops ------------------------------------------------------------------------------
+
+    /// What is known of a shop's installation.
+    pub fn shop_state(&self, shop: &str) -> Result<Option<ShopState>, StoreError> {
+        self.inner
+            .shops
+            .get(shop.as_bytes())?
+            .map(|v| decode_in("shops", &v))
+            .transpose()
+    }
+
+    /// Replaces a shop's state. Not flushed: call `flush`.
+    pub fn set_shop_state(&self, shop: &str, state: &ShopState) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.inner.shops.insert(shop.as_bytes(), encode(state))?;
+        Ok(())
+    }
+
+    /// Removes everything stored for a shop: deliveries, their ids, triggers and state.
+    /// Not flushed: call `flush`.
+    pub fn erase_shop(&self, shop: &str) -> Result<Erased, StoreError> {
+        self.check_fault()?;
+        let origin = Origin::Shopify {
+            shop: shop.to_string(),
+        };
+        let mut erased = Erased::default();
+        let mut seqs = Vec::new();
+        for entry in self.deliveries() {
+            let (seq, d) = entry?;
+            if d.origin == origin {
+                seqs.push(seq);
+            }
+        }
+        for seq in seqs {
+            self.inner.deliveries.remove(u64_key(seq))?;
+            erased.deliveries += 1;
+            if self.inner.inbox.remove(u64_key(seq))?.is_some() {
+                erased.entries += 1;
+            }
+        }
+        let [kind, scope] = origin.scope();
+        for tree_prefix in [
+            (&self.inner.delivery_ids, composite_prefix(&[kind, scope])),
+            (&self.inner.order_triggers, composite_prefix(&[shop])),
+        ] {
+            let (tree, prefix) = tree_prefix;
+            for entry in tree.scan_prefix(&prefix) {
+                let (k, _) = entry?;
+                tree.remove(k)?;
+                erased.entries += 1;
+            }
+        }
+        if self.inner.shops.remove(shop.as_bytes())?.is_some() {
+            erased.entries += 1;
+        }
+        Ok(erased)
+    }
+
+    // --- order triggers ---------------------------------------------------------------------
+
+    /// Asks for an order to be (re)fetched; repeated triggers for one order coalesce.
+    /// Not flushed: call `flush`.
+    pub fn trigger_order(
+        &self,
+        shop: &str,
+        order_gid: &str,
+        triggered_at: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.check_fault()?;
+        let key = composite_key(&[shop, order_gid]);
+        let now = crate::delivery::now_ms();
+        let mut error = None;
+        self.inner.order_triggers.update_and_fetch(&key, |old| {
+            let mut trigger = match old.map(decode::<OrderTrigger>) {
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    error = Some(e);
+                    OrderTrigger {
+                        first_at_ms: now,
+                        deliveries: 0,
+                        last_triggered_at: None,
+                    }
+                }
+                None => OrderTrigger {
+                    first_at_ms: now,
+                    deliveries: 0,
+                    last_triggered_at: None,
+                },
+            };
+            trigger.deliveries = trigger.deliveries.saturating_add(1);
+            if let Some(at) = triggered_at {
+                // RFC 3339 timestamps in one format compare correctly as strings.
+                if trigger.last_triggered_at.as_deref() < Some(at) {
+                    trigger.last_triggered_at = Some(at.to_string());
+                }
+            }
+            Some(encode(&trigger))
+        })?;
+        if let Some(e) = error {
+            tracing::warn!(error = %e, "replaced an unreadable order trigger");
+        }
+        Ok(())
+    }
+
+    /// Every pending order trigger of a shop, as (order gid, trigger).
+    pub fn order_triggers(&self, shop: &str) -> Result<Vec<(String, OrderTrigger)>, StoreError> {
+        let prefix = composite_prefix(&[shop]);
+        let mut out = Vec::new();
+        for entry in self.inner.order_triggers.scan_prefix(&prefix) {
+            let (k, v) = entry?;
+            let gid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((gid, decode_in("order_triggers", &v)?));
+        }
+        Ok(out)
+    }
+
+    // --- inspection -------------------------------------------------------------------------
+
+    /// Every (tree, key) whose key or value contains `needle`. Used to prove erasure.
+    pub fn find_bytes(&self, needle: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut hits = Vec::new();
+        for name in self.inner.db.tree_names() {
+            let tree = self.inner.db.open_tree(&name)?;
+            for entry in tree.iter() {
+                let (k, v) = entry?;
+                if contains(&k, needle) || contains(&v, needle) {
+                    hits.push((String::from_utf8_lossy(&name).into_owned(), k.to_vec()));
+                }
+            }
+        }
+        Ok(hits)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("deliveries", &self.inner.deliveries.len())
+            .field("durability", &self.inner.durability)
+            .finish()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn decode_in<T: Record>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+#[cfg(test)]
+mod tests;

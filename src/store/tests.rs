@@ -1,0 +1,206 @@
+use super::*;
+
+fn delivery(shop: &str, id: &str, body: &str) -> Delivery {
+    Delivery {
+        origin: Origin::Shopify {
+            shop: shop.to_string(),
+        },
+        id: id.to_string(),
+        topic: "orders/create".into(),
+        received_at_ms: 1,
+        headers: vec![("x-shopify-topic".into(), "orders/create".into())],
+        body: body.as_bytes().to_vec(),
+        redacted: false,
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, &StoreOptions::default()).unwrap()
+}
+
+#[tokio::test]
+async fn a_delivery_id_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store
+        .record_delivery(&delivery("a.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap();
+    let again = store
+        .record_delivery(&delivery("a.myshopify.com", "w1", "{\"other\":1}"))
+        .await
+        .unwrap();
+    let Recorded::New(seq) = first else {
+        panic!("first delivery was {first:?}")
+    };
+    assert_eq!(again, Recorded::Duplicate(seq));
+    // The same id from another shop is another delivery.
+    let other = store
+        .record_delivery(&delivery("b.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap();
+    assert!(matches!(other, Recorded::New(s) if s != seq));
+    assert_eq!(store.delivery_count(), 2);
+    assert_eq!(store.delivery(seq).unwrap().unwrap().body, b"{}");
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_flushes_and_all_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_delivery(&delivery("a.myshopify.com", &format!("w{i}"), "{}"))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Recorded::New(_)));
+    }
+    let stats = store.flush_stats();
+    assert_eq!(stats.waiters, 200);
+    assert!(
+        stats.rounds <= stats.waiters,
+        "every flush answers at least one waiter: {stats:?}"
+    );
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.delivery_count(), 200);
+    assert_eq!(store.inbox_len(), 200);
+    let origin = Origin::Shopify {
+        shop: "a.myshopify.com".into(),
+    };
+    for i in 0..200 {
+        assert!(
+            store
+                .delivery_seq(&origin, &format!("w{i}"))
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_inbox_hands_out_deliveries_in_arrival_order_until_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..5 {
+        store
+            .record_delivery(&delivery("a.myshopify.com", &format!("w{i}"), "{}"))
+            .await
+            .unwrap();
+    }
+    let pending = store.inbox(10).unwrap();
+    let ids: Vec<&str> = pending.iter().map(|(_, d)| d.id.as_str()).collect();
+    assert_eq!(ids, ["w0", "w1", "w2", "w3", "w4"]);
+    for (seq, _) in &pending {
+        store.inbox_done(*seq).unwrap();
+    }
+    store.inbox_empty().await;
+    assert_eq!(store.inbox_len(), 0);
+    assert_eq!(store.delivery_count(), 5, "processing keeps the delivery");
+}
+
+#[tokio::test]
+async fn an_injected_fault_fails_writes_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.inject_write_fault(true);
+    let err = store
+        .record_delivery(&delivery("a.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)));
+    assert_eq!(store.delivery_count(), 0);
+    store.inject_write_fault(false);
+    assert!(matches!(
+        store
+            .record_delivery(&delivery("a.myshopify.com", "w1", "{}"))
+            .await
+            .unwrap(),
+        Recorded::New(_)
+    ));
+}
+
+#[tokio::test]
+async fn erasing_a_shop_leaves_no_trace_of_it_and_spares_other_shops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for shop in ["gone.myshopify.com", "kept.myshopify.com"] {
+        store
+            .record_delivery(&delivery(shop, "w1", "{\"email\":\"x@y\"}"))
+            .await
+            .unwrap();
+        store
+            .trigger_order(shop, "gid://shopify/Order/1", None)
+            .unwrap();
+        store
+            .set_shop_state(
+                shop,
+                &ShopState {
+                    uninstalled_at_ms: Some(5),
+                },
+            )
+            .unwrap();
+    }
+    let erased = store.erase_shop("gone.myshopify.com").unwrap();
+    assert_eq!(erased.deliveries, 1);
+    assert!(store.find_bytes(b"gone.myshopify.com").unwrap().is_empty());
+    assert!(!store.find_bytes(b"kept.myshopify.com").unwrap().is_empty());
+    assert_eq!(store.delivery_count(), 1);
+    assert_eq!(store.order_triggers("kept.myshopify.com").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn triggers_for_one_order_coalesce_and_keep_the_newest_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let gid = "gid://shopify/Order/820982911946154508";
+    for at in [
+        "2026-11-25T10:00:02Z",
+        "2026-11-25T10:00:01Z",
+        "2026-11-25T10:00:03Z",
+    ] {
+        store
+            .trigger_order("a.myshopify.com", gid, Some(at))
+            .unwrap();
+    }
+    let triggers = store.order_triggers("a.myshopify.com").unwrap();
+    assert_eq!(triggers.len(), 1);
+    assert_eq!(triggers[0].0, gid);
+    assert_eq!(triggers[0].1.deliveries, 3);
+    assert_eq!(
+        triggers[0].1.last_triggered_at.as_deref(),
+        Some("2026-11-25T10:00:03Z")
+    );
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &u64_key(SCHEMA_VERSION + 1))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+}
+
+#[test]
+fn a_second_process_cannot_open_a_store_in_use() {
+    // sled locks the directory per process; within one process a second open of the same path
+    // would share nothing, so the lock is what keeps the CLI from writing beside the daemon.
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let second = Store::open(dir.path(), &StoreOptions::default());
+    assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
+}

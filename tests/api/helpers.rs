@@ -1,0 +1,155 @@
+//! Starting the daemon for a test: in-process (`spawn_app`) or as the real binary (`Binary`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use shipgate::config::Config;
+use shipgate::daemon::{Daemon, Options};
+use shipgate::sandbox::webhooks::ShopifyDelivery;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub const SHOP: &str = "test-store.myshopify.com";
+pub const OTHER_SHOP: &str = "other-store.myshopify.com";
+pub const SECRET: &[u8] = b"current-secret";
+pub const OLD_SECRET: &[u8] = b"previous-secret";
+pub const OTHER_SECRET: &[u8] = b"other-secret";
+
+/// A configuration for tests: loopback port 0, a store in `dir`, two shops with inline secrets.
+pub fn config_text(extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+body_limit = 65536
+header_read_timeout_ms = 300
+body_read_timeout_ms = 300
+shutdown_grace_ms = 5000
+{extra_server}
+[admin]
+listen = "127.0.0.1:0"
+token = {{ value = "test-admin-token" }}
+[store]
+path = "store"
+[compliance]
+export_dir = "exports"
+[log]
+level = "warn"
+[[shops]]
+domain = "{SHOP}"
+webhook_secrets = [{{ value = "current-secret" }}, {{ value = "previous-secret" }}]
+[[shops]]
+domain = "{OTHER_SHOP}"
+webhook_secrets = [{{ value = "other-secret" }}]
+"#
+    )
+}
+
+/// The daemon running inside the test process.
+pub struct TestApp {
+    pub daemon: Daemon,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    /// Holds the store and exports until the test ends.
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml_str(&config_text(""), dir.path())
+        .expect("test config loads")
+        .config;
+    let daemon = Daemon::start(&config, options)
+        .await
+        .expect("daemon starts");
+    TestApp {
+        base: format!("http://{}", daemon.public_addr()),
+        daemon,
+        client: reqwest::Client::new(),
+        config,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub async fn send(&self, delivery: &ShopifyDelivery) -> (u16, String) {
+        delivery
+            .send(&self.client, &self.base)
+            .await
+            .expect("request completes")
+    }
+}
+
+/// The real `shipgate` binary, started with `run` on a config in a temporary folder.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub public: String,
+    pub admin: String,
+}
+
+pub fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("shipgate.toml");
+    std::fs::write(&path, config_text("")).unwrap();
+    path
+}
+
+impl Binary {
+    /// Starts the binary and waits for its readiness line.
+    pub async fn start(config: &Path, envs: &[(&str, &str)]) -> Binary {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the daemon prints its readiness line");
+        let mut public = None;
+        let mut admin = None;
+        for word in line.split_whitespace() {
+            if let Some(a) = word.strip_prefix("public=") {
+                public = Some(format!("http://{a}"));
+            }
+            if let Some(a) = word.strip_prefix("admin=") {
+                admin = Some(format!("http://{a}"));
+            }
+        }
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Binary {
+            child,
+            public: public.expect("public address in the readiness line"),
+            admin: admin.expect("admin address in the readiness line"),
+        }
+    }
+
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn signal_term(&self) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
