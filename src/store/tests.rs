@@ -204,3 +204,64 @@ fn a_second_process_cannot_open_a_store_in_use() {
     let second = Store::open(dir.path(), &StoreOptions::default());
     assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
 }
+
+#[tokio::test]
+async fn an_id_left_without_its_delivery_by_a_crash_is_repaired_by_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // What a crash between the two inserts leaves behind: the id, pointing at nothing.
+    let id_key = composite_key(&["shopify", "a.myshopify.com", "w1"]);
+    store
+        .inner
+        .delivery_ids
+        .insert(id_key, &u64_key(99))
+        .unwrap();
+    let outcome = store
+        .record_delivery(&delivery("a.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap();
+    let Recorded::New(seq) = outcome else {
+        panic!("the retry was taken for a duplicate: {outcome:?}")
+    };
+    assert!(store.delivery(seq).unwrap().is_some());
+    assert_eq!(
+        store
+            .record_delivery(&delivery("a.myshopify.com", "w1", "{}"))
+            .await
+            .unwrap(),
+        Recorded::Duplicate(seq)
+    );
+    assert_eq!(store.inbox(10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sequence_numbers_are_not_reused_below_the_cursor_after_an_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for i in 0..3 {
+            store
+                .record_delivery(&delivery("gone.myshopify.com", &format!("w{i}"), "{}"))
+                .await
+                .unwrap();
+        }
+        let pending = store.inbox(10).unwrap();
+        store.inbox_done(pending.last().unwrap().0).unwrap();
+        store.erase_shop("gone.myshopify.com").unwrap();
+        store.flush().await.unwrap();
+        store.close();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.inbox_len(), 0);
+    store
+        .record_delivery(&delivery("new.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap();
+    let pending = store.inbox(10).unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the new delivery is seen by the processor"
+    );
+    assert_eq!(pending[0].1.id, "w1");
+}
