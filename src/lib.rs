@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod demo;
 pub mod http;
 pub mod intake;
+pub mod order;
 pub mod processor;
 pub mod sandbox;
 pub mod store;
