@@ -219,6 +219,12 @@ pub fn redact_customer(
         delivery.redacted = true;
         Rewrite::Replace
     })?;
+    // The mirror keeps the shipping address of each order (suppliers need it); it goes too.
+    for order in &request.orders_to_redact {
+        store.rewrite_order(&shop, &format!("gid://shopify/Order/{order}"), |o| {
+            o.shipping_address = None;
+        })?;
+    }
     Ok(rewritten)
 }
 

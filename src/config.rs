@@ -36,7 +36,20 @@ const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// file almost certainly means the wrong path, and reading it whole would only waste memory.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
-const TOP_KEYS: &[&str] = &["server", "admin", "store", "compliance", "log", "shops"];
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "admin",
+    "store",
+    "compliance",
+    "log",
+    "sync",
+    "shops",
+];
+const SYNC_KEYS: &[&str] = &[
+    "poll_interval_secs",
+    "poll_overlap_secs",
+    "initial_lookback_days",
+];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "body_limit",
@@ -75,6 +88,8 @@ pub struct Config {
     pub compliance: ComplianceConfig,
     /// How the daemon logs.
     pub log: LogConfig,
+    /// How the order mirror polls Shopify.
+    pub sync: SyncConfig,
     /// The connected shops; never empty in a loaded config.
     pub shops: Vec<ShopConfig>,
 }
@@ -112,6 +127,17 @@ pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// How often writes that nobody waits on are flushed in the background.
     pub flush_interval: Duration,
+}
+
+/// How the order mirror keeps up with Shopify besides webhooks.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// How often each shop is scanned for changed orders (webhooks can be lost).
+    pub poll_interval: Duration,
+    /// How far before the checkpoint each scan starts, so late-indexed changes are not missed.
+    pub poll_overlap: Duration,
+    /// How far back the first scan of a shop looks.
+    pub initial_lookback: Duration,
 }
 
 /// Settings for the GDPR/CCPA compliance webhooks.
@@ -428,6 +454,8 @@ impl Walker<'_> {
         let compliance = self.compliance(compliance, &store);
         let log = self.section(root, "log").unwrap_or(&empty);
         let log = self.log(log);
+        let sync = self.section(root, "sync").unwrap_or(&empty);
+        let sync = self.sync(sync);
         let shops = self.shops(root);
         Config {
             server,
@@ -435,7 +463,21 @@ impl Walker<'_> {
             store,
             compliance,
             log,
+            sync,
             shops,
+        }
+    }
+
+    fn sync(&mut self, t: &Table) -> SyncConfig {
+        let p = "sync";
+        self.check_keys(t, p, SYNC_KEYS);
+        let interval = self.integer(t, p, "poll_interval_secs", 1..=86_400, 300);
+        let overlap = self.integer(t, p, "poll_overlap_secs", 0..=86_400, 300);
+        let lookback = self.integer(t, p, "initial_lookback_days", 1..=3_650, 60);
+        SyncConfig {
+            poll_interval: Duration::from_secs(interval as u64),
+            poll_overlap: Duration::from_secs(overlap as u64),
+            initial_lookback: Duration::from_secs(lookback as u64 * 86_400),
         }
     }
 

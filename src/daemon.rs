@@ -18,15 +18,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use std::collections::HashMap;
+
+use crate::config::{Config, ShopCredentials};
 use crate::http::{HttpSettings, serve};
 use crate::intake::shopify::Verifier;
 use crate::intake::{Intake, IntakeCounters, IntakeMode, IntakeSettings};
+use crate::mirror::{self, MirrorHandle, MirrorSettings, ScanReport};
 use crate::processor::{self, ProcessorSettings};
+use crate::shopify::client::{ClientSettings, ShopifyClient};
 use crate::store::{Durability, Store, StoreOptions};
 
 /// Switches that are not configuration: they exist for tests and benchmarks only.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Whether durable writes are flushed (always, outside the crash test).
     pub durability: Durability,
@@ -34,6 +38,10 @@ pub struct Options {
     pub intake: IntakeMode,
     /// Whether the delivery processor runs.
     pub processor: bool,
+    /// Whether the order mirror (fetcher and poller per shop) runs.
+    pub mirror: bool,
+    /// Retry and pacing of the Shopify clients (tests shorten the backoff).
+    pub client: ClientSettings,
 }
 
 impl Default for Options {
@@ -42,6 +50,8 @@ impl Default for Options {
             durability: Durability::Flush,
             intake: IntakeMode::Durable,
             processor: true,
+            mirror: true,
+            client: ClientSettings::default(),
         }
     }
 }
@@ -52,9 +62,19 @@ pub struct Daemon {
     admin_addr: SocketAddr,
     store: Store,
     counters: Arc<IntakeCounters>,
+    shops: HashMap<String, ShopSync>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     ready: Arc<AtomicBool>,
+}
+
+/// One shop's Admin API client and mirror.
+#[derive(Clone)]
+pub struct ShopSync {
+    /// The shop's GraphQL client (its stats and budget view).
+    pub client: ShopifyClient,
+    /// The shop's mirror tasks.
+    pub mirror: MirrorHandle,
 }
 
 #[derive(Clone)]
@@ -127,6 +147,39 @@ impl Daemon {
                 cancel.clone(),
             ));
         }
+        let mut shops = HashMap::new();
+        if options.mirror {
+            let http = reqwest::Client::builder()
+                .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("building the HTTP client")?;
+            let settings = MirrorSettings {
+                poll_interval: config.sync.poll_interval,
+                poll_overlap: config.sync.poll_overlap,
+                initial_lookback: config.sync.initial_lookback,
+            };
+            for shop in &config.shops {
+                if matches!(shop.credentials, ShopCredentials::None) {
+                    continue;
+                }
+                let client = ShopifyClient::new(
+                    http.clone(),
+                    shop,
+                    ClientSettings {
+                        requests_per_second: shop.requests_per_second,
+                        ..options.client.clone()
+                    },
+                );
+                let mirror = mirror::spawn(
+                    &tasks,
+                    store.clone(),
+                    client.clone(),
+                    settings.clone(),
+                    cancel.clone(),
+                );
+                shops.insert(shop.domain.clone(), ShopSync { client, mirror });
+            }
+        }
         tasks.close();
         ready.store(true, Ordering::SeqCst);
         tracing::info!(%public_addr, %admin_addr, shops = config.shops.len(), "shipgate ready");
@@ -135,6 +188,7 @@ impl Daemon {
             admin_addr,
             store,
             counters,
+            shops,
             cancel,
             tasks,
             ready,
@@ -164,6 +218,28 @@ impl Daemon {
     /// Waits until every stored delivery has been processed.
     pub async fn wait_idle(&self) {
         self.store.inbox_empty().await
+    }
+
+    /// A shop's client and mirror, if the shop has Admin API credentials.
+    pub fn shop_sync(&self, shop: &str) -> Option<&ShopSync> {
+        self.shops.get(shop)
+    }
+
+    /// Brings a shop's mirror up to date now: processes the stored deliveries, scans Shopify
+    /// for changed orders, and waits until every triggered order was fetched.
+    pub async fn sync_now(&self, shop: &str) -> anyhow::Result<ScanReport> {
+        let sync = self
+            .shops
+            .get(shop)
+            .with_context(|| format!("{shop} is not synced (no credentials configured)"))?;
+        self.wait_idle().await;
+        let report = sync
+            .mirror
+            .scan_now()
+            .await
+            .map_err(|e| anyhow::anyhow!("scanning {shop}: {e}"))?;
+        self.store.triggers_empty(shop).await;
+        Ok(report)
     }
 
     /// Stops intake, lets in-flight requests finish, stops the workers, flushes and closes the

@@ -196,6 +196,19 @@ pub fn process(
     {
         return Ok(Outcome::SkippedUninstalled);
     }
+    if topic.starts_with("fulfillment_orders/") || topic.starts_with("fulfillments/") {
+        let orders = orders_named(store, shop, &delivery.body)?;
+        if orders.is_empty() {
+            // Not mirrored yet: the order's own webhook or the next scan brings it in.
+            return Ok(Outcome::Kept);
+        }
+        for order_gid in &orders {
+            store.trigger_order(shop, order_gid, delivery.header("x-shopify-triggered-at"))?;
+        }
+        return Ok(Outcome::OrderTriggered {
+            order_gid: orders.join(","),
+        });
+    }
     if topic.starts_with("orders/") {
         return Ok(match order_gid(&delivery.body) {
             Ok(order_gid) => {
@@ -206,6 +219,52 @@ pub fn process(
         });
     }
     Ok(Outcome::Kept)
+}
+
+/// The orders a fulfillment or fulfillment-order payload concerns: order ids it names directly
+/// (`order_id`, order gids) and the orders of the fulfillment orders it names (split, merge and
+/// move payloads name several).
+fn orders_named(store: &Store, shop: &str, body: &[u8]) -> Result<Vec<String>, StoreError> {
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(Vec::new());
+    };
+    let mut strings = Vec::new();
+    collect_ids(&payload, &mut strings);
+    let mut orders = Vec::new();
+    for s in strings {
+        let order = if s.starts_with("gid://shopify/Order/") {
+            Some(s)
+        } else if s.starts_with("gid://shopify/FulfillmentOrder/") {
+            store.order_of_fulfillment_order(shop, &s)?
+        } else {
+            None
+        };
+        if let Some(order) = order
+            && !orders.contains(&order)
+        {
+            orders.push(order);
+        }
+    }
+    Ok(orders)
+}
+
+fn collect_ids(value: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.starts_with("gid://shopify/") => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| collect_ids(v, out)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "order_id"
+                    && let Some(id) = v.as_u64()
+                {
+                    out.push(format!("gid://shopify/Order/{id}"));
+                }
+                collect_ids(v, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The order's GraphQL id from an `orders/*` payload. Ids exceed 2^53, so they are read as u64

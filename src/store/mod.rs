@@ -19,6 +19,8 @@
 //! | `delivery_ids`   | origin scope \0 sender's delivery id | sequence number                |
 //! | `shops`          | shop domain                          | [`ShopState`]                  |
 //! | `order_triggers` | shop \0 order gid                    | [`OrderTrigger`]               |
+//! | `orders`         | shop \0 order gid                    | [`OrderMirror`]                |
+//! | `fo_index`       | shop \0 fulfillment order gid        | order gid (UTF-8)              |
 //!
 //! Recording a delivery is two plain inserts, not a sled transaction: transactions (and
 //! batches) take sled's global write lock, and when this was decided a three-tree transaction
@@ -42,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::delivery::{Delivery, Origin};
+use crate::order::{OrderMirror, Timestamp};
 use codec::{DecodeError, Record, composite_key, composite_prefix, decode, encode, u64_key};
 pub use flusher::FlushStats;
 
@@ -159,6 +162,22 @@ impl Record for ShopState {
     const VERSION: u8 = 1;
     const NAME: &'static str = "shop state";
 }
+impl Record for OrderMirror {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "order mirror";
+}
+
+/// What `put_order` did with a fetched order state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The order was not mirrored before.
+    Inserted,
+    /// The fetched state replaced an older (or equally old) one.
+    Updated,
+    /// The stored state is newer: the fetched one was dropped (invariant 4).
+    Stale { stored: Timestamp },
+}
+
 impl Record for OrderTrigger {
     const VERSION: u8 = 1;
     const NAME: &'static str = "order trigger";
@@ -177,6 +196,12 @@ struct Inner {
     meta: sled::Tree,
     shops: sled::Tree,
     order_triggers: sled::Tree,
+    orders: sled::Tree,
+    fo_index: sled::Tree,
+    /// Woken when an order trigger was added.
+    triggers_added: Notify,
+    /// Woken when an order trigger was completed.
+    triggers_done: Notify,
     flusher: std::sync::Mutex<flusher::Flusher>,
     durability: Durability,
     write_fault: AtomicBool,
@@ -257,6 +282,10 @@ impl Store {
             meta: meta.clone(),
             shops: db.open_tree("shops")?,
             order_triggers: db.open_tree("order_triggers")?,
+            orders: db.open_tree("orders")?,
+            fo_index: db.open_tree("fo_index")?,
+            triggers_added: Notify::new(),
+            triggers_done: Notify::new(),
             db,
             flusher: std::sync::Mutex::new(flusher),
             durability: options.durability,
@@ -598,6 +627,8 @@ impl Store {
         for tree_prefix in [
             (&self.inner.delivery_ids, composite_prefix(&[kind, scope])),
             (&self.inner.order_triggers, composite_prefix(&[shop])),
+            (&self.inner.orders, composite_prefix(&[shop])),
+            (&self.inner.fo_index, composite_prefix(&[shop])),
         ] {
             let (tree, prefix) = tree_prefix;
             for entry in tree.scan_prefix(&prefix) {
@@ -607,6 +638,9 @@ impl Store {
             }
         }
         if self.inner.shops.remove(shop.as_bytes())?.is_some() {
+            erased.entries += 1;
+        }
+        if self.inner.meta.remove(checkpoint_key(shop))?.is_some() {
             erased.entries += 1;
         }
         Ok(erased)
@@ -655,6 +689,191 @@ impl Store {
         if let Some(e) = error {
             tracing::warn!(error = %e, "replaced an unreadable order trigger");
         }
+        self.inner.triggers_added.notify_waiters();
+        Ok(())
+    }
+
+    /// Removes a trigger once its order was fetched, unless another delivery updated the
+    /// trigger meanwhile (then the order is fetched again). Returns whether it was removed.
+    pub fn complete_trigger(
+        &self,
+        shop: &str,
+        order_gid: &str,
+        seen: &OrderTrigger,
+    ) -> Result<bool, StoreError> {
+        self.check_fault()?;
+        let key = composite_key(&[shop, order_gid]);
+        let removed = self
+            .inner
+            .order_triggers
+            .compare_and_swap(key, Some(encode(seen)), None as Option<&[u8]>)?
+            .is_ok();
+        self.inner.triggers_done.notify_waiters();
+        Ok(removed)
+    }
+
+    /// Waits until no order of the shop waits to be fetched.
+    pub async fn triggers_empty(&self, shop: &str) {
+        let prefix = composite_prefix(&[shop]);
+        loop {
+            let done = self.inner.triggers_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self
+                .inner
+                .order_triggers
+                .scan_prefix(&prefix)
+                .next()
+                .is_none()
+            {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// A future that resolves when a trigger is added after this call, even if it is awaited
+    /// later: check the queue after calling this, then await it, and no wake-up is lost.
+    pub fn triggers_added(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut notified = Box::pin(self.inner.triggers_added.notified());
+        notified.as_mut().enable();
+        notified
+    }
+
+    // --- the order mirror -------------------------------------------------------------------
+
+    /// Stores a fetched order state unless the stored one is newer (invariant 4: arrival order
+    /// never matters; an equally new state replaces the stored one, since it was fetched later).
+    /// Not flushed: call `flush`.
+    pub fn put_order(&self, order: &OrderMirror) -> Result<Applied, StoreError> {
+        self.check_fault()?;
+        let key = composite_key(&[&order.shop, &order.id]);
+        let value = encode(order);
+        loop {
+            let current = self.inner.orders.get(&key)?;
+            let applied = match &current {
+                None => Applied::Inserted,
+                Some(bytes) => {
+                    let stored: OrderMirror = decode_in("orders", bytes)?;
+                    if stored.updated_at > order.updated_at {
+                        return Ok(Applied::Stale {
+                            stored: stored.updated_at,
+                        });
+                    }
+                    Applied::Updated
+                }
+            };
+            // Compare-and-swap so that two fetches racing for one order cannot let the older
+            // state land last.
+            if self
+                .inner
+                .orders
+                .compare_and_swap(&key, current, Some(value.as_slice()))?
+                .is_ok()
+            {
+                // Fulfillment-order webhooks name fulfillment orders, not orders: keep the way
+                // back. Entries of fulfillment orders that moved away are harmless (they point
+                // at an order that no longer lists them, which a fetch corrects).
+                for fo in &order.fulfillment_orders {
+                    self.inner
+                        .fo_index
+                        .insert(composite_key(&[&order.shop, &fo.id]), order.id.as_bytes())?;
+                }
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// The order a fulfillment order belongs to, as last mirrored.
+    pub fn order_of_fulfillment_order(
+        &self,
+        shop: &str,
+        fulfillment_order_gid: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .fo_index
+            .get(composite_key(&[shop, fulfillment_order_gid]))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// One mirrored order.
+    pub fn order(&self, shop: &str, order_gid: &str) -> Result<Option<OrderMirror>, StoreError> {
+        self.inner
+            .orders
+            .get(composite_key(&[shop, order_gid]))?
+            .map(|v| decode_in("orders", &v))
+            .transpose()
+    }
+
+    /// Every mirrored order of a shop, by id.
+    pub fn orders(&self, shop: &str) -> impl Iterator<Item = Result<OrderMirror, StoreError>> + '_ {
+        self.inner
+            .orders
+            .scan_prefix(composite_prefix(&[shop]))
+            .map(|entry| decode_in("orders", &entry?.1))
+    }
+
+    /// How many orders are mirrored (all shops).
+    pub fn order_count(&self) -> usize {
+        self.inner.orders.len()
+    }
+
+    /// Rewrites one mirrored order in place (compliance erasure). Returns whether it existed.
+    /// Not flushed: call `flush`.
+    pub fn rewrite_order(
+        &self,
+        shop: &str,
+        order_gid: &str,
+        f: impl Fn(&mut OrderMirror),
+    ) -> Result<bool, StoreError> {
+        self.check_fault()?;
+        let key = composite_key(&[shop, order_gid]);
+        let mut error = None;
+        let result = self.inner.orders.update_and_fetch(&key, |old| {
+            let old = old?;
+            match decode::<OrderMirror>(old) {
+                Ok(mut order) => {
+                    f(&mut order);
+                    Some(encode(&order))
+                }
+                Err(e) => {
+                    error = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(source) = error {
+            return Err(StoreError::Corrupt {
+                tree: "orders",
+                source,
+            });
+        }
+        Ok(result.is_some())
+    }
+
+    /// Where the shop's polling scan resumes (the newest `updatedAt` a finished scan saw).
+    pub fn poll_checkpoint(&self, shop: &str) -> Result<Option<Timestamp>, StoreError> {
+        match self.inner.meta.get(checkpoint_key(shop))? {
+            None => Ok(None),
+            Some(v) => {
+                let text = String::from_utf8_lossy(&v);
+                Timestamp::parse(&text)
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt {
+                        tree: "meta",
+                        source: DecodeError::Key("poll checkpoint is not a timestamp"),
+                    })
+            }
+        }
+    }
+
+    /// Moves the shop's polling checkpoint. Not flushed: call `flush`.
+    pub fn set_poll_checkpoint(&self, shop: &str, at: &Timestamp) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.inner
+            .meta
+            .insert(checkpoint_key(shop), at.text.as_bytes())?;
         Ok(())
     }
 
@@ -695,6 +914,10 @@ impl std::fmt::Debug for Store {
             .field("durability", &self.inner.durability)
             .finish()
     }
+}
+
+fn checkpoint_key(shop: &str) -> Vec<u8> {
+    composite_key(&["poll.checkpoint", shop])
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

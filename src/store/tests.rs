@@ -1,4 +1,5 @@
 use super::*;
+use crate::order::{OrderMirror, Timestamp};
 
 fn delivery(shop: &str, id: &str, body: &str) -> Delivery {
     Delivery {
@@ -264,4 +265,72 @@ async fn sequence_numbers_are_not_reused_below_the_cursor_after_an_erasure() {
         "the new delivery is seen by the processor"
     );
     assert_eq!(pending[0].1.id, "w1");
+}
+
+fn mirrored(updated_at: &str, name: &str) -> OrderMirror {
+    OrderMirror {
+        shop: "a.myshopify.com".into(),
+        id: "gid://shopify/Order/1".into(),
+        name: name.into(),
+        created_at: None,
+        updated_at: Timestamp::parse(updated_at).unwrap(),
+        cancelled_at: None,
+        cancel_reason: None,
+        display_fulfillment_status: "UNFULFILLED".into(),
+        shipping_address: None,
+        line_items: Vec::new(),
+        fulfillment_orders: Vec::new(),
+        fulfillments: Vec::new(),
+        truncated: false,
+    }
+}
+
+#[test]
+fn an_older_order_state_never_replaces_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let newer = mirrored("2026-11-25T10:00:05Z", "newer");
+    let older = mirrored("2026-11-25T10:00:04Z", "older");
+    assert_eq!(store.put_order(&newer).unwrap(), Applied::Inserted);
+    assert!(matches!(
+        store.put_order(&older).unwrap(),
+        Applied::Stale { .. }
+    ));
+    let stored = store.order("a.myshopify.com", &newer.id).unwrap().unwrap();
+    assert_eq!(stored.name, "newer");
+    // Equally new: fetched later, so it wins (a cancellation within the same second).
+    let same_second = mirrored("2026-11-25T10:00:05Z", "refetched");
+    assert_eq!(store.put_order(&same_second).unwrap(), Applied::Updated);
+    assert_eq!(
+        store
+            .order("a.myshopify.com", &newer.id)
+            .unwrap()
+            .unwrap()
+            .name,
+        "refetched"
+    );
+}
+
+#[tokio::test]
+async fn a_trigger_touched_during_the_fetch_is_kept_for_another_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .trigger_order("a.myshopify.com", "gid://shopify/Order/1", None)
+        .unwrap();
+    let (gid, seen) = store.order_triggers("a.myshopify.com").unwrap().remove(0);
+    // A webhook for the same order arrives while it is being fetched.
+    store.trigger_order("a.myshopify.com", &gid, None).unwrap();
+    assert!(
+        !store
+            .complete_trigger("a.myshopify.com", &gid, &seen)
+            .unwrap()
+    );
+    let (_, again) = store.order_triggers("a.myshopify.com").unwrap().remove(0);
+    assert!(
+        store
+            .complete_trigger("a.myshopify.com", &gid, &again)
+            .unwrap()
+    );
+    store.triggers_empty("a.myshopify.com").await;
 }

@@ -1,0 +1,302 @@
+//! The order mirror: the latest state of every order, fetched from Shopify.
+//!
+//! Webhooks are only triggers (invariant 4): the processor turns each order delivery into a
+//! coalescing trigger in the store, and the fetcher here takes pending triggers, fetches those
+//! orders in batches through `nodes(ids:)`, and stores each state unless the stored one is newer.
+//! A trigger is removed only if no delivery touched it while its order was being fetched, so a
+//! change that raced the fetch is fetched again.
+//!
+//! Webhooks get lost, so a poller also scans each shop for orders changed since a stored
+//! checkpoint (minus an overlap window) with the lean `OrderScan` query and triggers every order
+//! whose mirror is missing or older. A shop whose webhooks never arrive converges by polling
+//! alone.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::order::{ChangedOrder, Timestamp};
+use crate::shopify::client::{ShopifyClient, ShopifyError};
+use crate::shopify::convert::{self, Fetched};
+use crate::shopify::ops::{OrderScan, OrdersByIds, order_scan, orders_by_ids};
+use crate::store::{Applied, Store, StoreError};
+
+/// Shopify's cap on the requested cost of one query.
+const MAX_QUERY_COST: f64 = 1000.0;
+/// Shopify's cap on `first` and on `nodes(ids:)`.
+const MAX_PAGE: usize = 250;
+
+/// How the mirror polls.
+#[derive(Debug, Clone)]
+pub struct MirrorSettings {
+    /// Time between scans.
+    pub poll_interval: Duration,
+    /// How far before the checkpoint a scan starts.
+    pub poll_overlap: Duration,
+    /// How far back the first scan looks.
+    pub initial_lookback: Duration,
+}
+
+/// Why syncing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Shopify(#[from] ShopifyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Shopify's answer could not be read: {0}")]
+    Convert(#[from] convert::ConvertError),
+    #[error("the mirror of this shop is not running")]
+    Stopped,
+}
+
+/// What one scan found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScanReport {
+    /// Orders the scan saw changed since the checkpoint (minus the overlap).
+    pub seen: usize,
+    /// Of those, orders whose mirror was missing or older: triggered for fetching.
+    pub triggered: usize,
+    /// Pages read.
+    pub pages: usize,
+    /// The checkpoint after the scan.
+    pub checkpoint: Option<String>,
+}
+
+/// What fetching a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    /// Orders stored (new or newer).
+    pub applied: usize,
+    /// Fetched states older than the stored ones, dropped.
+    pub stale: usize,
+    /// Orders Shopify no longer returns (deleted or out of the app's reach).
+    pub missing: usize,
+}
+
+/// A handle to one shop's mirror tasks.
+#[derive(Clone)]
+pub struct MirrorHandle {
+    scan_now: mpsc::Sender<oneshot::Sender<Result<ScanReport, String>>>,
+}
+
+impl MirrorHandle {
+    /// Runs a scan now (outside the schedule) and returns its report.
+    pub async fn scan_now(&self) -> Result<ScanReport, String> {
+        let (tx, rx) = oneshot::channel();
+        self.scan_now
+            .send(tx)
+            .await
+            .map_err(|_| MirrorError::Stopped.to_string())?;
+        rx.await.map_err(|_| MirrorError::Stopped.to_string())?
+    }
+}
+
+/// Starts the fetcher and the poller of one shop on `tasks`.
+pub fn spawn(
+    tasks: &tokio_util::task::TaskTracker,
+    store: Store,
+    client: ShopifyClient,
+    settings: MirrorSettings,
+    cancel: CancellationToken,
+) -> MirrorHandle {
+    let (scan_tx, scan_rx) = mpsc::channel(4);
+    tasks.spawn(fetcher(store.clone(), client.clone(), cancel.clone()));
+    tasks.spawn(poller(store, client, settings, scan_rx, cancel));
+    MirrorHandle { scan_now: scan_tx }
+}
+
+fn uninstalled(store: &Store, shop: &str) -> bool {
+    store
+        .shop_state(shop)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.uninstalled_at_ms.is_some())
+}
+
+async fn fetcher(store: Store, client: ShopifyClient, cancel: CancellationToken) {
+    let shop = client.shop().to_string();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let added = store.triggers_added();
+        let pending = match store.order_triggers(&shop) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(%shop, error = %e, "cannot read order triggers");
+                Vec::new()
+            }
+        };
+        if pending.is_empty() || uninstalled(&store, &shop) {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = added => continue,
+            }
+        }
+        let mut failed = false;
+        let mut batch_size = fitting_batch(&client);
+        let mut rest = &pending[..];
+        while !rest.is_empty() && !cancel.is_cancelled() {
+            let (batch, tail) = rest.split_at(batch_size.min(rest.len()));
+            match fetch_batch(&store, &client, batch).await {
+                Ok(report) => {
+                    tracing::debug!(%shop, ?report, "orders mirrored");
+                    rest = tail;
+                    batch_size = fitting_batch(&client);
+                    backoff = Duration::from_secs(1);
+                }
+                Err(MirrorError::Shopify(ShopifyError::MaxCostExceeded { .. }))
+                    if batch_size > 1 =>
+                {
+                    // The learned cost was too optimistic for these orders: smaller batches.
+                    batch_size = (batch_size / 2).max(1);
+                }
+                Err(e) => {
+                    tracing::warn!(%shop, error = %e, retry_in = ?backoff, "fetching orders failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(300));
+        }
+    }
+}
+
+/// As many orders per `nodes` query as fit under Shopify's cost cap, by the learned cost.
+fn fitting_batch(client: &ShopifyClient) -> usize {
+    match client.learned_cost("OrdersByIds") {
+        Some(per_order) if per_order > 0.0 => {
+            ((MAX_QUERY_COST / per_order).floor() as usize).clamp(1, MAX_PAGE)
+        }
+        // Until the first answer, one order at a time: it teaches the cost.
+        _ => 1,
+    }
+}
+
+/// Fetches one batch of triggered orders and stores what is newer.
+pub async fn fetch_batch(
+    store: &Store,
+    client: &ShopifyClient,
+    batch: &[(String, crate::store::OrderTrigger)],
+) -> Result<FetchReport, MirrorError> {
+    let shop = client.shop();
+    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    let data = client
+        .run::<OrdersByIds>(
+            orders_by_ids::Variables { ids: ids.clone() },
+            ids.len() as u32,
+        )
+        .await?;
+    let fetched = convert::orders_by_ids(shop, &ids, data)?;
+    let mut report = FetchReport::default();
+    for item in fetched {
+        match item {
+            Fetched::Order(order) => match store.put_order(&order)? {
+                Applied::Inserted | Applied::Updated => report.applied += 1,
+                Applied::Stale { .. } => report.stale += 1,
+            },
+            Fetched::Missing(id) => {
+                tracing::info!(%shop, order = %id, "order no longer visible in Shopify");
+                report.missing += 1;
+            }
+        }
+    }
+    store.flush().await?;
+    for (id, seen) in batch {
+        store.complete_trigger(shop, id, seen)?;
+    }
+    Ok(report)
+}
+
+async fn poller(
+    store: Store,
+    client: ShopifyClient,
+    settings: MirrorSettings,
+    mut scan_now: mpsc::Receiver<oneshot::Sender<Result<ScanReport, String>>>,
+    cancel: CancellationToken,
+) {
+    let shop = client.shop().to_string();
+    let mut reply: Option<oneshot::Sender<Result<ScanReport, String>>> = None;
+    loop {
+        if !uninstalled(&store, &shop) || reply.is_some() {
+            let result = scan(&store, &client, &settings).await;
+            match &result {
+                Ok(report) => tracing::debug!(%shop, ?report, "scan finished"),
+                Err(e) => tracing::warn!(%shop, error = %e, "scan failed; the next one retries"),
+            }
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settings.poll_interval) => {}
+            asked = scan_now.recv() => match asked {
+                Some(tx) => reply = Some(tx),
+                None => return,
+            },
+        }
+    }
+}
+
+/// Scans the shop for orders changed since the checkpoint and triggers those the mirror lacks.
+pub async fn scan(
+    store: &Store,
+    client: &ShopifyClient,
+    settings: &MirrorSettings,
+) -> Result<ScanReport, MirrorError> {
+    let shop = client.shop();
+    let now_ms = crate::delivery::now_ms() as i64;
+    let checkpoint = store.poll_checkpoint(shop)?.unwrap_or_else(|| {
+        Timestamp::from_unix_ms(now_ms - settings.initial_lookback.as_millis() as i64)
+    });
+    let since =
+        Timestamp::from_unix_ms(checkpoint.unix_ms - settings.poll_overlap.as_millis() as i64);
+    let query = format!("updated_at:>='{}'", since.text);
+    let mut report = ScanReport::default();
+    let mut newest = checkpoint.clone();
+    let mut after = None;
+    loop {
+        let data = client
+            .run::<OrderScan>(
+                order_scan::Variables {
+                    first: MAX_PAGE as i64,
+                    after: after.clone(),
+                    query: query.clone(),
+                },
+                1,
+            )
+            .await?;
+        let page = convert::order_scan(data)?;
+        report.pages += 1;
+        for ChangedOrder { id, updated_at } in &page.orders {
+            report.seen += 1;
+            let stale = match store.order(shop, id)? {
+                None => true,
+                Some(stored) => stored.updated_at < *updated_at,
+            };
+            if stale {
+                store.trigger_order(shop, id, Some(&updated_at.text))?;
+                report.triggered += 1;
+            }
+            if *updated_at > newest {
+                newest = updated_at.clone();
+            }
+        }
+        if !page.has_next_page || page.end_cursor.is_none() {
+            break;
+        }
+        after = page.end_cursor;
+    }
+    // Only a finished scan moves the checkpoint: an interrupted one is simply repeated.
+    store.set_poll_checkpoint(shop, &newest)?;
+    store.flush().await?;
+    report.checkpoint = Some(newest.text);
+    Ok(report)
+}
