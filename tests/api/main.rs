@@ -5,3 +5,4 @@ mod binary;
 mod compliance;
 mod helpers;
 mod intake;
+mod shopify_client;
