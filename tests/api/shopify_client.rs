@@ -16,9 +16,12 @@ use shipgate::shopify::client::{ClientSettings, ShopifyClient, ShopifyError};
 use shipgate::shopify::ops::{OrderScan, order_scan};
 use std::sync::atomic::Ordering;
 
+/// One scripted answer: status, extra headers, JSON body.
+type Answer = (u16, Vec<(&'static str, String)>, Value);
+
 #[derive(Clone)]
 struct Script {
-    answers: Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>, Value)>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
     seen_tokens: Arc<Mutex<Vec<String>>>,
     grants: Arc<Mutex<u32>>,
 }
@@ -62,7 +65,7 @@ fn ok_page() -> Value {
 }
 
 async fn client_for(
-    answers: Vec<(u16, Vec<(&'static str, String)>, Value)>,
+    answers: Vec<Answer>,
     grant_auth: bool,
 ) -> (ShopifyClient, Script) {
     let script = Script {
