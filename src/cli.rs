@@ -156,6 +156,7 @@ async fn run_until_signal(config: &Config, options: Options) -> anyhow::Result<(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let daemon = Daemon::start(config, options).await?;
+    crate::health::notify_ready();
     // One line on stdout that scripts and tests read to find the bound ports.
     println!(
         "shipgate ready public={} admin={}",

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use std::collections::HashMap;
 
 use crate::config::{Config, ShopCredentials};
+use crate::health::{self, Heartbeats, supervised};
 use crate::http::{HttpSettings, serve};
 use crate::intake::shopify::Verifier;
 use crate::intake::{Intake, IntakeCounters, IntakeMode, IntakeSettings};
@@ -80,6 +81,7 @@ pub struct ShopSync {
 #[derive(Clone)]
 struct AdminState {
     ready: Arc<AtomicBool>,
+    heartbeats: Heartbeats,
 }
 
 impl Daemon {
@@ -129,22 +131,27 @@ impl Daemon {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
+        let heartbeats = Heartbeats::default();
         tasks.spawn(serve(public, intake.router(), http, cancel.clone()));
         tasks.spawn(serve(
             admin,
             admin_router(AdminState {
                 ready: ready.clone(),
+                heartbeats: heartbeats.clone(),
             }),
             http,
             cancel.clone(),
         ));
         if options.processor {
-            tasks.spawn(processor::run(
-                store.clone(),
-                ProcessorSettings {
-                    export_dir: config.compliance.export_dir.clone(),
-                },
-                cancel.clone(),
+            tasks.spawn(supervised(
+                heartbeats.register("delivery processor"),
+                processor::run(
+                    store.clone(),
+                    ProcessorSettings {
+                        export_dir: config.compliance.export_dir.clone(),
+                    },
+                    cancel.clone(),
+                ),
             ));
         }
         let mut shops = HashMap::new();
@@ -172,6 +179,7 @@ impl Daemon {
                 );
                 let mirror = mirror::spawn(
                     &tasks,
+                    &heartbeats,
                     store.clone(),
                     client.clone(),
                     settings.clone(),
@@ -180,6 +188,7 @@ impl Daemon {
                 shops.insert(shop.domain.clone(), ShopSync { client, mirror });
             }
         }
+        tasks.spawn(health::watchdog(heartbeats.clone(), cancel.clone()));
         tasks.close();
         ready.store(true, Ordering::SeqCst);
         tracing::info!(%public_addr, %admin_addr, shops = config.shops.len(), "shipgate ready");
@@ -245,6 +254,7 @@ impl Daemon {
     /// Stops intake, lets in-flight requests finish, stops the workers, flushes and closes the
     /// store.
     pub async fn stop(self) -> anyhow::Result<()> {
+        health::notify_stopping();
         self.ready.store(false, Ordering::SeqCst);
         self.cancel.cancel();
         self.tasks.wait().await;
@@ -262,10 +272,18 @@ fn admin_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    if !state.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
+    }
+    let stale = state.heartbeats.stale(health::BEAT * 3);
+    if stale.is_empty() {
+        (StatusCode::OK, "ready\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        let names: Vec<&str> = stale.iter().map(|(n, _)| n.as_str()).collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("workers not beating: {}\n", names.join(", ")),
+        )
     }
 }

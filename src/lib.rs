@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod intake;
 pub mod mirror;

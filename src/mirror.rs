@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::health::{Heartbeats, supervised};
 use crate::order::{ChangedOrder, Timestamp};
 use crate::shopify::client::{ShopifyClient, ShopifyError};
 use crate::shopify::convert::{self, Fetched};
@@ -96,14 +97,22 @@ impl MirrorHandle {
 /// Starts the fetcher and the poller of one shop on `tasks`.
 pub fn spawn(
     tasks: &tokio_util::task::TaskTracker,
+    heartbeats: &Heartbeats,
     store: Store,
     client: ShopifyClient,
     settings: MirrorSettings,
     cancel: CancellationToken,
 ) -> MirrorHandle {
     let (scan_tx, scan_rx) = mpsc::channel(4);
-    tasks.spawn(fetcher(store.clone(), client.clone(), cancel.clone()));
-    tasks.spawn(poller(store, client, settings, scan_rx, cancel));
+    let shop = client.shop().to_string();
+    tasks.spawn(supervised(
+        heartbeats.register(format!("mirror fetcher {shop}")),
+        fetcher(store.clone(), client.clone(), cancel.clone()),
+    ));
+    tasks.spawn(supervised(
+        heartbeats.register(format!("mirror poller {shop}")),
+        poller(store, client, settings, scan_rx, cancel),
+    ));
     MirrorHandle { scan_now: scan_tx }
 }
 

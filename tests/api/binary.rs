@@ -268,3 +268,49 @@ async fn the_crash_test_finds_losses_when_flushing_is_off() {
         "no acknowledged delivery was lost without flushing: the crash test would not bite"
     );
 }
+
+#[tokio::test]
+async fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let daemon = Binary::start(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // A 1 s watchdog: pinged every 0.5 s while the workers beat.
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    )
+    .await;
+    let next = || async {
+        let mut buf = vec![0u8; 256];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .expect("a notification within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // READY comes after the readiness line, i.e. once the store, listeners and workers are up.
+    assert_eq!(next().await.trim(), "READY=1");
+    assert_eq!(next().await.trim(), "WATCHDOG=1");
+    daemon.signal_term();
+    let mut rest = Vec::new();
+    loop {
+        let message = next().await;
+        let done = message.trim() == "STOPPING=1";
+        rest.push(message);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        rest[..rest.len() - 1]
+            .iter()
+            .all(|m| m.trim() == "WATCHDOG=1"),
+        "{rest:?}"
+    );
+    let mut child = daemon.child;
+    assert!(child.wait().await.unwrap().success());
+}

@@ -64,10 +64,7 @@ fn ok_page() -> Value {
         "extensions": cost(252.0, 1748.0)})
 }
 
-async fn client_for(
-    answers: Vec<Answer>,
-    grant_auth: bool,
-) -> (ShopifyClient, Script) {
+async fn client_for(answers: Vec<Answer>, grant_auth: bool) -> (ShopifyClient, Script) {
     let script = Script {
         answers: Arc::new(Mutex::new(answers.into())),
         seen_tokens: Arc::default(),
