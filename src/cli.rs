@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -47,8 +48,53 @@ enum Command {
     },
     /// Run the self-contained sandbox demo on loopback and check every outcome.
     Demo,
+    /// Mirrored orders.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrdersCommand {
+    /// List mirrored orders, newest change first.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Only this shop.
+        #[arg(long)]
+        shop: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one order: by name (#1001 or 1001), numeric id or gid.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        /// The order.
+        order: String,
+        /// The shop (needed when several shops could have the name).
+        #[arg(long)]
+        shop: Option<String>,
+    },
+}
+
+/// Options every operator command takes.
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// The configuration file (to find the admin API, or the store when the daemon is stopped).
+    #[arg(
+        long,
+        env = "SHIPGATE_CONFIG",
+        default_value = "/etc/shipgate/shipgate.toml"
+    )]
+    config: PathBuf,
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +123,12 @@ pub fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => config_check(&config),
         Command::Run { config } => run(&config),
+        Command::Orders { command } => {
+            match runtime().and_then(|rt| rt.block_on(orders(command))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}")),
+            }
+        }
         Command::Demo => match runtime().and_then(|rt| rt.block_on(crate::demo::run())) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
@@ -169,4 +221,154 @@ async fn run_until_signal(config: &Config, options: Options) -> anyhow::Result<(
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     daemon.stop().await
+}
+
+/// Where an operator command gets its answers: the running daemon's admin API, or the store.
+enum Source {
+    Api {
+        client: reqwest::Client,
+        base: String,
+        token: String,
+    },
+    Store(crate::store::Store, Vec<String>),
+}
+
+impl Source {
+    /// The admin API when the daemon answers there, else the store opened directly.
+    async fn connect(config: &Config) -> anyhow::Result<Source> {
+        let mut addr = config.admin.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let token = config
+                .admin
+                .token
+                .as_ref()
+                .map(|t| t.expose().to_string())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the daemon runs but [admin] token is not configured, so its API is closed"
+                    )
+                })?;
+            return Ok(Source::Api {
+                client: reqwest::Client::new(),
+                base: format!("http://{addr}"),
+                token,
+            });
+        }
+        let store = crate::store::Store::open(
+            &config.store.path,
+            &crate::store::StoreOptions {
+                cache_capacity_bytes: config.store.cache_capacity_bytes,
+                ..Default::default()
+            },
+        )
+        .with_context(|| {
+            format!(
+                "the daemon's admin API at {addr} does not answer, and the store cannot be opened"
+            )
+        })?;
+        let shops = config.shops.iter().map(|s| s.domain.clone()).collect();
+        Ok(Source::Store(store, shops))
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        client: &reqwest::Client,
+        url: String,
+        token: &str,
+    ) -> anyhow::Result<T> {
+        let response = client.get(url).bearer_auth(token).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            anyhow::bail!(
+                "{}",
+                body["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("the admin API answered {status}"))
+            );
+        }
+        Ok(response.json().await?)
+    }
+}
+
+fn shops_filter(all: &[String], shop: Option<&str>) -> anyhow::Result<Vec<String>> {
+    match shop {
+        None => Ok(all.to_vec()),
+        Some(s) => {
+            let s = s.to_ascii_lowercase();
+            anyhow::ensure!(all.contains(&s), "shop {s} is not configured");
+            Ok(vec![s])
+        }
+    }
+}
+
+async fn orders(command: OrdersCommand) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let common = match &command {
+        OrdersCommand::List { common, .. } | OrdersCommand::Show { common, .. } => common,
+    };
+    let config = Config::load(&common.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
+        .config;
+    let source = Source::connect(&config).await?;
+    match &command {
+        OrdersCommand::List { shop, limit, .. } => {
+            let orders: Vec<crate::views::OrderSummary> = match &source {
+                Source::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let mut url = format!("{base}/api/orders?limit={limit}");
+                    if let Some(shop) = shop {
+                        url.push_str(&format!("&shop={shop}"));
+                    }
+                    Source::get(client, url, token).await?
+                }
+                Source::Store(store, all) => {
+                    crate::views::list_orders(store, &shops_filter(all, shop.as_deref())?, *limit)?
+                }
+            };
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&orders)?);
+            } else {
+                print!("{}", crate::views::orders_table(&orders));
+            }
+        }
+        OrdersCommand::Show { order, shop, .. } => {
+            let found: crate::order::OrderMirror = match &source {
+                Source::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let mut url = reqwest::Url::parse(&format!("{base}/api/order"))?;
+                    url.query_pairs_mut().append_pair("order", order);
+                    if let Some(shop) = shop {
+                        url.query_pairs_mut().append_pair("shop", shop);
+                    }
+                    Source::get(client, url.to_string(), token).await?
+                }
+                Source::Store(store, all) => {
+                    let mut found = None;
+                    for shop in shops_filter(all, shop.as_deref())? {
+                        if let Some(o) = crate::views::show_order(store, &shop, order)? {
+                            found = Some(o);
+                            break;
+                        }
+                    }
+                    found.with_context(|| format!("no mirrored order {order}"))?
+                }
+            };
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                print!("{}", crate::views::order_text(&found));
+            }
+        }
+    }
+    Ok(())
 }

@@ -10,16 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use std::collections::HashMap;
 
+use crate::admin::AdminState;
 use crate::config::{Config, ShopCredentials};
 use crate::health::{self, Heartbeats, supervised};
 use crate::http::{HttpSettings, serve};
@@ -63,7 +60,7 @@ pub struct Daemon {
     admin_addr: SocketAddr,
     store: Store,
     counters: Arc<IntakeCounters>,
-    shops: HashMap<String, ShopSync>,
+    shops: Arc<HashMap<String, ShopSync>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     ready: Arc<AtomicBool>,
@@ -76,12 +73,6 @@ pub struct ShopSync {
     pub client: ShopifyClient,
     /// The shop's mirror tasks.
     pub mirror: MirrorHandle,
-}
-
-#[derive(Clone)]
-struct AdminState {
-    ready: Arc<AtomicBool>,
-    heartbeats: Heartbeats,
 }
 
 impl Daemon {
@@ -133,15 +124,6 @@ impl Daemon {
         let ready = Arc::new(AtomicBool::new(false));
         let heartbeats = Heartbeats::default();
         tasks.spawn(serve(public, intake.router(), http, cancel.clone()));
-        tasks.spawn(serve(
-            admin,
-            admin_router(AdminState {
-                ready: ready.clone(),
-                heartbeats: heartbeats.clone(),
-            }),
-            http,
-            cancel.clone(),
-        ));
         if options.processor {
             tasks.spawn(supervised(
                 heartbeats.register("delivery processor"),
@@ -188,6 +170,21 @@ impl Daemon {
                 shops.insert(shop.domain.clone(), ShopSync { client, mirror });
             }
         }
+        let shops = Arc::new(shops);
+        tasks.spawn(serve(
+            admin,
+            crate::admin::router(AdminState {
+                ready: ready.clone(),
+                heartbeats: heartbeats.clone(),
+                store: store.clone(),
+                counters: counters.clone(),
+                shops: shops.clone(),
+                shop_domains: Arc::new(config.shops.iter().map(|s| s.domain.clone()).collect()),
+                token: config.admin.token.clone(),
+            }),
+            http,
+            cancel.clone(),
+        ));
         tasks.spawn(health::watchdog(heartbeats.clone(), cancel.clone()));
         tasks.close();
         ready.store(true, Ordering::SeqCst);
@@ -241,14 +238,9 @@ impl Daemon {
             .shops
             .get(shop)
             .with_context(|| format!("{shop} is not synced (no credentials configured)"))?;
-        self.wait_idle().await;
-        let report = sync
-            .mirror
-            .scan_now()
+        mirror::sync_now(&self.store, &sync.mirror, shop)
             .await
-            .map_err(|e| anyhow::anyhow!("scanning {shop}: {e}"))?;
-        self.store.triggers_empty(shop).await;
-        Ok(report)
+            .map_err(|e| anyhow::anyhow!("syncing {shop}: {e}"))
     }
 
     /// Stops intake, lets in-flight requests finish, stops the workers, flushes and closes the
@@ -262,28 +254,5 @@ impl Daemon {
         self.store.close();
         tracing::info!("shipgate stopped");
         Ok(())
-    }
-}
-
-fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
-    if !state.ready.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into());
-    }
-    let stale = state.heartbeats.stale(health::BEAT * 3);
-    if stale.is_empty() {
-        (StatusCode::OK, "ready\n".into())
-    } else {
-        let names: Vec<&str> = stale.iter().map(|(n, _)| n.as_str()).collect();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("workers not beating: {}\n", names.join(", ")),
-        )
     }
 }

@@ -2,6 +2,7 @@
 //! has the parcel and a physical check is recorded. ARCHITECTURE.md has the map; each module's
 //! documentation says what it owns and which invariants live there.
 
+pub mod admin;
 pub mod cli;
 pub mod compliance;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod sandbox;
 pub mod shopify;
 pub mod store;
 pub mod telemetry;
+pub mod views;

@@ -94,6 +94,19 @@ impl MirrorHandle {
     }
 }
 
+/// Brings a shop's mirror up to date now: waits until stored deliveries are processed, scans
+/// Shopify for changed orders, and waits until every triggered order was fetched.
+pub async fn sync_now(
+    store: &Store,
+    mirror: &MirrorHandle,
+    shop: &str,
+) -> Result<ScanReport, String> {
+    store.inbox_empty().await;
+    let report = mirror.scan_now().await?;
+    store.triggers_empty(shop).await;
+    Ok(report)
+}
+
 /// Starts the fetcher and the poller of one shop on `tasks`.
 pub fn spawn(
     tasks: &tokio_util::task::TaskTracker,

@@ -105,6 +105,22 @@ pub struct IntakeCounters {
     pub duplicates: AtomicU64,
     /// Deliveries refused (any reason).
     pub refused: AtomicU64,
+    /// Answers by (topic, result). The topic is only taken from verified deliveries; refusals
+    /// before the signature matched count under `unverified`, so a stranger cannot invent labels.
+    by_topic: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+}
+
+impl IntakeCounters {
+    fn record(&self, topic: &str, result: &'static str) {
+        let mut map = self.by_topic.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((topic.to_string(), result)).or_default() += 1;
+    }
+
+    /// Answers by topic and result, for metrics.
+    pub fn by_topic(&self) -> Vec<((String, &'static str), u64)> {
+        let map = self.by_topic.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
 }
 
 /// Everything the webhook routes need.
@@ -191,18 +207,22 @@ impl Intake {
             return Ok(StatusCode::OK);
         }
         let delivery = verified.delivery();
-        match inner
-            .store
-            .record_delivery(delivery)
-            .await
-            .map_err(IntakeError::Store)?
-        {
+        let recorded = match inner.store.record_delivery(delivery).await {
+            Ok(r) => r,
+            Err(e) => {
+                inner.counters.record(&delivery.topic, "store_unavailable");
+                return Err(IntakeError::Store(e));
+            }
+        };
+        match recorded {
             Recorded::New(seq) => {
+                inner.counters.record(&delivery.topic, "accepted");
                 inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(seq, shop = delivery.origin.shop(), topic = %delivery.topic,
                     webhook_id = %delivery.id, "delivery stored");
             }
             Recorded::Duplicate(seq) => {
+                inner.counters.record(&delivery.topic, "duplicate");
                 inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(seq, shop = delivery.origin.shop(), topic = %delivery.topic,
                     webhook_id = %delivery.id, "duplicate delivery acknowledged");
@@ -222,6 +242,7 @@ async fn shopify_webhook(State(intake): State<Intake>, request: Request) -> Resp
                 .refused
                 .fetch_add(1, Ordering::Relaxed);
             if !matches!(e, IntakeError::Store(_)) {
+                intake.inner.counters.record("unverified", e.label());
                 tracing::info!(reason = e.label(), "delivery refused: {e}");
             }
             e.into_response()
