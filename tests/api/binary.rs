@@ -314,3 +314,57 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     let mut child = daemon.child;
     assert!(child.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn no_secret_or_customer_value_reaches_a_log_line() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("shipgate.toml");
+        let text = config_text("").replace(
+            "level = \"warn\"",
+            &format!("level = \"debug\"\nformat = \"{format}\""),
+        );
+        std::fs::write(&config, text).unwrap();
+        let daemon = Binary::start_logging(&config, &[("RUST_LOG", "debug")]).await;
+        let client = reqwest::Client::new();
+        let email = "planted.logcheck@example.org";
+        let street = "77 Planted Log Street";
+        let body = sample_order(42, 7001, email, street);
+        for (id, secret) in [("l1", SECRET), ("l1", SECRET), ("l2", b"wrong".as_slice())] {
+            let d = ShopifyDelivery::new(SHOP, "orders/create", id, body.clone(), secret);
+            d.send(&client, &daemon.public).await.unwrap();
+        }
+        let redact = serde_json::json!({"shop_id": 1, "shop_domain": SHOP, "orders_to_redact": [42],
+            "customer": {"id": 7001, "email": email, "phone": "+15550009999"}});
+        ShopifyDelivery::new(SHOP, "customers/redact", "l3", redact.to_string(), SECRET)
+            .send(&client, &daemon.public)
+            .await
+            .unwrap();
+        // A wrong admin token is logged as refused, never echoed.
+        client
+            .get(format!("{}/metrics", daemon.admin))
+            .bearer_auth("guessed-admin-token-123")
+            .send()
+            .await
+            .unwrap();
+        let logs = daemon.stop_and_collect_logs().await;
+        assert!(
+            logs.lines().count() > 3,
+            "the daemon logged ({format}):\n{logs}"
+        );
+        for planted in [
+            email,
+            street,
+            "+15550009999",
+            "current-secret",
+            "previous-secret",
+            "test-admin-token",
+            "guessed-admin-token-123",
+        ] {
+            assert!(
+                !logs.contains(planted),
+                "{planted} appears in the {format} logs:\n{logs}"
+            );
+        }
+    }
+}

@@ -89,6 +89,7 @@ pub struct Binary {
     pub child: tokio::process::Child,
     pub public: String,
     pub admin: String,
+    logs: Option<tokio::task::JoinHandle<String>>,
 }
 
 pub fn write_config(dir: &Path) -> PathBuf {
@@ -100,13 +101,17 @@ pub fn write_config(dir: &Path) -> PathBuf {
 impl Binary {
     /// Starts the binary and waits for its readiness line.
     pub async fn start(config: &Path, envs: &[(&str, &str)]) -> Binary {
+        Self::spawn(config, envs, Stdio::inherit()).await
+    }
+
+    async fn spawn(config: &Path, envs: &[(&str, &str)], stderr: Stdio) -> Binary {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"));
         command
             .arg("run")
             .arg("--config")
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true);
         for (k, v) in envs {
             command.env(k, v);
@@ -135,6 +140,7 @@ impl Binary {
             child,
             public: public.expect("public address in the readiness line"),
             admin: admin.expect("admin address in the readiness line"),
+            logs: None,
         }
     }
 
@@ -146,6 +152,34 @@ impl Binary {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Starts the binary with its stderr (the logs) captured.
+    pub async fn start_logging(config: &Path, envs: &[(&str, &str)]) -> Binary {
+        let mut binary = Self::spawn(config, envs, Stdio::piped()).await;
+        let mut stderr = binary.child.stderr.take().unwrap();
+        // Read as it comes, so a chatty daemon never blocks on a full pipe.
+        binary.logs = Some(tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut logs = String::new();
+            let _ = stderr.read_to_string(&mut logs).await;
+            logs
+        }));
+        binary
+    }
+
+    /// SIGTERM, wait for the exit, and return everything the daemon logged.
+    pub async fn stop_and_collect_logs(mut self) -> String {
+        self.signal_term();
+        let status = self.child.wait().await.unwrap();
+        let logs = self
+            .logs
+            .take()
+            .expect("started with start_logging")
+            .await
+            .unwrap();
+        assert!(status.success(), "exit {status}; logs:\n{logs}");
+        logs
     }
 
     /// SIGKILL: no chance to flush or clean up.
