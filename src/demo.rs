@@ -13,11 +13,15 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::daemon::{Daemon, Options};
 use crate::delivery::Origin;
+use crate::sandbox::shopify::{Faults, OrderEdit, SandboxConfig, SandboxShopify, sample_orders};
 use crate::sandbox::webhooks::{ShopifyDelivery, Tamper, sample_order};
 
 const SHOP: &str = "demo-store.myshopify.com";
 const SECRET: &[u8] = b"demo-current-secret";
 const OLD_SECRET: &[u8] = b"demo-previous-secret";
+const SANDBOX_SHOP: &str = "sandbox-store.myshopify.com";
+const SANDBOX_TOKEN: &str = "shpat_demo_sandbox";
+const SANDBOX_SECRET: &[u8] = b"demo-sandbox-app-secret";
 
 struct Timeline {
     started: Instant,
@@ -40,6 +44,14 @@ impl Timeline {
 /// Runs the demo; returns whether every step ended as it must.
 pub async fn run() -> anyhow::Result<bool> {
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
+    let sandbox = SandboxShopify::start(SandboxConfig {
+        shop: SANDBOX_SHOP.into(),
+        static_tokens: vec![SANDBOX_TOKEN.into()],
+        webhook_secret: SANDBOX_SECRET.to_vec(),
+        seed: 2026,
+        ..SandboxConfig::default()
+    })
+    .await?;
     let config_text = format!(
         r#"
 [server]
@@ -57,9 +69,17 @@ level = "warn"
 [[shops]]
 domain = "{SHOP}"
 webhook_secrets = [{{ value = "{}" }}, {{ value = "{}" }}]
+[[shops]]
+domain = "{SANDBOX_SHOP}"
+admin_base_url = "{}"
+access_token = {{ value = "{SANDBOX_TOKEN}" }}
+webhook_secrets = [{{ value = "{}" }}]
+requests_per_second = 100
 "#,
         String::from_utf8_lossy(SECRET),
-        String::from_utf8_lossy(OLD_SECRET)
+        String::from_utf8_lossy(OLD_SECRET),
+        sandbox.base_url(),
+        String::from_utf8_lossy(SANDBOX_SECRET),
     );
     let config = Config::from_toml_str(&config_text, dir.path())
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
@@ -281,6 +301,8 @@ webhook_secrets = [{{ value = "{}" }}, {{ value = "{}" }}]
         format!("{status}"),
     );
 
+    mirror_demo(&mut t, &daemon, &sandbox, &base).await?;
+
     let counters = daemon.counters();
     let (accepted, duplicates, refused) = (
         counters.accepted.load(std::sync::atomic::Ordering::Relaxed),
@@ -302,4 +324,88 @@ webhook_secrets = [{{ value = "{}" }}, {{ value = "{}" }}]
         println!("demo FAILED: {}", t.failures.join("; "));
         Ok(false)
     }
+}
+
+/// The order mirror against the sandbox Shopify: orders created, edited and cancelled there reach
+/// the mirror through webhooks (a fifth of them lost, some duplicated, all shuffled) and the scan,
+/// while almost a third of the GraphQL calls fail or are throttled.
+async fn mirror_demo(
+    t: &mut Timeline,
+    daemon: &Daemon,
+    sandbox: &SandboxShopify,
+    base: &str,
+) -> anyhow::Result<()> {
+    sandbox.set_webhook_url(Some(format!("{base}/webhooks/shopify")));
+    sandbox.set_faults(Faults {
+        throttled: 0.15,
+        http_5xx: 0.15,
+        http_429: 0.0,
+        webhook_drop: 0.2,
+        webhook_duplicate: 0.1,
+        webhook_reorder: true,
+        ..Faults::default()
+    });
+    let ids: Vec<String> = sample_orders(12, 2026)
+        .into_iter()
+        .map(|o| sandbox.create_order(o))
+        .collect();
+    sandbox.cancel_order(&ids[1], "CUSTOMER")?;
+    let sku = sandbox
+        .order_snapshot(&ids[2])
+        .and_then(|o| first_sku(&o))
+        .unwrap_or_default();
+    sandbox.edit_order(&ids[2], OrderEdit::SetQuantity { sku, quantity: 4 })?;
+    sandbox.flush_webhooks().await;
+    let report = daemon.sync_now(SANDBOX_SHOP).await?;
+    let mut wrong = Vec::new();
+    for id in &ids {
+        let truth = sandbox.order_snapshot(id);
+        let mirror = daemon.store().order(SANDBOX_SHOP, id)?;
+        let same = match (&truth, &mirror) {
+            (Some(truth), Some(mirror)) => {
+                truth["updatedAt"]
+                    .as_str()
+                    .and_then(|s| crate::order::Timestamp::parse(s).ok())
+                    .is_some_and(|ts| ts.unix_ms == mirror.updated_at.unix_ms)
+                    && truth["cancelledAt"].is_null() != mirror.is_cancelled()
+            }
+            _ => false,
+        };
+        if !same {
+            wrong.push(id.clone());
+        }
+    }
+    let stats = sandbox.stats();
+    t.check(
+        "12 sandbox orders (1 cancelled, 1 edited) mirrored despite lost webhooks and failing calls",
+        wrong.is_empty(),
+        format!(
+            "scan saw {}, triggered {}; webhooks dropped {}, duplicated {}; GraphQL 5xx {}, throttled {}; wrong: {wrong:?}",
+            report.seen,
+            report.triggered,
+            stats.webhooks_dropped,
+            stats.webhooks_duplicated,
+            stats.http_5xx,
+            stats.throttled_forced + stats.throttled_natural,
+        ),
+    );
+    let cancelled = daemon
+        .store()
+        .order(SANDBOX_SHOP, &ids[1])?
+        .is_some_and(|o| o.is_cancelled());
+    t.check(
+        "the cancellation made in Shopify is in the mirror",
+        cancelled,
+        format!("{} cancelled={cancelled}", ids[1]),
+    );
+    Ok(())
+}
+
+fn first_sku(order: &serde_json::Value) -> Option<String> {
+    let lines = &order["lineItems"];
+    let first = lines
+        .get("nodes")
+        .and_then(|n| n.get(0))
+        .or_else(|| lines.get(0))?;
+    first["sku"].as_str().map(str::to_string)
 }

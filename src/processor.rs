@@ -274,13 +274,22 @@ fn order_gid(body: &[u8]) -> Result<String, String> {
     struct OrderRef {
         id: Option<u64>,
         admin_graphql_api_id: Option<String>,
+        /// `orders/edited` names its order inside the edit.
+        order_edit: Option<EditRef>,
+    }
+    #[derive(Deserialize)]
+    struct EditRef {
+        order_id: Option<u64>,
     }
     let order: OrderRef =
         serde_json::from_slice(body).map_err(|e| format!("not an order payload: {e}"))?;
-    match (order.admin_graphql_api_id, order.id) {
+    let edited = order.order_edit.and_then(|e| e.order_id);
+    match (order.admin_graphql_api_id, order.id.or(edited)) {
         (Some(gid), _) if gid.starts_with("gid://shopify/Order/") => Ok(gid),
         (_, Some(id)) => Ok(format!("gid://shopify/Order/{id}")),
-        _ => Err("order payload has neither id nor admin_graphql_api_id".into()),
+        _ => {
+            Err("order payload has neither id, admin_graphql_api_id nor order_edit.order_id".into())
+        }
     }
 }
 
@@ -297,6 +306,10 @@ mod tests {
         assert_eq!(
             order_gid(br#"{"id":1,"admin_graphql_api_id":"gid://shopify/Order/7"}"#).unwrap(),
             "gid://shopify/Order/7"
+        );
+        assert_eq!(
+            order_gid(br#"{"order_edit":{"id":5,"order_id":820982911946154510}}"#).unwrap(),
+            "gid://shopify/Order/820982911946154510"
         );
         assert!(order_gid(b"[]").is_err());
     }

@@ -6,4 +6,5 @@ mod binary;
 mod compliance;
 mod helpers;
 mod intake;
+mod mirror;
 mod shopify_client;
