@@ -130,10 +130,11 @@ pub struct ShopState {
 pub struct OrderTrigger {
     /// When the first still-pending trigger arrived (Unix ms).
     pub first_at_ms: u64,
-    /// How many deliveries were coalesced into this trigger.
+    /// How many triggers with news were coalesced into this one.
     pub deliveries: u32,
-    /// The newest `X-Shopify-Triggered-At` seen, as sent.
-    pub last_triggered_at: Option<String>,
+    /// The newest change time the triggers named (a webhook's `X-Shopify-Triggered-At`, a scan's
+    /// `updatedAt`), in Unix ms.
+    pub newest_change_ms: Option<i64>,
 }
 
 /// How a rewrite callback wants a stored delivery changed.
@@ -179,7 +180,9 @@ pub enum Applied {
 }
 
 impl Record for OrderTrigger {
-    const VERSION: u8 = 1;
+    // Version 1 kept the triggering time as text; an unreadable trigger is replaced, which only
+    // costs one fetch.
+    const VERSION: u8 = 2;
     const NAME: &'static str = "order trigger";
 }
 
@@ -649,47 +652,60 @@ impl Store {
     // --- order triggers ---------------------------------------------------------------------
 
     /// Asks for an order to be (re)fetched; repeated triggers for one order coalesce.
+    /// `changed_at` (RFC 3339) is when the change that caused the trigger happened, if known. A
+    /// trigger that names no newer change than the pending one leaves it untouched, so that
+    /// duplicates and a scan that merely sees what is already queued do not cause a second
+    /// fetch; one with news touches it, so an order fetched meanwhile is fetched again.
     /// Not flushed: call `flush`.
     pub fn trigger_order(
         &self,
         shop: &str,
         order_gid: &str,
-        triggered_at: Option<&str>,
+        changed_at: Option<&str>,
     ) -> Result<(), StoreError> {
         self.check_fault()?;
         let key = composite_key(&[shop, order_gid]);
         let now = crate::delivery::now_ms();
+        let changed_ms = changed_at
+            .and_then(|t| Timestamp::parse(t).ok())
+            .map(|t| t.unix_ms);
         let mut error = None;
-        self.inner.order_triggers.update_and_fetch(&key, |old| {
+        let mut touched = false;
+        self.inner.order_triggers.fetch_and_update(&key, |old| {
+            let fresh = OrderTrigger {
+                first_at_ms: now,
+                deliveries: 0,
+                newest_change_ms: None,
+            };
             let mut trigger = match old.map(decode::<OrderTrigger>) {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
                     error = Some(e);
-                    OrderTrigger {
-                        first_at_ms: now,
-                        deliveries: 0,
-                        last_triggered_at: None,
-                    }
+                    fresh
                 }
-                None => OrderTrigger {
-                    first_at_ms: now,
-                    deliveries: 0,
-                    last_triggered_at: None,
-                },
+                None => fresh,
             };
+            let news = match (changed_ms, trigger.newest_change_ms) {
+                (Some(at), Some(known)) => at > known,
+                _ => true,
+            };
+            if !news && old.is_some() {
+                touched = false;
+                return old.map(|o| o.to_vec());
+            }
+            touched = true;
             trigger.deliveries = trigger.deliveries.saturating_add(1);
-            if let Some(at) = triggered_at {
-                // RFC 3339 timestamps in one format compare correctly as strings.
-                if trigger.last_triggered_at.as_deref() < Some(at) {
-                    trigger.last_triggered_at = Some(at.to_string());
-                }
+            if let Some(at) = changed_ms {
+                trigger.newest_change_ms = Some(trigger.newest_change_ms.map_or(at, |k| k.max(at)));
             }
             Some(encode(&trigger))
         })?;
         if let Some(e) = error {
             tracing::warn!(error = %e, "replaced an unreadable order trigger");
         }
-        self.inner.triggers_added.notify_waiters();
+        if touched {
+            self.inner.triggers_added.notify_waiters();
+        }
         Ok(())
     }
 

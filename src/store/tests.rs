@@ -165,6 +165,8 @@ async fn triggers_for_one_order_coalesce_and_keep_the_newest_time() {
     for at in [
         "2026-11-25T10:00:02Z",
         "2026-11-25T10:00:01Z",
+        "2026-11-25T05:00:03-05:00",
+        // A duplicate names nothing new.
         "2026-11-25T10:00:03Z",
     ] {
         store
@@ -174,10 +176,21 @@ async fn triggers_for_one_order_coalesce_and_keep_the_newest_time() {
     let triggers = store.order_triggers("a.myshopify.com").unwrap();
     assert_eq!(triggers.len(), 1);
     assert_eq!(triggers[0].0, gid);
-    assert_eq!(triggers[0].1.deliveries, 3);
     assert_eq!(
-        triggers[0].1.last_triggered_at.as_deref(),
-        Some("2026-11-25T10:00:03Z")
+        triggers[0].1.deliveries, 2,
+        "only the triggers with news counted"
+    );
+    assert_eq!(
+        triggers[0].1.newest_change_ms,
+        Some(Timestamp::parse("2026-11-25T10:00:03Z").unwrap().unix_ms)
+    );
+    // A trigger without a time always counts: nothing proves it is old news.
+    store.trigger_order("a.myshopify.com", gid, None).unwrap();
+    assert_eq!(
+        store.order_triggers("a.myshopify.com").unwrap()[0]
+            .1
+            .deliveries,
+        3
     );
 }
 
