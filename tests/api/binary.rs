@@ -368,3 +368,114 @@ async fn no_secret_or_customer_value_reaches_a_log_line() {
         }
     }
 }
+
+/// A port free right now on loopback (the CLI must find the admin API from the config, so the
+/// config cannot say port 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_commands_answer_the_same_through_the_daemon_and_from_the_store() {
+    use shipgate::sandbox::shopify::{Plan, SandboxShopify, sample_orders};
+    let sandbox = SandboxShopify::start(sandbox_config(Plan::Plus))
+        .await
+        .unwrap();
+    let ids: Vec<String> = sample_orders(5, 9)
+        .into_iter()
+        .map(|o| sandbox.create_order(o))
+        .collect();
+    sandbox.cancel_order(&ids[2], "CUSTOMER").unwrap();
+    let name = sandbox.order_snapshot(&ids[2]).unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shipgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = {{ value = "cli-admin-token" }}
+[store]
+path = "store"
+[log]
+level = "warn"
+[[shops]]
+domain = "{shop}"
+admin_base_url = "{base}"
+access_token = {{ value = "shpat_sandbox" }}
+webhook_secrets = [{{ value = "x" }}]
+requests_per_second = 1000
+"#,
+            admin_port = free_port(),
+            shop = sandbox.shop(),
+            base = sandbox.base_url(),
+        ),
+    )
+    .unwrap();
+    let daemon = Binary::start(&config, &[]).await;
+    let synced = reqwest::Client::new()
+        .post(format!(
+            "{}/api/shops/{}/sync",
+            daemon.admin,
+            sandbox.shop()
+        ))
+        .bearer_auth("cli-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(synced.status().as_u16(), 200);
+    let config_arg = config.to_str().unwrap().to_string();
+    let run = move |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let commands: Vec<Vec<String>> = vec![
+        vec!["orders", "list", "--json", "--config", &config_arg],
+        vec!["orders", "list", "--config", &config_arg],
+        vec!["orders", "show", &name, "--json", "--config", &config_arg],
+        vec!["orders", "show", &ids[0], "--config", &config_arg],
+    ]
+    .into_iter()
+    .map(|c| c.into_iter().map(String::from).collect())
+    .collect();
+    let through_daemon: Vec<String> = commands.iter().map(|c| run(c.clone())).collect();
+    daemon.signal_term();
+    let mut child = daemon.child;
+    assert!(child.wait().await.unwrap().success());
+    let from_store: Vec<String> = commands.iter().map(|c| run(c.clone())).collect();
+    assert_eq!(through_daemon, from_store);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&through_daemon[0]).unwrap();
+    assert_eq!(listed.len(), 5);
+    let shown: serde_json::Value = serde_json::from_str(&through_daemon[2]).unwrap();
+    assert_eq!(shown["id"], ids[2].as_str());
+    assert!(shown["cancelled_at"].is_object(), "{shown}");
+    assert!(through_daemon[1].contains("CANCELLED"));
+
+    // An unknown order is a one-line error and a non-zero exit, both ways.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+        .args(["orders", "show", "#99999", "--config", &config_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("#99999"), "{stderr}");
+}
