@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shipgate::config::Config;
 use shipgate::daemon::{Daemon, Options};
 use shipgate::intake::IntakeMode;
+use shipgate::sandbox::harness::{LoopbackConfig, ShopSpec};
 use shipgate::sandbox::webhooks::ShopifyDelivery;
 
 const SHOP: &str = "bench.myshopify.com";
@@ -87,23 +87,9 @@ fn body(n: u64) -> Vec<u8> {
 }
 
 async fn start(mode: IntakeMode, dir: &std::path::Path) -> Daemon {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "store"
-[log]
-level = "error"
-[[shops]]
-domain = "{SHOP}"
-webhook_secrets = [{{ value = "{}" }}]
-"#,
-        String::from_utf8_lossy(SECRET)
-    );
-    let config = Config::from_toml_str(&text, dir).unwrap().config;
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::webhooks_only(SHOP, &[SECRET])]);
+    loopback.log_level = "error".into();
+    let config = loopback.load(dir).unwrap();
     let options = Options {
         intake: mode,
         // Processing is not part of what is acknowledged; leave the cores to the intake.

@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
-use shipgate::config::Config;
 use shipgate::daemon::{Daemon, Options};
+use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec};
 use shipgate::sandbox::shopify::{Plan, SandboxConfig, SandboxShopify, sample_orders};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -48,29 +48,15 @@ fn main() {
             sandbox.create_order(order);
         }
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "store"
-[log]
-level = "error"
-[sync]
-poll_interval_secs = 86400
-[[shops]]
-domain = "{}"
-admin_base_url = "{}"
-access_token = {{ value = "shpat_bench" }}
-webhook_secrets = [{{ value = "unused" }}]
-requests_per_second = 1000
-"#,
+        let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
             sandbox.shop(),
-            sandbox.base_url()
-        );
-        let config = Config::from_toml_str(&text, dir.path()).unwrap().config;
+            &sandbox.base_url(),
+            ShopAuth::Token("shpat_bench".into()),
+            b"unused",
+        )]);
+        loopback.log_level = "error".into();
+        loopback.extra_sections = "[sync]\npoll_interval_secs = 86400".into();
+        let config = loopback.load(dir.path()).unwrap();
         sandbox.set_bucket_available(0.0);
         let before_bucket = sandbox.bucket();
         let before = sandbox.stats();

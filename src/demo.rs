@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
 use crate::daemon::{Daemon, Options};
 use crate::delivery::Origin;
+use crate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec};
 use crate::sandbox::shopify::{Faults, OrderEdit, SandboxConfig, SandboxShopify, sample_orders};
 use crate::sandbox::webhooks::{ShopifyDelivery, Tamper, sample_order};
 
@@ -52,38 +52,22 @@ pub async fn run() -> anyhow::Result<bool> {
         ..SandboxConfig::default()
     })
     .await?;
-    let config_text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-body_limit = 65536
-[admin]
-listen = "127.0.0.1:0"
-token = {{ value = "demo-admin-token" }}
-[store]
-path = "store"
-[compliance]
-export_dir = "exports"
-[log]
-level = "warn"
-[[shops]]
-domain = "{SHOP}"
-webhook_secrets = [{{ value = "{}" }}, {{ value = "{}" }}]
-[[shops]]
-domain = "{SANDBOX_SHOP}"
-admin_base_url = "{}"
-access_token = {{ value = "{SANDBOX_TOKEN}" }}
-webhook_secrets = [{{ value = "{}" }}]
-requests_per_second = 100
-"#,
-        String::from_utf8_lossy(SECRET),
-        String::from_utf8_lossy(OLD_SECRET),
-        sandbox.base_url(),
-        String::from_utf8_lossy(SANDBOX_SECRET),
-    );
-    let config = Config::from_toml_str(&config_text, dir.path())
-        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?
-        .config;
+    let mut loopback = LoopbackConfig::new(vec![
+        ShopSpec::webhooks_only(SHOP, &[SECRET, OLD_SECRET]),
+        ShopSpec {
+            requests_per_second: 100,
+            ..ShopSpec::synced(
+                SANDBOX_SHOP,
+                &sandbox.base_url(),
+                ShopAuth::Token(SANDBOX_TOKEN.into()),
+                SANDBOX_SECRET,
+            )
+        },
+    ]);
+    loopback.server_extra = "body_limit = 65536".into();
+    let config = loopback
+        .load(dir.path())
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     crate::telemetry::init(&config.log.format, &config.log.level);
     let daemon = Daemon::start(&config, Options::default()).await?;
     let base = format!("http://{}", daemon.public_addr());

@@ -4,5 +4,6 @@
 //! So far it holds the Shopify webhook sender: it signs deliveries exactly as Shopify does and can
 //! break them in each way a real sender or an attacker might.
 
+pub mod harness;
 pub mod shopify;
 pub mod webhooks;

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use shipgate::delivery::Origin;
+use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec};
 use shipgate::sandbox::webhooks::{ShopifyDelivery, sample_order};
 use shipgate::store::{Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -396,32 +397,15 @@ async fn orders_commands_answer_the_same_through_the_daemon_and_from_the_store()
         .to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("shipgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = {{ value = "cli-admin-token" }}
-[store]
-path = "store"
-[log]
-level = "warn"
-[[shops]]
-domain = "{shop}"
-admin_base_url = "{base}"
-access_token = {{ value = "shpat_sandbox" }}
-webhook_secrets = [{{ value = "x" }}]
-requests_per_second = 1000
-"#,
-            admin_port = free_port(),
-            shop = sandbox.shop(),
-            base = sandbox.base_url(),
-        ),
-    )
-    .unwrap();
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        ShopAuth::Token("shpat_sandbox".into()),
+        b"x",
+    )]);
+    loopback.admin_port = free_port();
+    loopback.admin_token = Some("cli-admin-token".into());
+    std::fs::write(&config, loopback.toml()).unwrap();
     let daemon = Binary::start(&config, &[]).await;
     let synced = reqwest::Client::new()
         .post(format!(

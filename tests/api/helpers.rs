@@ -5,6 +5,7 @@ use std::process::Stdio;
 
 use shipgate::config::Config;
 use shipgate::daemon::{Daemon, Options};
+use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec};
 use shipgate::sandbox::webhooks::ShopifyDelivery;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -14,34 +15,18 @@ pub const SECRET: &[u8] = b"current-secret";
 pub const OLD_SECRET: &[u8] = b"previous-secret";
 pub const OTHER_SECRET: &[u8] = b"other-secret";
 
-/// A configuration for tests: loopback port 0, a store in `dir`, two shops with inline secrets.
+/// A configuration for tests: loopback port 0, a store in the test's folder, two webhook-only
+/// shops with inline secrets, short timeouts.
 pub fn config_text(extra_server: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-body_limit = 65536
-header_read_timeout_ms = 300
-body_read_timeout_ms = 300
-shutdown_grace_ms = 5000
-{extra_server}
-[admin]
-listen = "127.0.0.1:0"
-token = {{ value = "test-admin-token" }}
-[store]
-path = "store"
-[compliance]
-export_dir = "exports"
-[log]
-level = "warn"
-[[shops]]
-domain = "{SHOP}"
-webhook_secrets = [{{ value = "current-secret" }}, {{ value = "previous-secret" }}]
-[[shops]]
-domain = "{OTHER_SHOP}"
-webhook_secrets = [{{ value = "other-secret" }}]
-"#
-    )
+    let mut config = LoopbackConfig::new(vec![
+        ShopSpec::webhooks_only(SHOP, &[SECRET, OLD_SECRET]),
+        ShopSpec::webhooks_only(OTHER_SHOP, &[OTHER_SECRET]),
+    ]);
+    config.admin_token = Some("test-admin-token".into());
+    config.server_extra = format!(
+        "body_limit = 65536\nheader_read_timeout_ms = 300\nbody_read_timeout_ms = 300\nshutdown_grace_ms = 5000\n{extra_server}"
+    );
+    config.toml()
 }
 
 /// The daemon running inside the test process.
@@ -209,39 +194,21 @@ pub async fn spawn_synced(
         .await
         .expect("sandbox starts");
     let dir = tempfile::tempdir().unwrap();
-    let credentials = match auth {
-        TestAuth::StaticToken => r#"access_token = { value = "shpat_sandbox" }"#.to_string(),
-        TestAuth::ClientCredentials => r#"client_id = "sandbox-client"
-client_secret = { value = "sandbox-client-secret" }"#
-            .to_string(),
+    let auth = match auth {
+        TestAuth::StaticToken => ShopAuth::Token("shpat_sandbox".into()),
+        TestAuth::ClientCredentials => ShopAuth::ClientCredentials {
+            id: "sandbox-client".into(),
+            secret: "sandbox-client-secret".into(),
+        },
     };
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "store"
-[log]
-level = "warn"
-[sync]
-poll_interval_secs = 3600
-poll_overlap_secs = 60
-[[shops]]
-domain = "{shop}"
-admin_base_url = "{base}"
-{credentials}
-webhook_secrets = [{{ value = "{secret}" }}]
-requests_per_second = 1000
-"#,
-        shop = sandbox.shop(),
-        base = sandbox.base_url(),
-        secret = String::from_utf8_lossy(SANDBOX_WEBHOOK_SECRET),
-    );
-    let config = Config::from_toml_str(&text, dir.path())
-        .expect("synced config loads")
-        .config;
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        auth,
+        SANDBOX_WEBHOOK_SECRET,
+    )]);
+    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
+    let config = loopback.load(dir.path()).expect("synced config loads");
     let options = Options {
         // Real backoff would make fault-injection tests slow; the schedule is the same shape.
         client: shipgate::shopify::client::ClientSettings {
