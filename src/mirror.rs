@@ -80,6 +80,8 @@ pub struct FetchReport {
 #[derive(Clone)]
 pub struct MirrorHandle {
     scan_now: mpsc::Sender<oneshot::Sender<Result<ScanReport, String>>>,
+    /// The fetcher's failures so far and the last one's reason.
+    failures: tokio::sync::watch::Receiver<(u64, String)>,
 }
 
 impl MirrorHandle {
@@ -102,9 +104,18 @@ pub async fn sync_now(
     shop: &str,
 ) -> Result<ScanReport, String> {
     store.inbox_empty().await;
+    let mut failures = mirror.failures.clone();
+    failures.mark_unchanged();
     let report = mirror.scan_now().await?;
-    store.triggers_empty(shop).await;
-    Ok(report)
+    // The fetcher retries failed batches on its own; a caller waiting for the mirror to be
+    // complete learns of the failure instead of waiting for the retry.
+    tokio::select! {
+        _ = store.triggers_empty(shop) => Ok(report),
+        changed = failures.changed() => match changed {
+            Ok(()) => Err(format!("fetching orders failed: {}", failures.borrow().1)),
+            Err(_) => Err(MirrorError::Stopped.to_string()),
+        },
+    }
 }
 
 /// Starts the fetcher and the poller of one shop on `tasks`.
@@ -117,16 +128,20 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> MirrorHandle {
     let (scan_tx, scan_rx) = mpsc::channel(4);
+    let (failures_tx, failures) = tokio::sync::watch::channel((0, String::new()));
     let shop = client.shop().to_string();
     tasks.spawn(supervised(
         heartbeats.register(format!("mirror fetcher {shop}")),
-        fetcher(store.clone(), client.clone(), cancel.clone()),
+        fetcher(store.clone(), client.clone(), failures_tx, cancel.clone()),
     ));
     tasks.spawn(supervised(
         heartbeats.register(format!("mirror poller {shop}")),
         poller(store, client, settings, scan_rx, cancel),
     ));
-    MirrorHandle { scan_now: scan_tx }
+    MirrorHandle {
+        scan_now: scan_tx,
+        failures,
+    }
 }
 
 fn uninstalled(store: &Store, shop: &str) -> bool {
@@ -137,7 +152,12 @@ fn uninstalled(store: &Store, shop: &str) -> bool {
         .is_some_and(|s| s.uninstalled_at_ms.is_some())
 }
 
-async fn fetcher(store: Store, client: ShopifyClient, cancel: CancellationToken) {
+async fn fetcher(
+    store: Store,
+    client: ShopifyClient,
+    failures: tokio::sync::watch::Sender<(u64, String)>,
+    cancel: CancellationToken,
+) {
     let shop = client.shop().to_string();
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -175,6 +195,10 @@ async fn fetcher(store: Store, client: ShopifyClient, cancel: CancellationToken)
                 }
                 Err(e) => {
                     tracing::warn!(%shop, error = %e, retry_in = ?backoff, "fetching orders failed");
+                    failures.send_modify(|(n, reason)| {
+                        *n += 1;
+                        *reason = e.to_string();
+                    });
                     failed = true;
                     break;
                 }

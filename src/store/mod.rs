@@ -389,7 +389,7 @@ impl Store {
         let [kind, scope] = delivery.origin.scope();
         let id_key = composite_key(&[kind, scope, &delivery.id]);
         let value = encode(delivery);
-        let outcome = self.write_delivery(&id_key, &value)?;
+        let outcome = self.write_delivery(&delivery.origin, &delivery.id, &id_key, &value)?;
         if let Recorded::New(_) = outcome {
             self.inner.inbox_filled.notify_one();
         }
@@ -399,7 +399,13 @@ impl Store {
         Ok(outcome)
     }
 
-    fn write_delivery(&self, id_key: &[u8], value: &[u8]) -> Result<Recorded, StoreError> {
+    fn write_delivery(
+        &self,
+        origin: &Origin,
+        id: &str,
+        id_key: &[u8],
+        value: &[u8],
+    ) -> Result<Recorded, StoreError> {
         let inner = &self.inner;
         let stripe = {
             use std::hash::{Hash as _, Hasher as _};
@@ -416,9 +422,14 @@ impl Store {
                 source,
             })?;
             // An id without its delivery is what a crash between the two inserts leaves: the
-            // delivery was never acknowledged, so this retry stores it for real.
-            if inner.deliveries.contains_key(u64_key(seq))? {
-                return Ok(Recorded::Duplicate(seq));
+            // delivery was never acknowledged, so this retry stores it for real. After a restart
+            // the orphaned number may have been handed to another delivery, so the stored one
+            // must be this very delivery to count as a duplicate.
+            if let Some(stored) = inner.deliveries.get(u64_key(seq))? {
+                let stored: Delivery = decode_in("deliveries", &stored)?;
+                if stored.id == id && stored.origin == *origin {
+                    return Ok(Recorded::Duplicate(seq));
+                }
             }
         }
         let seq = {

@@ -347,3 +347,35 @@ async fn a_trigger_touched_during_the_fetch_is_kept_for_another_fetch() {
     );
     store.triggers_empty("a.myshopify.com").await;
 }
+
+#[tokio::test]
+async fn an_orphaned_id_whose_number_was_reused_after_a_restart_is_still_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .record_delivery(&delivery("a.myshopify.com", "w0", "{}"))
+            .await
+            .unwrap();
+        // The crash left w1's id pointing at the next number, without its delivery.
+        let id_key = composite_key(&["shopify", "a.myshopify.com", "w1"]);
+        store.inner.delivery_ids.insert(id_key, &u64_key(2)).unwrap();
+        store.flush().await.unwrap();
+        store.close();
+    }
+    let store = open(dir.path());
+    // After the restart another delivery takes number 2 ...
+    let other = store
+        .record_delivery(&delivery("a.myshopify.com", "w2", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(other, Recorded::New(2));
+    // ... and Shopify's retry of w1 must be stored, not taken for a duplicate of w2.
+    let retry = store
+        .record_delivery(&delivery("a.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap();
+    assert!(matches!(retry, Recorded::New(n) if n != 2), "{retry:?}");
+    let ids: Vec<String> = store.deliveries().map(|d| d.unwrap().1.id).collect();
+    assert_eq!(ids, ["w0", "w2", "w1"]);
+}
