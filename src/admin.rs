@@ -221,35 +221,35 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "Durable writes answered by those flushes.",
     );
     let _ = writeln!(out, "shipgate_store_flush_waiters_total {}", flush.waiters);
-    family(
-        &mut out,
-        "shipgate_orders_mirrored",
-        "gauge",
-        "Orders in the mirror, by shop.",
-    );
-    family(
-        &mut out,
-        "shipgate_order_triggers_pending",
-        "gauge",
-        "Orders waiting to be fetched, by shop.",
-    );
-    for shop in state.shop_domains.iter() {
-        let mirrored = state.store.orders(shop).count();
-        let pending = state
-            .store
-            .order_triggers(shop)
-            .map(|t| t.len())
-            .unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "shipgate_orders_mirrored{{shop=\"{}\"}} {mirrored}",
-            escape(shop)
-        );
-        let _ = writeln!(
-            out,
-            "shipgate_order_triggers_pending{{shop=\"{}\"}} {pending}",
-            escape(shop)
-        );
+    // Prometheus wants each family's samples together, after its HELP and TYPE lines.
+    type PerShop = fn(&Store, &str) -> usize;
+    let per_shop: [(&str, &str, PerShop); 3] = [
+        (
+            "shipgate_orders_mirrored",
+            "Orders in the mirror, by shop.",
+            |store, shop| store.orders(shop).count(),
+        ),
+        (
+            "shipgate_order_triggers_pending",
+            "Orders waiting to be fetched, by shop.",
+            |store, shop| store.order_triggers(shop).map(|t| t.len()).unwrap_or(0),
+        ),
+        (
+            "shipgate_orders_parked",
+            "Orders that could not be fetched and were set aside, by shop.",
+            |store, shop| store.parked_orders(shop).map(|t| t.len()).unwrap_or(0),
+        ),
+    ];
+    for (name, help, read) in per_shop {
+        family(&mut out, name, "gauge", help);
+        for shop in state.shop_domains.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{shop=\"{}\"}} {}",
+                escape(shop),
+                read(&state.store, shop)
+            );
+        }
     }
     let mut shops: Vec<(&String, &ShopSync)> = state.shops.iter().collect();
     shops.sort_by_key(|(s, _)| *s);
@@ -292,32 +292,24 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             let _ = writeln!(out, "{name}{{shop=\"{}\"}} {value}", escape(shop));
         }
     }
-    family(
-        &mut out,
-        "shipgate_shopify_budget_available",
-        "gauge",
-        "Cost points available in Shopify's bucket, as last read.",
-    );
-    family(
-        &mut out,
-        "shipgate_shopify_budget_maximum",
-        "gauge",
-        "Size of Shopify's bucket.",
-    );
-    for (shop, sync) in &shops {
-        if let Some(b) = sync.client.budget() {
-            let _ = writeln!(
-                out,
-                "shipgate_shopify_budget_available{{shop=\"{}\"}} {:.0}",
-                escape(shop),
-                b.available
-            );
-            let _ = writeln!(
-                out,
-                "shipgate_shopify_budget_maximum{{shop=\"{}\"}} {:.0}",
-                escape(shop),
-                b.maximum
-            );
+    for (name, help, maximum) in [
+        (
+            "shipgate_shopify_budget_available",
+            "Cost points available in Shopify's bucket, as last read.",
+            false,
+        ),
+        (
+            "shipgate_shopify_budget_maximum",
+            "Size of Shopify's bucket.",
+            true,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        for (shop, sync) in &shops {
+            if let Some(b) = sync.client.budget() {
+                let value = if maximum { b.maximum } else { b.available };
+                let _ = writeln!(out, "{name}{{shop=\"{}\"}} {value:.0}", escape(shop));
+            }
         }
     }
     family(

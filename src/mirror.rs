@@ -39,6 +39,18 @@ pub struct MirrorSettings {
     pub initial_lookback: Duration,
 }
 
+impl MirrorError {
+    /// Whether fetching the same orders again cannot succeed (a bad id, a refused query, an
+    /// answer that cannot be read), as opposed to Shopify or the store being unavailable now.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MirrorError::Shopify(e) => e.is_permanent(),
+            MirrorError::Convert(_) => true,
+            MirrorError::Store(_) | MirrorError::Stopped | MirrorError::Uninstalled => false,
+        }
+    }
+}
+
 /// Why syncing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -50,6 +62,8 @@ pub enum MirrorError {
     Convert(#[from] convert::ConvertError),
     #[error("the mirror of this shop is not running")]
     Stopped,
+    #[error("the app was uninstalled from this shop: it is not synced")]
+    Uninstalled,
 }
 
 /// What one scan found.
@@ -178,20 +192,44 @@ async fn fetcher(
         let mut failed = false;
         let mut batch_size = fitting_batch(&client);
         let mut rest = &pending[..];
-        while !rest.is_empty() && !cancel.is_cancelled() {
+        while !rest.is_empty() {
             let (batch, tail) = rest.split_at(batch_size.min(rest.len()));
-            match fetch_batch(&store, &client, batch).await {
+            // Shutdown does not wait for Shopify: an interrupted fetch leaves its triggers in
+            // place, to be fetched after the restart.
+            let fetched = tokio::select! {
+                _ = cancel.cancelled() => return,
+                fetched = fetch_batch(&store, &client, batch) => fetched,
+            };
+            match fetched {
                 Ok(report) => {
                     tracing::debug!(%shop, ?report, "orders mirrored");
                     rest = tail;
                     batch_size = fitting_batch(&client);
                     backoff = Duration::from_secs(1);
                 }
-                Err(MirrorError::Shopify(ShopifyError::MaxCostExceeded { .. }))
-                    if batch_size > 1 =>
-                {
-                    // The learned cost was too optimistic for these orders: smaller batches.
-                    batch_size = (batch_size / 2).max(1);
+                Err(e) if e.is_permanent() && batch.len() > 1 => {
+                    // One order may be the cause (or the cost was learned too optimistically):
+                    // fetch this batch one order at a time to find it.
+                    tracing::debug!(%shop, error = %e, "batch failed; fetching its orders one by one");
+                    batch_size = 1;
+                }
+                Err(e) if e.is_permanent() => {
+                    // This order cannot be fetched as it is: park it (visible in metrics and the
+                    // log) so it does not hold back the shop's other orders. A later scan that sees
+                    // it changed tries again.
+                    let (gid, _) = &batch[0];
+                    tracing::error!(%shop, order = %gid, error = %e, "order parked: it cannot be fetched");
+                    if let Err(store_error) = store.park_order(&shop, gid, &e.to_string()) {
+                        tracing::error!(%shop, error = %store_error, "cannot park the order");
+                        failed = true;
+                        break;
+                    }
+                    failures.send_modify(|(n, reason)| {
+                        *n += 1;
+                        *reason = format!("order {gid} parked: {e}");
+                    });
+                    rest = tail;
+                    batch_size = fitting_batch(&client);
                 }
                 Err(e) => {
                     tracing::warn!(%shop, error = %e, retry_in = ?backoff, "fetching orders failed");
@@ -271,7 +309,14 @@ async fn poller(
     let mut reply: Option<oneshot::Sender<Result<ScanReport, String>>> = None;
     loop {
         if !uninstalled(&store, &shop) || reply.is_some() {
-            let result = scan(&store, &client, &settings).await;
+            let result = if uninstalled(&store, &shop) {
+                Err(MirrorError::Uninstalled)
+            } else {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    result = scan(&store, &client, &settings) => result,
+                }
+            };
             match &result {
                 Ok(report) => tracing::debug!(%shop, ?report, "scan finished"),
                 Err(e) => tracing::warn!(%shop, error = %e, "scan failed; the next one retries"),
@@ -335,13 +380,15 @@ pub async fn scan(
                 newest = updated_at.clone();
             }
         }
+        // The scan is sorted by updatedAt, so every order changed before the newest one seen
+        // has been seen: the checkpoint may move after each page. A scan that stops early (an
+        // error, Shopify's 25,000-object pagination limit) resumes from here, not from scratch.
+        store.set_poll_checkpoint(shop, &newest)?;
         if !page.has_next_page || page.end_cursor.is_none() {
             break;
         }
         after = page.end_cursor;
     }
-    // Only a finished scan moves the checkpoint: an interrupted one is simply repeated.
-    store.set_poll_checkpoint(shop, &newest)?;
     store.flush().await?;
     report.checkpoint = Some(newest.text);
     Ok(report)

@@ -7,13 +7,34 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A point in time as Shopify sent it, with its Unix milliseconds for comparisons.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A point in time as Shopify sent it, with its Unix milliseconds for comparisons. Two texts
+/// for the same instant (another offset) compare equal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Timestamp {
     /// Milliseconds since the Unix epoch (compared first).
     pub unix_ms: i64,
     /// The RFC 3339 text as received.
     pub text: String,
+}
+
+impl PartialEq for Timestamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.unix_ms == other.unix_ms
+    }
+}
+
+impl Eq for Timestamp {}
+
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timestamp {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.unix_ms.cmp(&other.unix_ms)
+    }
 }
 
 impl Timestamp {
@@ -222,6 +243,11 @@ mod tests {
             "2026-11-25T15:00:00Z"
         );
         assert!(Timestamp::parse("yesterday").is_err());
+        assert_eq!(
+            Timestamp::parse("2026-11-25T10:00:00-05:00").unwrap(),
+            Timestamp::parse("2026-11-25T15:00:00Z").unwrap(),
+            "the same instant in two offsets is equally new"
+        );
     }
 
     #[test]

@@ -232,9 +232,10 @@ fn orders_named(store: &Store, shop: &str, body: &[u8]) -> Result<Vec<String>, S
     collect_ids(&payload, &mut strings);
     let mut orders = Vec::new();
     for s in strings {
-        let order = if s.starts_with("gid://shopify/Order/") {
+        // Customers type text too (notes, line item properties): only well-formed ids count.
+        let order = if is_gid(&s, "Order") {
             Some(s)
-        } else if s.starts_with("gid://shopify/FulfillmentOrder/") {
+        } else if is_gid(&s, "FulfillmentOrder") {
             store.order_of_fulfillment_order(shop, &s)?
         } else {
             None
@@ -246,6 +247,14 @@ fn orders_named(store: &Store, shop: &str, body: &[u8]) -> Result<Vec<String>, S
         }
     }
     Ok(orders)
+}
+
+/// Whether `s` is a GraphQL id of this type: `gid://shopify/<kind>/<digits>`.
+fn is_gid(s: &str, kind: &str) -> bool {
+    s.strip_prefix("gid://shopify/")
+        .and_then(|rest| rest.strip_prefix(kind))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn collect_ids(value: &serde_json::Value, out: &mut Vec<String>) {
@@ -285,7 +294,7 @@ fn order_gid(body: &[u8]) -> Result<String, String> {
         serde_json::from_slice(body).map_err(|e| format!("not an order payload: {e}"))?;
     let edited = order.order_edit.and_then(|e| e.order_id);
     match (order.admin_graphql_api_id, order.id.or(edited)) {
-        (Some(gid), _) if gid.starts_with("gid://shopify/Order/") => Ok(gid),
+        (Some(gid), _) if is_gid(&gid, "Order") => Ok(gid),
         (_, Some(id)) => Ok(format!("gid://shopify/Order/{id}")),
         _ => {
             Err("order payload has neither id, admin_graphql_api_id nor order_edit.order_id".into())

@@ -21,6 +21,7 @@
 //! | `order_triggers` | shop \0 order gid                    | [`OrderTrigger`]               |
 //! | `orders`         | shop \0 order gid                    | [`OrderMirror`]                |
 //! | `fo_index`       | shop \0 fulfillment order gid        | order gid (UTF-8)              |
+//! | `parked_orders`  | shop \0 order gid                    | [`ParkedOrder`]                |
 //!
 //! Recording a delivery is two plain inserts, not a sled transaction: transactions (and
 //! batches) take sled's global write lock, and when this was decided a three-tree transaction
@@ -179,9 +180,23 @@ pub enum Applied {
     Stale { stored: Timestamp },
 }
 
+/// An order the mirror could not fetch, set aside so the shop's other orders go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedOrder {
+    /// Why (Shopify's or the conversion's message).
+    pub reason: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+impl Record for ParkedOrder {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "parked order";
+}
+
 impl Record for OrderTrigger {
-    // Version 1 kept the triggering time as text; an unreadable trigger is replaced, which only
-    // costs one fetch.
+    // Version 1 kept the triggering time as text; `order_triggers` rewrites an unreadable
+    // trigger as a fresh one, which only costs one fetch.
     const VERSION: u8 = 2;
     const NAME: &'static str = "order trigger";
 }
@@ -201,6 +216,7 @@ struct Inner {
     order_triggers: sled::Tree,
     orders: sled::Tree,
     fo_index: sled::Tree,
+    parked_orders: sled::Tree,
     /// Woken when an order trigger was added.
     triggers_added: Notify,
     /// Woken when an order trigger was completed.
@@ -287,6 +303,7 @@ impl Store {
             order_triggers: db.open_tree("order_triggers")?,
             orders: db.open_tree("orders")?,
             fo_index: db.open_tree("fo_index")?,
+            parked_orders: db.open_tree("parked_orders")?,
             triggers_added: Notify::new(),
             triggers_done: Notify::new(),
             db,
@@ -643,6 +660,7 @@ impl Store {
             (&self.inner.order_triggers, composite_prefix(&[shop])),
             (&self.inner.orders, composite_prefix(&[shop])),
             (&self.inner.fo_index, composite_prefix(&[shop])),
+            (&self.inner.parked_orders, composite_prefix(&[shop])),
         ] {
             let (tree, prefix) = tree_prefix;
             for entry in tree.scan_prefix(&prefix) {
@@ -798,6 +816,7 @@ impl Store {
                 .compare_and_swap(&key, current, Some(value.as_slice()))?
                 .is_ok()
             {
+                self.inner.parked_orders.remove(&key)?;
                 // Fulfillment-order webhooks name fulfillment orders, not orders: keep the way
                 // back. Entries of fulfillment orders that moved away are harmless (they point
                 // at an order that no longer lists them, which a fetch corrects).
@@ -822,6 +841,33 @@ impl Store {
             .fo_index
             .get(composite_key(&[shop, fulfillment_order_gid]))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets an order that cannot be fetched aside: its trigger is removed and the reason kept
+    /// until the order is mirrored. Not flushed: call `flush`.
+    pub fn park_order(&self, shop: &str, order_gid: &str, reason: &str) -> Result<(), StoreError> {
+        self.check_fault()?;
+        let key = composite_key(&[shop, order_gid]);
+        let parked = ParkedOrder {
+            reason: reason.to_string(),
+            at_ms: crate::delivery::now_ms(),
+        };
+        self.inner.parked_orders.insert(&key, encode(&parked))?;
+        self.inner.order_triggers.remove(&key)?;
+        self.inner.triggers_done.notify_waiters();
+        Ok(())
+    }
+
+    /// The orders of a shop that are parked, with why.
+    pub fn parked_orders(&self, shop: &str) -> Result<Vec<(String, ParkedOrder)>, StoreError> {
+        let prefix = composite_prefix(&[shop]);
+        let mut out = Vec::new();
+        for entry in self.inner.parked_orders.scan_prefix(&prefix) {
+            let (k, v) = entry?;
+            let gid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((gid, decode_in("parked_orders", &v)?));
+        }
+        Ok(out)
     }
 
     /// One mirrored order.
@@ -904,14 +950,28 @@ impl Store {
         Ok(())
     }
 
-    /// Every pending order trigger of a shop, as (order gid, trigger).
+    /// Every pending order trigger of a shop, as (order gid, trigger). A trigger that cannot be
+    /// read (an older format) is rewritten as a fresh one: it still means "fetch this order".
     pub fn order_triggers(&self, shop: &str) -> Result<Vec<(String, OrderTrigger)>, StoreError> {
         let prefix = composite_prefix(&[shop]);
         let mut out = Vec::new();
         for entry in self.inner.order_triggers.scan_prefix(&prefix) {
             let (k, v) = entry?;
             let gid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.push((gid, decode_in("order_triggers", &v)?));
+            let trigger = match decode::<OrderTrigger>(&v) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(%shop, order = %gid, error = %e, "rewriting an unreadable order trigger");
+                    let fresh = OrderTrigger {
+                        first_at_ms: crate::delivery::now_ms(),
+                        deliveries: 1,
+                        newest_change_ms: None,
+                    };
+                    self.inner.order_triggers.insert(&k, encode(&fresh))?;
+                    fresh
+                }
+            };
+            out.push((gid, trigger));
         }
         Ok(out)
     }

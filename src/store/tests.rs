@@ -359,7 +359,11 @@ async fn an_orphaned_id_whose_number_was_reused_after_a_restart_is_still_repaire
             .unwrap();
         // The crash left w1's id pointing at the next number, without its delivery.
         let id_key = composite_key(&["shopify", "a.myshopify.com", "w1"]);
-        store.inner.delivery_ids.insert(id_key, &u64_key(2)).unwrap();
+        store
+            .inner
+            .delivery_ids
+            .insert(id_key, &u64_key(2))
+            .unwrap();
         store.flush().await.unwrap();
         store.close();
     }
@@ -378,4 +382,24 @@ async fn an_orphaned_id_whose_number_was_reused_after_a_restart_is_still_repaire
     assert!(matches!(retry, Recorded::New(n) if n != 2), "{retry:?}");
     let ids: Vec<String> = store.deliveries().map(|d| d.unwrap().1.id).collect();
     assert_eq!(ids, ["w0", "w2", "w1"]);
+}
+
+#[test]
+fn a_trigger_in_an_older_format_still_means_fetch_this_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let key = composite_key(&["a.myshopify.com", "gid://shopify/Order/1"]);
+    // Version 1 of the trigger record, as the previous build wrote it.
+    store
+        .inner
+        .order_triggers
+        .insert(&key, &[1u8, 5, 1, 0][..])
+        .unwrap();
+    let triggers = store.order_triggers("a.myshopify.com").unwrap();
+    assert_eq!(triggers.len(), 1);
+    assert!(
+        store
+            .complete_trigger("a.myshopify.com", &triggers[0].0, &triggers[0].1)
+            .unwrap()
+    );
 }

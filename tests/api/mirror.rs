@@ -278,3 +278,33 @@ async fn an_expiring_token_is_refreshed_without_a_failed_sync() {
     );
     synced.app.daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_that_cannot_be_fetched_is_parked_and_holds_back_no_other() {
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let shop = synced.sandbox.shop().to_string();
+    synced.sandbox.set_webhook_url(None);
+    synced.app.daemon.sync_now(&shop).await.unwrap();
+    let store = synced.app.daemon.store();
+    // A trigger whose id Shopify refuses ("Invalid global id") fails every batch it is in.
+    store
+        .trigger_order(&shop, "gid://shopify/Order/not-a-number", None)
+        .unwrap();
+    store.triggers_empty(&shop).await;
+    let parked = store.parked_orders(&shop).unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].0, "gid://shopify/Order/not-a-number");
+    assert!(
+        parked[0].1.reason.contains("Invalid global id"),
+        "{:?}",
+        parked[0].1
+    );
+    // The shop's other orders go on.
+    let real = synced.sandbox.create_order(sample_orders(1, 3).remove(0));
+    synced.app.daemon.sync_now(&shop).await.unwrap();
+    assert!(
+        store.order(&shop, &real).unwrap().is_some(),
+        "the real order is mirrored"
+    );
+    synced.app.daemon.stop().await.unwrap();
+}
