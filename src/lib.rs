@@ -15,6 +15,7 @@ pub mod intake;
 pub mod mirror;
 pub mod order;
 pub mod processor;
+pub mod reconcile;
 pub mod sandbox;
 pub mod shopify;
 pub mod store;

@@ -1133,3 +1133,54 @@ mod tests {
         assert!(hold_variables(fo, "OTHER", "", &"é".repeat(64)).is_ok());
     }
 }
+
+/// A bulk operation as a poll reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkState {
+    /// Shopify's status name: `CREATED`, `RUNNING`, `COMPLETED`, `FAILED`, `CANCELED`, …
+    pub status: String,
+    /// Why it failed, if it did (`BulkOperationErrorCode`).
+    pub error_code: Option<String>,
+    /// Objects written so far.
+    pub object_count: u64,
+    /// Where the JSONL result is, once completed; none when the result is empty.
+    pub url: Option<String>,
+}
+
+impl BulkState {
+    /// Whether the operation is still on its way.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status.as_str(), "CREATED" | "RUNNING")
+    }
+
+    /// Whether the result is ready.
+    pub fn is_completed(&self) -> bool {
+        self.status == "COMPLETED"
+    }
+}
+
+/// The id of the bulk operation a `bulkOperationRunQuery` started.
+pub fn bulk_started(data: ops::bulk_operation_run_query::ResponseData) -> Option<String> {
+    data.bulk_operation_run_query
+        .and_then(|payload| payload.bulk_operation)
+        .map(|op| op.id)
+}
+
+/// A polled bulk operation, or none if Shopify no longer knows it.
+pub fn bulk_state(data: ops::bulk_operation::ResponseData) -> Option<BulkState> {
+    let op = data.bulk_operation?;
+    Some(BulkState {
+        status: shopify_enum_name(&op.status),
+        error_code: op.error_code.as_ref().map(shopify_enum_name),
+        object_count: op.object_count.parse().unwrap_or(0),
+        url: op.url,
+    })
+}
+
+/// The name Shopify uses for a generated enum value (unknown values keep their name too).
+fn shopify_enum_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}

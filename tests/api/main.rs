@@ -7,4 +7,5 @@ mod compliance;
 mod helpers;
 mod intake;
 mod mirror;
+mod reconcile;
 mod shopify_client;

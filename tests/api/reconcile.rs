@@ -1,0 +1,526 @@
+//! Reconciliation against the sandbox Shopify with the real daemon running: every drift class
+//! found with its count and examples, repair through the daemon's fetcher, the paged and the
+//! bulk listing agreeing, and 100k orders through a bulk operation.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shipgate::order::Timestamp;
+use shipgate::reconcile::ReconcileError;
+use shipgate::reconcile::{
+    HOLDS_WITHOUT_EXCEPTION, MISSING_FROM_MIRROR, Progress, ReconcileOptions, ReconcileReport,
+    STALE_IN_MIRROR, UNKNOWN_TO_SHOPIFY, reconcile,
+};
+use shipgate::sandbox::shopify::{Plan, sample_orders};
+use shipgate::shopify::convert::hold_variables;
+use shipgate::shopify::ops::{
+    BulkOperationRunQuery, FulfillmentOrderHold, bulk_operation_run_query,
+};
+
+use crate::helpers::*;
+
+/// An order id the sandbox never hands out.
+const GHOST_ORDER: &str = "gid://shopify/Order/999999999";
+
+/// What `diverge` did to the shop, by drift class.
+struct Divergence {
+    missing: Vec<String>,
+    stale: Vec<String>,
+    held_fulfillment_order: String,
+    /// The `updatedAt` of the first order the mirror never heard of.
+    first_missing_at: Timestamp,
+}
+
+/// Collects the progress reports of a run.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Progress>>>);
+
+impl Recorder {
+    fn callback(&self) -> impl Fn(Progress) + Send + Sync {
+        let events = self.0.clone();
+        move |p| events.lock().unwrap().push(p)
+    }
+
+    fn events(&self) -> Vec<Progress> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn run(synced: &SyncedApp, options: &ReconcileOptions) -> (ReconcileReport, Vec<Progress>) {
+    let shop = synced.sandbox.shop();
+    let client = &synced.app.daemon.shop_sync(shop).unwrap().client;
+    let recorder = Recorder::default();
+    let report = reconcile(
+        synced.app.daemon.store(),
+        client,
+        &reqwest::Client::new(),
+        options,
+        &recorder.callback(),
+    )
+    .await
+    .expect("reconciliation runs");
+    (report, recorder.events())
+}
+
+/// Waits until every webhook sent so far is processed and fetched, then scans once more.
+async fn settle(synced: &SyncedApp) {
+    synced.sandbox.flush_webhooks().await;
+    synced.app.daemon.wait_idle().await;
+    synced
+        .app
+        .daemon
+        .sync_now(synced.sandbox.shop())
+        .await
+        .unwrap();
+}
+
+/// Turns webhooks off and lets the poller's first scan finish (it runs when the daemon starts,
+/// and may otherwise mirror orders a test creates for the mirror to lack). The next scan is an
+/// hour away.
+async fn without_sync(synced: &SyncedApp) {
+    synced.sandbox.set_webhook_url(None);
+    synced
+        .app
+        .daemon
+        .sync_now(synced.sandbox.shop())
+        .await
+        .unwrap();
+}
+
+/// Sorts ids as the report picks its examples: by number.
+fn by_number(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    ids
+}
+
+fn since_2020() -> Option<Timestamp> {
+    Some(Timestamp::parse("2020-01-01T00:00:00Z").unwrap())
+}
+
+/// Mirrors 8 orders, one of them held by shipgate, then, with webhooks off, creates 3 orders
+/// the mirror never hears about, changes 3 mirrored ones, and puts a mirrored order into the
+/// store that Shopify does not know.
+async fn diverge(synced: &SyncedApp) -> Divergence {
+    let sandbox = &synced.sandbox;
+    let shop = sandbox.shop();
+    let store = synced.app.daemon.store();
+    let mirrored: Vec<String> = sample_orders(8, 3)
+        .into_iter()
+        .map(|o| sandbox.create_order(o))
+        .collect();
+    settle(synced).await;
+
+    let held = sandbox.fulfillment_order_ids(&mirrored[0])[0].clone();
+    let client = &synced.app.daemon.shop_sync(shop).unwrap().client;
+    client
+        .run::<FulfillmentOrderHold>(
+            hold_variables(
+                &held,
+                "OTHER",
+                "Waiting for the supplier",
+                "shipgate-test-1",
+            )
+            .unwrap(),
+            1,
+        )
+        .await
+        .expect("the hold is placed");
+    settle(synced).await;
+    let mirror = store.order(shop, &mirrored[0]).unwrap().unwrap();
+    assert!(
+        mirror
+            .fulfillment_orders
+            .iter()
+            .any(|fo| fo.id == held && fo.holds.iter().any(|h| h.held_by_us)),
+        "the mirror has shipgate's hold"
+    );
+
+    sandbox.set_webhook_url(None);
+    // Later changes get later timestamps without a sleep.
+    sandbox.advance_clock(Duration::from_secs(10));
+    let missing: Vec<String> = sample_orders(3, 4)
+        .into_iter()
+        .map(|o| sandbox.create_order(o))
+        .collect();
+    sandbox.touch_order(&mirrored[1]).unwrap();
+    sandbox.touch_order(&mirrored[2]).unwrap();
+    sandbox.cancel_order(&mirrored[3], "CUSTOMER").unwrap();
+    let stale = mirrored[1..4].to_vec();
+
+    let mut ghost = store.order(shop, &mirrored[4]).unwrap().unwrap();
+    ghost.id = GHOST_ORDER.to_string();
+    ghost.name = "#9999".to_string();
+    ghost.fulfillment_orders.clear();
+    store.put_order(&ghost).unwrap();
+    store.flush().await.unwrap();
+
+    let first_missing_at = Timestamp::parse(
+        sandbox.order_snapshot(&missing[0]).unwrap()["updatedAt"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    Divergence {
+        missing,
+        stale,
+        held_fulfillment_order: held,
+        first_missing_at,
+    }
+}
+
+fn class<'a>(report: &'a ReconcileReport, name: &str) -> &'a shipgate::reconcile::DriftClass {
+    report
+        .class(name)
+        .unwrap_or_else(|| panic!("no class {name} in {report:?}"))
+}
+
+fn counts(report: &ReconcileReport) -> Vec<(&'static str, usize)> {
+    report.classes.iter().map(|c| (c.name, c.count)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_drift_class_is_found_and_repair_fixes_the_repairable_ones() {
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let d = diverge(&synced).await;
+    let options = ReconcileOptions {
+        since: since_2020(),
+        ..ReconcileOptions::default()
+    };
+
+    let (report, progress) = run(&synced, &options).await;
+    assert!(!report.via_bulk, "{report:?}");
+    assert_eq!(report.shopify_orders, 11);
+    assert_eq!(report.mirrored_orders, 9, "8 orders and the ghost");
+    assert_eq!(
+        counts(&report),
+        vec![
+            (MISSING_FROM_MIRROR, 3),
+            (STALE_IN_MIRROR, 3),
+            (UNKNOWN_TO_SHOPIFY, 1),
+            (HOLDS_WITHOUT_EXCEPTION, 1),
+        ]
+    );
+    assert_eq!(report.drift(), 8);
+    assert_eq!(
+        class(&report, MISSING_FROM_MIRROR).examples,
+        by_number(d.missing.clone())
+    );
+    assert_eq!(
+        class(&report, STALE_IN_MIRROR).examples,
+        by_number(d.stale.clone())
+    );
+    assert_eq!(
+        class(&report, UNKNOWN_TO_SHOPIFY).examples,
+        vec![GHOST_ORDER]
+    );
+    let hold = &class(&report, HOLDS_WITHOUT_EXCEPTION).examples;
+    assert_eq!(hold.len(), 1);
+    assert!(
+        hold[0].starts_with(&format!("{} (order #", d.held_fulfillment_order))
+            && hold[0].ends_with("hold shipgate-test-1)"),
+        "{hold:?}"
+    );
+    assert!(report.repairs.is_empty(), "nothing repaired without repair");
+    assert!(
+        progress.iter().any(|p| matches!(
+            p,
+            Progress::Listing {
+                pages: 1,
+                orders: 11
+            }
+        )),
+        "{progress:?}"
+    );
+    assert_eq!(
+        progress.last(),
+        Some(&Progress::Comparing {
+            done: 11 + 1,
+            total: 11 + 1
+        }),
+        "every order of both sides was compared"
+    );
+    let text = report.to_text();
+    for expected in [
+        "missing_from_mirror            3",
+        GHOST_ORDER,
+        &d.held_fulfillment_order,
+    ] {
+        assert!(text.contains(expected), "{expected} in\n{text}");
+    }
+
+    let repaired = run(
+        &synced,
+        &ReconcileOptions {
+            repair: true,
+            ..options.clone()
+        },
+    )
+    .await
+    .0;
+    assert_eq!(counts(&repaired), counts(&report), "repair reports first");
+    assert_eq!(
+        repaired.repairs,
+        vec![
+            "Triggered a fetch of 3 orders missing from the mirror and 3 stale ones: all 6 are \
+             now mirrored at Shopify's state."
+                .to_string(),
+            "Left 1 order unknown to Shopify in the mirror: shipgate never deletes an order on a \
+             guess; look it up in the Shopify admin."
+                .to_string(),
+            "Left 1 shipgate hold in place: releasing holds without an exception comes with the \
+             exceptions work."
+                .to_string(),
+        ]
+    );
+    let store = synced.app.daemon.store();
+    for id in d.missing.iter().chain(&d.stale) {
+        let truth = synced.sandbox.order_snapshot(id).unwrap();
+        let mirror = store.order(synced.sandbox.shop(), id).unwrap().unwrap();
+        assert_eq!(
+            mirror.updated_at.unix_ms,
+            Timestamp::parse(truth["updatedAt"].as_str().unwrap())
+                .unwrap()
+                .unix_ms,
+            "{id}"
+        );
+    }
+    assert!(
+        store
+            .order(synced.sandbox.shop(), &d.stale[2])
+            .unwrap()
+            .unwrap()
+            .is_cancelled()
+    );
+
+    let after = run(&synced, &options).await.0;
+    assert_eq!(
+        counts(&after),
+        vec![
+            (MISSING_FROM_MIRROR, 0),
+            (STALE_IN_MIRROR, 0),
+            (UNKNOWN_TO_SHOPIFY, 1),
+            (HOLDS_WITHOUT_EXCEPTION, 1),
+        ]
+    );
+    assert_eq!(after.mirrored_orders, 12);
+    // Nothing left to fetch: a repair now only says what it leaves alone.
+    let again = run(
+        &synced,
+        &ReconcileOptions {
+            repair: true,
+            ..options
+        },
+    )
+    .await
+    .0;
+    assert_eq!(again.repairs.len(), 2, "{:?}", again.repairs);
+    assert!(again.repairs[0].starts_with("Left 1 order unknown to Shopify"));
+    synced.app.daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_bulk_operations_find_the_same_drift() {
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let d = diverge(&synced).await;
+
+    let paged = ReconcileOptions {
+        since: since_2020(),
+        ..ReconcileOptions::default()
+    };
+    let bulk = ReconcileOptions {
+        bulk_threshold: 0,
+        ..paged.clone()
+    };
+    let (by_pages, _) = run(&synced, &paged).await;
+    let (by_bulk, progress) = run(&synced, &bulk).await;
+    assert!(!by_pages.via_bulk);
+    assert!(by_bulk.via_bulk);
+    assert_eq!(by_bulk.classes, by_pages.classes);
+    assert_eq!(by_bulk.shopify_orders, by_pages.shopify_orders);
+    assert_eq!(by_bulk.mirrored_orders, by_pages.mirrored_orders);
+    assert_eq!(by_bulk.drift(), 8);
+    assert!(
+        matches!(progress.first(), Some(Progress::BulkStarted { id }) if id.starts_with("gid://shopify/BulkOperation/")),
+        "{progress:?}"
+    );
+    assert!(progress.contains(&Progress::BulkDownloaded { lines: 11 }));
+    assert!(
+        progress.iter().any(
+            |p| matches!(p, Progress::BulkPolled { status, objects: 11 } if status == "COMPLETED")
+        ),
+        "{progress:?}"
+    );
+    assert!(
+        !progress
+            .iter()
+            .any(|p| matches!(p, Progress::Listing { .. })),
+        "no pages read"
+    );
+
+    // Without a window, every order is listed, by bulk operation.
+    let everything = run(&synced, &ReconcileOptions::default()).await.0;
+    assert!(everything.via_bulk);
+    assert_eq!(everything.since, None);
+    assert_eq!(everything.classes, by_pages.classes);
+
+    // A window that starts with the orders the mirror never heard of leaves out the ghost and
+    // the orders that did not change; both listings still agree.
+    let recent = ReconcileOptions {
+        since: Some(d.first_missing_at.clone()),
+        ..ReconcileOptions::default()
+    };
+    let (recent_pages, recent_bulk) = (
+        run(&synced, &recent).await.0,
+        run(
+            &synced,
+            &ReconcileOptions {
+                bulk_threshold: 0,
+                ..recent.clone()
+            },
+        )
+        .await
+        .0,
+    );
+    assert_eq!(
+        counts(&recent_pages),
+        vec![
+            (MISSING_FROM_MIRROR, 3),
+            (STALE_IN_MIRROR, 3),
+            (UNKNOWN_TO_SHOPIFY, 0),
+            (HOLDS_WITHOUT_EXCEPTION, 1),
+        ]
+    );
+    assert_eq!(recent_pages.shopify_orders, 6);
+    assert_eq!(recent_pages.mirrored_orders, 0);
+    assert_eq!(recent_bulk.classes, recent_pages.classes);
+    assert!(!recent_pages.via_bulk && recent_bulk.via_bulk);
+    synced.app.daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_thousand_orders_go_through_a_bulk_operation() {
+    const ORDERS: usize = 100_000;
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    // No webhooks and no scans: the mirror stays empty, and the daemon is not flooded.
+    without_sync(&synced).await;
+    let started = Instant::now();
+    for order in sample_orders(ORDERS, 5) {
+        synced.sandbox.create_order(order);
+    }
+    let created = started.elapsed();
+
+    let started = Instant::now();
+    let (report, progress) = run(&synced, &ReconcileOptions::default()).await;
+    let reconciled = started.elapsed();
+    eprintln!(
+        "100k orders: created in {:.1} s, reconciled in {:.1} s",
+        created.as_secs_f64(),
+        reconciled.as_secs_f64()
+    );
+
+    assert!(report.via_bulk);
+    assert_eq!(report.shopify_orders, ORDERS);
+    assert_eq!(report.mirrored_orders, 0);
+    let missing = class(&report, MISSING_FROM_MIRROR);
+    assert_eq!(missing.count, ORDERS);
+    assert_eq!(missing.examples.len(), 5);
+    assert_eq!(
+        missing.examples,
+        by_number(synced.sandbox.order_ids())[..5].to_vec()
+    );
+    assert_eq!(report.drift(), ORDERS);
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::BulkStarted { .. }))
+    );
+    assert!(progress.contains(&Progress::BulkDownloaded { lines: ORDERS }));
+    assert!(progress.contains(&Progress::Comparing {
+        done: ORDERS,
+        total: ORDERS
+    }));
+    synced.app.daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_shop_reconciles_clean_and_a_refused_bulk_operation_is_an_error() {
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let (report, progress) = run(&synced, &ReconcileOptions::default()).await;
+    assert!(report.via_bulk);
+    assert_eq!((report.shopify_orders, report.mirrored_orders), (0, 0));
+    assert_eq!(report.drift(), 0);
+    assert_eq!(report.classes.len(), 4, "every class, also with 0");
+    assert!(progress.contains(&Progress::BulkDownloaded { lines: 0 }));
+    assert!(report.to_text().contains("No drift."));
+
+    // Shopify runs at most five bulk queries per app and shop at once: a sixth is refused with
+    // userErrors, which is the operation failing, not the call.
+    let shop = synced.sandbox.shop();
+    let client = &synced.app.daemon.shop_sync(shop).unwrap().client;
+    for _ in 0..5 {
+        client
+            .run::<BulkOperationRunQuery>(
+                bulk_operation_run_query::Variables {
+                    query: "{ orders { edges { node { id } } } }".into(),
+                },
+                1,
+            )
+            .await
+            .expect("a bulk query starts");
+    }
+    let err = reconcile(
+        synced.app.daemon.store(),
+        client,
+        &reqwest::Client::new(),
+        &ReconcileOptions::default(),
+        &|_| {},
+    )
+    .await
+    .expect_err("a sixth bulk query is refused");
+    assert!(
+        matches!(&err, ReconcileError::Bulk(why) if why.contains("maximum of 5")),
+        "{err}"
+    );
+    synced.app.daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_give_way_to_a_bulk_operation_when_the_window_outgrows_the_threshold() {
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    without_sync(&synced).await;
+    for order in sample_orders(300, 6) {
+        synced.sandbox.create_order(order);
+    }
+    // The empty mirror promises a small window; the pages show otherwise after the second.
+    let (report, progress) = run(
+        &synced,
+        &ReconcileOptions {
+            since: since_2020(),
+            bulk_threshold: 260,
+            ..ReconcileOptions::default()
+        },
+    )
+    .await;
+    assert!(report.via_bulk);
+    assert_eq!(report.shopify_orders, 300);
+    assert_eq!(class(&report, MISSING_FROM_MIRROR).count, 300);
+    let listing: Vec<&Progress> = progress
+        .iter()
+        .filter(|p| matches!(p, Progress::Listing { .. }))
+        .collect();
+    assert_eq!(
+        listing,
+        vec![
+            &Progress::Listing {
+                pages: 1,
+                orders: 250
+            },
+            &Progress::Listing {
+                pages: 2,
+                orders: 300
+            },
+        ]
+    );
+    assert!(progress.contains(&Progress::BulkDownloaded { lines: 300 }));
+    synced.app.daemon.stop().await.unwrap();
+}
