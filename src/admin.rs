@@ -44,6 +44,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/orders", get(list_orders))
         .route("/api/order", get(show_order))
         .route("/api/shops/{shop}/sync", post(sync_shop))
+        .route("/api/shops/{shop}/reconcile", post(reconcile_shop))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -180,6 +181,43 @@ async fn sync_shop(
     let report = crate::mirror::sync_now(&state.store, &sync.mirror, &shop)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
+    Ok(Json(report))
+}
+
+#[derive(Deserialize)]
+struct ReconcileQuery {
+    since: Option<String>,
+    #[serde(default)]
+    repair: bool,
+}
+
+async fn reconcile_shop(
+    State(state): State<AdminState>,
+    Path(shop): Path<String>,
+    Query(q): Query<ReconcileQuery>,
+) -> Result<Json<crate::reconcile::ReconcileReport>, ApiError> {
+    let shop = shop.to_ascii_lowercase();
+    let sync = state.shops.get(&shop).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{shop} is not synced (not configured, or no Admin API credentials)"),
+        )
+    })?;
+    let since = q
+        .since
+        .as_deref()
+        .map(crate::reconcile::parse_since)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let options = crate::reconcile::ReconcileOptions {
+        since,
+        repair: q.repair,
+        ..Default::default()
+    };
+    let report =
+        crate::reconcile::reconcile(&state.store, &sync.client, &sync.http, &options, &|_| {})
+            .await
+            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok(Json(report))
 }
 

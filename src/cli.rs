@@ -48,6 +48,20 @@ enum Command {
     },
     /// Run the self-contained sandbox demo on loopback and check every outcome.
     Demo,
+    /// Compare Shopify with the mirror and report every drift class; --repair fixes what can be.
+    Reconcile {
+        #[command(flatten)]
+        common: Common,
+        /// Only this shop (default: every shop with Admin API credentials).
+        #[arg(long)]
+        shop: Option<String>,
+        /// Only orders updated since (YYYY-MM-DD or RFC 3339); default: every order.
+        #[arg(long)]
+        since: Option<String>,
+        /// Fix what can be fixed safely, and say what was done.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Mirrored orders.
     Orders {
         #[command(subcommand)]
@@ -123,6 +137,22 @@ pub fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => config_check(&config),
         Command::Run { config } => run(&config),
+        Command::Reconcile {
+            common,
+            shop,
+            since,
+            repair,
+        } => match runtime().and_then(|rt| {
+            rt.block_on(reconcile(
+                &common,
+                shop.as_deref(),
+                since.as_deref(),
+                repair,
+            ))
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}")),
+        },
         Command::Orders { command } => {
             match runtime().and_then(|rt| rt.block_on(orders(command))) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -371,4 +401,136 @@ async fn orders(command: OrdersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn reconcile(
+    common: &Common,
+    shop: Option<&str>,
+    since: Option<&str>,
+    repair: bool,
+) -> anyhow::Result<()> {
+    use crate::reconcile::{self, Progress, ReconcileOptions, ReconcileReport};
+    let config = Config::load(&common.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
+        .config;
+    let since_ts = since
+        .map(reconcile::parse_since)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let synced: Vec<&crate::config::ShopConfig> = config
+        .shops
+        .iter()
+        .filter(|s| !matches!(s.credentials, crate::config::ShopCredentials::None))
+        .filter(|s| shop.is_none_or(|want| s.domain.eq_ignore_ascii_case(want)))
+        .collect();
+    anyhow::ensure!(
+        !synced.is_empty(),
+        "no shop to reconcile: {}",
+        match shop {
+            Some(s) => format!("{s} is not configured with Admin API credentials"),
+            None => "no shop has Admin API credentials".to_string(),
+        }
+    );
+    let mut reports: Vec<ReconcileReport> = Vec::new();
+    match Source::connect(&config).await? {
+        Source::Api {
+            client,
+            base,
+            token,
+        } => {
+            for shop in &synced {
+                eprintln!("reconciling {} through the running daemon…", shop.domain);
+                let mut url =
+                    reqwest::Url::parse(&format!("{base}/api/shops/{}/reconcile", shop.domain))?;
+                if let Some(since) = since {
+                    url.query_pairs_mut().append_pair("since", since);
+                }
+                url.query_pairs_mut()
+                    .append_pair("repair", if repair { "true" } else { "false" });
+                let response = client.post(url).bearer_auth(&token).send().await?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if !status.is_success() {
+                    anyhow::bail!(
+                        "{}: {}",
+                        shop.domain,
+                        body["error"].as_str().unwrap_or("the admin API refused")
+                    );
+                }
+                reports.push(serde_json::from_value(body)?);
+            }
+        }
+        Source::Store(store, _) => {
+            // Repair fetches orders: run the shop's mirror for the duration of the command.
+            let http = reqwest::Client::builder()
+                .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
+                .build()?;
+            let tasks = tokio_util::task::TaskTracker::new();
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let heartbeats = crate::health::Heartbeats::default();
+            for shop in &synced {
+                let client = crate::shopify::client::ShopifyClient::new(
+                    http.clone(),
+                    shop,
+                    crate::shopify::client::ClientSettings {
+                        requests_per_second: shop.requests_per_second,
+                        ..Default::default()
+                    },
+                );
+                if repair {
+                    crate::mirror::spawn(
+                        &tasks,
+                        &heartbeats,
+                        store.clone(),
+                        client.clone(),
+                        crate::mirror::MirrorSettings {
+                            poll_interval: config.sync.poll_interval,
+                            poll_overlap: config.sync.poll_overlap,
+                            initial_lookback: config.sync.initial_lookback,
+                        },
+                        cancel.clone(),
+                    );
+                }
+                let domain = shop.domain.clone();
+                let progress = move |p: Progress| eprintln!("{domain}: {}", progress_text(&p));
+                let options = ReconcileOptions {
+                    since: since_ts.clone(),
+                    repair,
+                    ..Default::default()
+                };
+                reports.push(
+                    reconcile::reconcile(&store, &client, &http, &options, &progress)
+                        .await
+                        .with_context(|| format!("reconciling {}", shop.domain))?,
+                );
+            }
+            cancel.cancel();
+            tasks.close();
+            tasks.wait().await;
+            store.flush().await?;
+            store.close();
+        }
+    }
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            print!("{}", report.to_text());
+        }
+    }
+    Ok(())
+}
+
+fn progress_text(p: &crate::reconcile::Progress) -> String {
+    use crate::reconcile::Progress;
+    match p {
+        Progress::Listing { pages, orders } => format!("listed {orders} orders in {pages} pages"),
+        Progress::BulkStarted { id } => format!("bulk operation {id} started"),
+        Progress::BulkPolled { status, objects } => {
+            format!("bulk operation {status}, {objects} objects")
+        }
+        Progress::BulkDownloaded { lines } => format!("bulk result downloaded: {lines} lines"),
+        Progress::Comparing { done, total } => format!("compared {done} of {total}"),
+        Progress::Repairing { triggered } => format!("repairing: {triggered} orders to fetch"),
+    }
 }

@@ -49,6 +49,7 @@ const SYNC_KEYS: &[&str] = &[
     "poll_interval_secs",
     "poll_overlap_secs",
     "initial_lookback_days",
+    "reconcile_interval_hours",
 ];
 const SERVER_KEYS: &[&str] = &[
     "listen",
@@ -138,6 +139,8 @@ pub struct SyncConfig {
     pub poll_overlap: Duration,
     /// How far back the first scan of a shop looks.
     pub initial_lookback: Duration,
+    /// How often the daemon reconciles each shop with `--repair` (None: never).
+    pub reconcile_interval: Option<Duration>,
 }
 
 /// Settings for the GDPR/CCPA compliance webhooks.
@@ -474,7 +477,11 @@ impl Walker<'_> {
         let interval = self.integer(t, p, "poll_interval_secs", 1..=86_400, 300);
         let overlap = self.integer(t, p, "poll_overlap_secs", 0..=86_400, 300);
         let lookback = self.integer(t, p, "initial_lookback_days", 1..=3_650, 60);
+        // Zero switches the daemon's own run off (for a setup that reconciles from cron).
+        let reconcile = self.integer(t, p, "reconcile_interval_hours", 0..=8_760, 24);
         SyncConfig {
+            reconcile_interval: (reconcile > 0)
+                .then(|| Duration::from_secs(reconcile as u64 * 3_600)),
             poll_interval: Duration::from_secs(interval as u64),
             poll_overlap: Duration::from_secs(overlap as u64),
             initial_lookback: Duration::from_secs(lookback as u64 * 86_400),

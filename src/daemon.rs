@@ -71,6 +71,8 @@ pub struct Daemon {
 pub struct ShopSync {
     /// The shop's GraphQL client (its stats and budget view).
     pub client: ShopifyClient,
+    /// The plain HTTP client (bulk operation results are downloaded with it).
+    pub http: reqwest::Client,
     /// The shop's mirror tasks.
     pub mirror: MirrorHandle,
 }
@@ -167,7 +169,26 @@ impl Daemon {
                     settings.clone(),
                     cancel.clone(),
                 );
-                shops.insert(shop.domain.clone(), ShopSync { client, mirror });
+                if let Some(every) = config.sync.reconcile_interval {
+                    tasks.spawn(supervised(
+                        heartbeats.register(format!("daily reconciliation {}", shop.domain)),
+                        crate::reconcile::run_periodically(
+                            store.clone(),
+                            client.clone(),
+                            http.clone(),
+                            every,
+                            cancel.clone(),
+                        ),
+                    ));
+                }
+                shops.insert(
+                    shop.domain.clone(),
+                    ShopSync {
+                        client,
+                        http: http.clone(),
+                        mirror,
+                    },
+                );
             }
         }
         let shops = Arc::new(shops);

@@ -20,6 +20,7 @@
 //! 4. `repair` triggers the missing and stale orders, exactly as the poller does, and waits until
 //!    the daemon's fetcher has fetched them. Nothing is ever deleted or released on a guess.
 
+use std::borrow::Cow;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
@@ -95,12 +96,12 @@ impl Default for ReconcileOptions {
 }
 
 /// One kind of disagreement between Shopify and shipgate, with how often it was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftClass {
     /// The class's stable name, e.g. `missing_from_mirror`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// What the class means, in one sentence for people.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
     /// How many cases were found.
     pub count: usize,
     /// Up to `ReconcileOptions::examples` cases, lowest id first: order ids, or for holds a
@@ -109,7 +110,7 @@ pub struct DriftClass {
 }
 
 /// What one reconciliation of one shop found and did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReconcileReport {
     /// The shop's domain.
     pub shop: String,
@@ -346,28 +347,30 @@ pub async fn reconcile(
         mirrored_orders: in_window,
         classes: vec![
             DriftClass {
-                name: MISSING_FROM_MIRROR,
-                description: "orders Shopify has in the window that the mirror lacks",
+                name: MISSING_FROM_MIRROR.into(),
+                description: "orders Shopify has in the window that the mirror lacks".into(),
                 count: compared.missing.count,
                 examples: compared.missing.examples.into_vec(),
             },
             DriftClass {
-                name: STALE_IN_MIRROR,
-                description: "mirrored orders whose updatedAt is older than Shopify's",
+                name: STALE_IN_MIRROR.into(),
+                description: "mirrored orders whose updatedAt is older than Shopify's".into(),
                 count: compared.stale.count,
                 examples: compared.stale.examples.into_vec(),
             },
             DriftClass {
-                name: UNKNOWN_TO_SHOPIFY,
+                name: UNKNOWN_TO_SHOPIFY.into(),
                 description: "mirrored orders in the window that Shopify does not return \
-                              (deleted, or out of the app's reach)",
+                              (deleted, or out of the app's reach)"
+                    .into(),
                 count: compared.unknown.count,
                 examples: compared.unknown.examples.into_vec(),
             },
             DriftClass {
-                name: HOLDS_WITHOUT_EXCEPTION,
+                name: HOLDS_WITHOUT_EXCEPTION.into(),
                 description: "fulfillment orders held by shipgate without an open exception \
-                              (in the whole mirror, whatever the window)",
+                              (in the whole mirror, whatever the window)"
+                    .into(),
                 count: holds.count,
                 examples: holds.examples.into_vec(),
             },
@@ -1057,6 +1060,58 @@ fn plural_verb(n: usize, one: &str, many: &str) -> String {
     }
 }
 
+/// Reconciles the shop every `every`, repairing what drifted, and logs each report. The first run
+/// is one interval after start: start-up already scans for changed orders.
+pub async fn run_periodically(
+    store: Store,
+    client: ShopifyClient,
+    http: reqwest::Client,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let shop = client.shop().to_string();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let options = ReconcileOptions {
+            repair: true,
+            ..ReconcileOptions::default()
+        };
+        let run = reconcile(&store, &client, &http, &options, &|_| {});
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = run => result,
+        };
+        match result {
+            Ok(report) => {
+                let drift: Vec<String> = report
+                    .classes
+                    .iter()
+                    .filter(|c| c.count > 0)
+                    .map(|c| format!("{} {}", c.name, c.count))
+                    .collect();
+                tracing::info!(%shop, drift = %drift.join(", "), repairs = report.repairs.len(),
+                    seconds = report.seconds, "daily reconciliation finished");
+            }
+            Err(e) => tracing::warn!(%shop, error = %e, "daily reconciliation failed"),
+        }
+    }
+}
+
+/// Reads `--since`: an RFC 3339 time, or a date (`2026-11-01`, midnight UTC).
+pub fn parse_since(text: &str) -> Result<Timestamp, String> {
+    let text = text.trim();
+    let full = if text.len() == 10 && text.as_bytes().get(4) == Some(&b'-') {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    Timestamp::parse(&full)
+        .map_err(|_| format!("`{text}` is neither a date (YYYY-MM-DD) nor an RFC 3339 time"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1224,8 +1279,8 @@ mod tests {
             mirrored_orders: 118,
             classes: vec![
                 DriftClass {
-                    name: MISSING_FROM_MIRROR,
-                    description: "orders Shopify has in the window that the mirror lacks",
+                    name: MISSING_FROM_MIRROR.into(),
+                    description: "orders Shopify has in the window that the mirror lacks".into(),
                     count: 3,
                     examples: vec![
                         "gid://shopify/Order/1".into(),
@@ -1233,14 +1288,14 @@ mod tests {
                     ],
                 },
                 DriftClass {
-                    name: STALE_IN_MIRROR,
-                    description: "stale",
+                    name: STALE_IN_MIRROR.into(),
+                    description: "stale".into(),
                     count: 0,
                     examples: vec![],
                 },
                 DriftClass {
-                    name: HOLDS_WITHOUT_EXCEPTION,
-                    description: "held",
+                    name: HOLDS_WITHOUT_EXCEPTION.into(),
+                    description: "held".into(),
                     count: 1,
                     examples: vec![
                         "gid://shopify/FulfillmentOrder/9 (order #1001, hold shipgate-1)".into(),

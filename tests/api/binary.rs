@@ -463,3 +463,84 @@ async fn orders_commands_answer_the_same_through_the_daemon_and_from_the_store()
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("#99999"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_the_same_through_the_daemon_and_from_the_store_and_repairs() {
+    use shipgate::sandbox::shopify::{Plan, SandboxShopify, sample_orders};
+    let sandbox = SandboxShopify::start(sandbox_config(Plan::Plus))
+        .await
+        .unwrap();
+    for order in sample_orders(4, 21) {
+        sandbox.create_order(order);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shipgate.toml");
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        ShopAuth::Token("shpat_sandbox".into()),
+        b"x",
+    )]);
+    loopback.admin_port = free_port();
+    loopback.admin_token = Some("cli-admin-token".into());
+    std::fs::write(&config, loopback.toml()).unwrap();
+    let daemon = Binary::start(&config, &[]).await;
+    let client = reqwest::Client::new();
+    let synced = client
+        .post(format!(
+            "{}/api/shops/{}/sync",
+            daemon.admin,
+            sandbox.shop()
+        ))
+        .bearer_auth("cli-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(synced.status().as_u16(), 200);
+    // Two orders the mirror never hears of (the sandbox sends no webhooks here).
+    for order in sample_orders(2, 22) {
+        sandbox.create_order(order);
+    }
+    let config_arg = config.to_str().unwrap().to_string();
+    let reconcile = |extra: &[&str]| {
+        let mut args = vec!["reconcile", "--json", "--config", &config_arg];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reports.len(), 1);
+        reports[0]["classes"].clone()
+    };
+    let through_daemon = reconcile(&[]);
+    daemon.signal_term();
+    let mut child = daemon.child;
+    assert!(child.wait().await.unwrap().success());
+    let from_store = reconcile(&[]);
+    assert_eq!(
+        through_daemon, from_store,
+        "the same classes, counts and examples"
+    );
+    let missing = through_daemon
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "missing_from_mirror")
+        .unwrap()
+        .clone();
+    assert_eq!(missing["count"], 2, "{missing}");
+    // Repair with the daemon stopped, then nothing is missing any more.
+    reconcile(&["--repair"]);
+    let after = reconcile(&[]);
+    for class in after.as_array().unwrap() {
+        if class["name"] == "missing_from_mirror" || class["name"] == "stale_in_mirror" {
+            assert_eq!(class["count"], 0, "{class}");
+        }
+    }
+}

@@ -174,8 +174,12 @@ fn class<'a>(report: &'a ReconcileReport, name: &str) -> &'a shipgate::reconcile
         .unwrap_or_else(|| panic!("no class {name} in {report:?}"))
 }
 
-fn counts(report: &ReconcileReport) -> Vec<(&'static str, usize)> {
-    report.classes.iter().map(|c| (c.name, c.count)).collect()
+fn counts(report: &ReconcileReport) -> Vec<(&str, usize)> {
+    report
+        .classes
+        .iter()
+        .map(|c| (c.name.as_ref(), c.count))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
