@@ -61,6 +61,9 @@ pub struct CustomerRef {
 /// A `customers/redact` or `customers/data_request` body.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CustomerRequest {
+    /// The shop the request is for; it must be the shop that sent it.
+    #[serde(default)]
+    pub shop_domain: Option<String>,
     /// The customer.
     pub customer: CustomerRef,
     /// Orders to erase (`customers/redact`).
@@ -84,10 +87,16 @@ pub struct DataRequestId {
 /// Why a compliance request could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ComplianceError {
-    #[error("the request body is not a valid {topic} payload: {source}")]
+    #[error("the request body is not a valid {topic} payload ({})", json_error_position(.source))]
     Malformed {
         topic: &'static str,
         source: serde_json::Error,
+    },
+    #[error("the {topic} request names shop {named}, but was sent for {shop}")]
+    OtherShop {
+        topic: &'static str,
+        named: String,
+        shop: String,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -102,6 +111,12 @@ impl CustomerRequest {
     /// Parses a compliance body.
     pub fn parse(topic: &'static str, body: &[u8]) -> Result<CustomerRequest, ComplianceError> {
         serde_json::from_slice(body).map_err(|source| ComplianceError::Malformed { topic, source })
+    }
+
+    /// Refuses a request whose body names another shop than the one that sent it: Shopify signs
+    /// the body, not the topic header, and one app secret signs every shop's deliveries.
+    pub fn check_shop(&self, topic: &'static str, shop: &str) -> Result<(), ComplianceError> {
+        check_shop(topic, self.shop_domain.as_deref(), shop)
     }
 
     fn orders(&self) -> impl Iterator<Item = u64> + '_ {
@@ -154,6 +169,34 @@ fn mentions(value: &Value, needles: &[String]) -> bool {
         Value::Array(items) => items.iter().any(|v| mentions(v, needles)),
         Value::Object(map) => map.values().any(|v| mentions(v, needles)),
         _ => false,
+    }
+}
+
+/// Where a JSON error is, without the offending value (serde's message quotes it, and it may be
+/// customer data).
+pub fn json_error_position(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "unexpected field or type",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{kind} error at line {}, column {}", e.line(), e.column())
+}
+
+/// Checks that a compliance body's `shop_domain`, when given, is the sending shop.
+pub fn check_shop(
+    topic: &'static str,
+    named: Option<&str>,
+    shop: &str,
+) -> Result<(), ComplianceError> {
+    match named {
+        Some(named) if !named.eq_ignore_ascii_case(shop) => Err(ComplianceError::OtherShop {
+            topic,
+            named: named.to_string(),
+            shop: shop.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -219,11 +262,10 @@ pub fn redact_customer(
         delivery.redacted = true;
         Rewrite::Replace
     })?;
-    // The mirror keeps the shipping address of each order (suppliers need it); it goes too.
+    // The mirror keeps the shipping address of each order (suppliers need it); it goes too,
+    // for good: the store strips it from every later fetch of these orders.
     for order in &request.orders_to_redact {
-        store.rewrite_order(&shop, &format!("gid://shopify/Order/{order}"), |o| {
-            o.shipping_address = None;
-        })?;
+        store.redact_order(&shop, &format!("gid://shopify/Order/{order}"))?;
     }
     Ok(rewritten)
 }
@@ -272,6 +314,21 @@ pub fn export_customer(
             }));
         }
     }
+    // The mirror holds what suppliers need of the requested orders (the shipping address).
+    let mut mirrored = Vec::new();
+    for order in &request.orders_requested {
+        if let Some(order) = store.order(shop, &format!("gid://shopify/Order/{order}"))? {
+            mirrored.push(json!({
+                "order": order.id,
+                "name": order.name,
+                "shipping_address": order.shipping_address.as_ref().map(|a| json!({
+                    "name": a.name, "address1": a.address1, "address2": a.address2,
+                    "city": a.city, "province_code": a.province_code, "zip": a.zip,
+                    "country_code": a.country_code, "phone": a.phone,
+                })),
+            }));
+        }
+    }
     let request_id = request.data_request.as_ref().map_or(request_seq, |d| d.id);
     let export = json!({
         "shop_domain": shop,
@@ -279,6 +336,7 @@ pub fn export_customer(
         "data_request_id": request_id,
         "generated_at_ms": now_ms(),
         "held": held,
+        "order_mirror": mirrored,
     });
     let folder = export_dir.join(shop);
     let path = folder.join(format!("data-request-{request_id}.json"));
@@ -300,6 +358,18 @@ pub fn export_customer(
         Rewrite::Replace
     })?;
     Ok(path)
+}
+
+/// Removes every export written for a shop (they hold its customers' data).
+pub fn erase_exports(export_dir: &Path, shop: &str) {
+    let folder = export_dir.join(shop);
+    match std::fs::remove_dir_all(&folder) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(path = %folder.display(), error = %e, "cannot erase the shop's exports")
+        }
+    }
 }
 
 /// Writes a file only its owner can read, atomically (a reader never sees half of it).

@@ -134,6 +134,30 @@ pub fn process(
     let topic = delivery.topic.as_str();
     match topic {
         "shop/redact" => {
+            // The topic header is not signed: only a body that is a shop/redact request for
+            // this very shop may erase it.
+            #[derive(Deserialize)]
+            struct ShopRedact {
+                shop_domain: String,
+            }
+            let request = match serde_json::from_slice::<ShopRedact>(&delivery.body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Outcome::Unreadable {
+                        reason: format!(
+                            "not a shop/redact request ({})",
+                            compliance::json_error_position(&e)
+                        ),
+                    });
+                }
+            };
+            if let Err(e) = compliance::check_shop("shop/redact", Some(&request.shop_domain), shop)
+            {
+                return Ok(Outcome::Unreadable {
+                    reason: e.to_string(),
+                });
+            }
+            compliance::erase_exports(&settings.export_dir, shop);
             let erased = store.erase_shop(shop)?;
             return Ok(Outcome::ShopErased {
                 deliveries: erased.deliveries,
@@ -141,7 +165,9 @@ pub fn process(
         }
         "customers/redact" => {
             return Ok(
-                match CustomerRequest::parse("customers/redact", &delivery.body) {
+                match CustomerRequest::parse("customers/redact", &delivery.body)
+                    .and_then(|r| r.check_shop("customers/redact", shop).map(|()| r))
+                {
                     Ok(request) => {
                         match compliance::redact_customer(store, seq, &delivery.origin, &request) {
                             Ok(deliveries) => Outcome::CustomerRedacted { deliveries },
@@ -157,9 +183,14 @@ pub fn process(
                 },
             );
         }
+        // A request already cut down to ids was handled before a crash repeated it: exporting
+        // again from the cut-down request would overwrite the export with a poorer one.
+        "customers/data_request" if delivery.redacted => return Ok(Outcome::Kept),
         "customers/data_request" => {
             return Ok(
-                match CustomerRequest::parse("customers/data_request", &delivery.body) {
+                match CustomerRequest::parse("customers/data_request", &delivery.body)
+                    .and_then(|r| r.check_shop("customers/data_request", shop).map(|()| r))
+                {
                     Ok(request) => match compliance::export_customer(
                         store,
                         &settings.export_dir,
@@ -290,8 +321,12 @@ fn order_gid(body: &[u8]) -> Result<String, String> {
     struct EditRef {
         order_id: Option<u64>,
     }
-    let order: OrderRef =
-        serde_json::from_slice(body).map_err(|e| format!("not an order payload: {e}"))?;
+    let order: OrderRef = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "not an order payload ({})",
+            crate::compliance::json_error_position(&e)
+        )
+    })?;
     let edited = order.order_edit.and_then(|e| e.order_id);
     match (order.admin_graphql_api_id, order.id.or(edited)) {
         (Some(gid), _) if is_gid(&gid, "Order") => Ok(gid),

@@ -22,6 +22,7 @@
 //! | `orders`         | shop \0 order gid                    | [`OrderMirror`]                |
 //! | `fo_index`       | shop \0 fulfillment order gid        | order gid (UTF-8)              |
 //! | `parked_orders`  | shop \0 order gid                    | [`ParkedOrder`]                |
+//! | `redacted_orders`| shop \0 order gid                    | empty: address erased for good |
 //!
 //! Recording a delivery is two plain inserts, not a sled transaction: transactions (and
 //! batches) take sled's global write lock, and when this was decided a three-tree transaction
@@ -217,6 +218,7 @@ struct Inner {
     orders: sled::Tree,
     fo_index: sled::Tree,
     parked_orders: sled::Tree,
+    redacted_orders: sled::Tree,
     /// Woken when an order trigger was added.
     triggers_added: Notify,
     /// Woken when an order trigger was completed.
@@ -229,8 +231,9 @@ struct Inner {
     sequencer: std::sync::Mutex<Sequencer>,
     /// Woken when a delivery was stored.
     inbox_filled: Notify,
-    /// Woken when the processing cursor moved.
-    inbox_drained: Notify,
+    /// Every sequence number below this had been processed (or erased) when the processor last
+    /// found nothing left to do.
+    covered_below: tokio::sync::watch::Sender<u64>,
 }
 
 /// Hands out sequence numbers and knows which are still being written, so that the processor
@@ -304,6 +307,7 @@ impl Store {
             orders: db.open_tree("orders")?,
             fo_index: db.open_tree("fo_index")?,
             parked_orders: db.open_tree("parked_orders")?,
+            redacted_orders: db.open_tree("redacted_orders")?,
             triggers_added: Notify::new(),
             triggers_done: Notify::new(),
             db,
@@ -319,7 +323,7 @@ impl Store {
                 cursor: 0,
             }),
             inbox_filled: Notify::new(),
-            inbox_drained: Notify::new(),
+            covered_below: tokio::sync::watch::Sender::new(0),
         };
         let cursor = match meta.get(CURSOR_KEY)? {
             Some(v) => codec::read_u64_key(&v).map_err(|source| StoreError::Corrupt {
@@ -537,7 +541,8 @@ impl Store {
 
     // --- the inbox of deliveries not yet processed ------------------------------------------
 
-    /// Up to `limit` unprocessed deliveries, oldest first.
+    /// Up to `limit` unprocessed deliveries, oldest first. A delivery that cannot be decoded is
+    /// logged and passed over: one bad record must not stop the processing of every shop.
     pub fn inbox(&self, limit: usize) -> Result<Vec<(u64, Delivery)>, StoreError> {
         let (cursor, below) = {
             let sequencer = self
@@ -548,7 +553,13 @@ impl Store {
             (sequencer.cursor, sequencer.readable_below())
         };
         let mut out = Vec::new();
+        let mut skipped = None;
         if below <= cursor + 1 {
+            self.inner.covered_below.send_if_modified(|c| {
+                let moved = below > *c;
+                *c = (*c).max(below);
+                moved
+            });
             return Ok(out);
         }
         for entry in self
@@ -562,7 +573,20 @@ impl Store {
                 tree: "deliveries",
                 source,
             })?;
-            out.push((seq, decode_in("deliveries", &v)?));
+            match decode::<Delivery>(&v) {
+                Ok(d) => out.push((seq, d)),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "unreadable delivery passed over");
+                    skipped = Some(seq);
+                }
+            }
+        }
+        // The processor moves the cursor past what it is handed; when nothing readable was
+        // left, move it past the unreadable ones here.
+        if out.is_empty()
+            && let Some(seq) = skipped
+        {
+            self.inbox_done(seq)?;
         }
         Ok(out)
     }
@@ -594,7 +618,6 @@ impl Store {
             sequencer.cursor = seq;
         }
         self.inner.meta.insert(CURSOR_KEY, &u64_key(seq))?;
-        self.inner.inbox_drained.notify_waiters();
         Ok(())
     }
 
@@ -603,18 +626,20 @@ impl Store {
         self.inner.inbox_filled.notified().await
     }
 
-    /// Waits until every stored delivery has been processed.
+    /// Waits until every delivery stored before this call has been processed: the processor
+    /// has since found its inbox empty. (Counting what is left would not do: a shop/redact
+    /// erases its own delivery before it has finished its work.) Needs the processor running.
     pub async fn inbox_empty(&self) {
-        loop {
-            let drained = self.inner.inbox_drained.notified();
-            tokio::pin!(drained);
-            // Register before checking, so a drain between the check and the wait is not missed.
-            drained.as_mut().enable();
-            if self.inbox_len() == 0 {
-                return;
-            }
-            drained.await;
-        }
+        let target = self
+            .inner
+            .sequencer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next;
+        let mut covered = self.inner.covered_below.subscribe();
+        // The inbox may be empty with nobody to notice: the processor only looks when woken.
+        self.inner.inbox_filled.notify_one();
+        let _ = covered.wait_for(|c| *c >= target).await;
     }
 
     // --- shops ------------------------------------------------------------------------------
@@ -643,26 +668,17 @@ impl Store {
             shop: shop.to_string(),
         };
         let mut erased = Erased::default();
-        let mut seqs = Vec::new();
-        for entry in self.deliveries() {
-            let (seq, d) = entry?;
-            if d.origin == origin {
-                seqs.push(seq);
-            }
-        }
-        for seq in seqs {
-            self.inner.deliveries.remove(u64_key(seq))?;
-            erased.deliveries += 1;
-        }
         let [kind, scope] = origin.scope();
-        for tree_prefix in [
+        // Everything but the deliveries first: the shop/redact request is itself a delivery,
+        // and while it is stored a crash in the middle repeats the whole erasure on restart.
+        for (tree, prefix) in [
             (&self.inner.delivery_ids, composite_prefix(&[kind, scope])),
             (&self.inner.order_triggers, composite_prefix(&[shop])),
             (&self.inner.orders, composite_prefix(&[shop])),
             (&self.inner.fo_index, composite_prefix(&[shop])),
             (&self.inner.parked_orders, composite_prefix(&[shop])),
+            (&self.inner.redacted_orders, composite_prefix(&[shop])),
         ] {
-            let (tree, prefix) = tree_prefix;
             for entry in tree.scan_prefix(&prefix) {
                 let (k, _) = entry?;
                 tree.remove(k)?;
@@ -674,6 +690,23 @@ impl Store {
         }
         if self.inner.meta.remove(checkpoint_key(shop))?.is_some() {
             erased.entries += 1;
+        }
+        let mut seqs = Vec::new();
+        for entry in self.inner.deliveries.iter() {
+            let (k, v) = entry?;
+            // A delivery that cannot be read cannot be told apart: it stays, and the erasure
+            // goes on with the others.
+            match decode::<Delivery>(&v) {
+                Ok(d) if d.origin == origin => seqs.push(k),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable delivery skipped while erasing a shop")
+                }
+            }
+        }
+        for k in seqs {
+            self.inner.deliveries.remove(k)?;
+            erased.deliveries += 1;
         }
         Ok(erased)
     }
@@ -793,7 +826,15 @@ impl Store {
     pub fn put_order(&self, order: &OrderMirror) -> Result<Applied, StoreError> {
         self.check_fault()?;
         let key = composite_key(&[&order.shop, &order.id]);
-        let value = encode(order);
+        // A customer's erasure outlives later fetches: Shopify keeps the address, we do not.
+        let value =
+            if order.shipping_address.is_some() && self.inner.redacted_orders.contains_key(&key)? {
+                let mut stripped = order.clone();
+                stripped.shipping_address = None;
+                encode(&stripped)
+            } else {
+                encode(order)
+            };
         loop {
             let current = self.inner.orders.get(&key)?;
             let applied = match &current {
@@ -890,6 +931,17 @@ impl Store {
     /// How many orders are mirrored (all shops).
     pub fn order_count(&self) -> usize {
         self.inner.orders.len()
+    }
+
+    /// Erases an order's customer data from the mirror, now and in every later fetch.
+    /// Not flushed: call `flush`.
+    pub fn redact_order(&self, shop: &str, order_gid: &str) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.inner
+            .redacted_orders
+            .insert(composite_key(&[shop, order_gid]), &[][..])?;
+        self.rewrite_order(shop, order_gid, |o| o.shipping_address = None)?;
+        Ok(())
     }
 
     /// Rewrites one mirrored order in place (compliance erasure). Returns whether it existed.

@@ -102,6 +102,8 @@ async fn the_inbox_hands_out_deliveries_in_arrival_order_until_done() {
     for (seq, _) in &pending {
         store.inbox_done(*seq).unwrap();
     }
+    // The processor's next look finds nothing left: what was stored before is covered.
+    assert!(store.inbox(10).unwrap().is_empty());
     store.inbox_empty().await;
     assert_eq!(store.inbox_len(), 0);
     assert_eq!(store.delivery_count(), 5, "processing keeps the delivery");

@@ -203,3 +203,95 @@ async fn app_uninstalled_stops_work_but_keeps_receiving() {
     );
     app.daemon.stop().await.unwrap();
 }
+
+/// The mirror of a synced shop holds shipping addresses too: erasure and export reach it, and an
+/// erased address does not come back with the next fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_reaches_the_order_mirror_and_erasure_sticks() {
+    use shipgate::sandbox::shopify::{NewLine, NewOrder, Plan};
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let shop = synced.sandbox.shop().to_string();
+    let street = "31 Mirror Planted Lane";
+    let id = synced.sandbox.create_order(NewOrder {
+        name: None,
+        lines: vec![NewLine {
+            sku: "LAMP-1".into(),
+            quantity: 1,
+            location: 0,
+            variant_title: None,
+        }],
+        customer_email: Some("mirror.customer@example.net".into()),
+        shipping_address: Some(
+            json!({"name": "Mira Mirror", "address1": street, "city": "Leeds",
+            "zip": "LS1 1AA", "countryCode": "GB"}),
+        ),
+    });
+    synced.app.daemon.sync_now(&shop).await.unwrap();
+    let store = synced.app.daemon.store();
+    assert!(
+        !store.find_bytes(street.as_bytes()).unwrap().is_empty(),
+        "mirrored with its address"
+    );
+    let numeric = id.rsplit('/').next().unwrap().parse::<u64>().unwrap();
+    let secret = SANDBOX_WEBHOOK_SECRET;
+
+    let request = json!({"shop_id": 1, "shop_domain": shop, "orders_requested": [numeric],
+        "customer": {"id": 1, "email": "mirror.customer@example.net"}, "data_request": {"id": 77}});
+    let d = ShopifyDelivery::new(
+        &shop,
+        "customers/data_request",
+        "c1",
+        request.to_string(),
+        secret,
+    );
+    assert_eq!(synced.app.send(&d).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    let export_dir = synced.app.config.compliance.export_dir.join(&shop);
+    let export = std::fs::read_to_string(export_dir.join("data-request-77.json")).unwrap();
+    assert!(
+        export.contains(street),
+        "the export includes the mirror's address"
+    );
+
+    let request = json!({"shop_id": 1, "shop_domain": shop, "orders_to_redact": [numeric],
+        "customer": {"id": 1, "email": "mirror.customer@example.net"}});
+    let d = ShopifyDelivery::new(&shop, "customers/redact", "c2", request.to_string(), secret);
+    assert_eq!(synced.app.send(&d).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    assert!(
+        store.find_bytes(street.as_bytes()).unwrap().is_empty(),
+        "erased from the mirror"
+    );
+    // Shopify still has the address: the next fetch must not bring it back.
+    synced.sandbox.touch_order(&id).unwrap();
+    synced.app.daemon.sync_now(&shop).await.unwrap();
+    let mirrored = store.order(&shop, &id).unwrap().unwrap();
+    assert!(mirrored.shipping_address.is_none());
+    // (The sandbox, unlike Shopify, keeps the address and sends it in later webhooks; only the
+    // mirror is asked to forget it here.)
+    let in_mirror: Vec<_> = store
+        .find_bytes(street.as_bytes())
+        .unwrap()
+        .into_iter()
+        .filter(|(tree, _)| tree == "orders")
+        .collect();
+    assert!(
+        in_mirror.is_empty(),
+        "still erased after a fetch: {in_mirror:?}"
+    );
+
+    // A shop/redact whose body names another shop erases nothing (the topic header is unsigned).
+    let forged = json!({"shop_id": 2, "shop_domain": "someone-else.myshopify.com"});
+    let d = ShopifyDelivery::new(&shop, "shop/redact", "c3", forged.to_string(), secret);
+    assert_eq!(synced.app.send(&d).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    assert!(store.order(&shop, &id).unwrap().is_some());
+    // The real one erases the mirror and the exports too.
+    let real = json!({"shop_id": 1, "shop_domain": shop});
+    let d = ShopifyDelivery::new(&shop, "shop/redact", "c4", real.to_string(), secret);
+    assert_eq!(synced.app.send(&d).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    assert!(store.find_bytes(shop.as_bytes()).unwrap().is_empty());
+    assert!(!export_dir.exists(), "the shop's exports are gone");
+    synced.app.daemon.stop().await.unwrap();
+}
