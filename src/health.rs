@@ -61,7 +61,9 @@ impl Heartbeats {
     }
 }
 
-/// One worker's heartbeat. Dropping it unregisters the worker (a finished worker is not stale).
+/// One worker's heartbeat. Dropping it unregisters the worker (a finished worker is not stale),
+/// except while a panic unwinds: a worker that died must go stale, so that `/readyz` fails and the
+/// watchdog stops being pinged.
 pub struct Heartbeat {
     name: String,
     registry: Heartbeats,
@@ -78,7 +80,9 @@ impl Heartbeat {
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.name);
+        if !std::thread::panicking() {
+            self.registry.lock().remove(&self.name);
+        }
     }
 }
 
@@ -151,5 +155,16 @@ mod tests {
         assert!(heartbeats.stale(Duration::from_secs(5)).is_empty());
         waiting.await.unwrap();
         assert!(heartbeats.is_empty(), "a finished worker unregisters");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_panicked_goes_stale() {
+        let heartbeats = Heartbeats::default();
+        let dying = heartbeats.register("dying");
+        let task = tokio::spawn(supervised(dying, async { panic!("worker bug") }));
+        assert!(task.await.is_err());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let stale = heartbeats.stale(Duration::from_secs(5));
+        assert_eq!(stale.len(), 1, "a dead worker must not look finished");
     }
 }

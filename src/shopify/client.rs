@@ -107,6 +107,10 @@ pub enum ShopifyError {
     },
     #[error("{operation}: unexpected response: {reason}")]
     Decode { operation: String, reason: String },
+    #[error(
+        "{operation}: the outcome is unknown ({reason}); read Shopify's state before trying again"
+    )]
+    UnknownOutcome { operation: String, reason: String },
     #[error("access token grant failed: {0}")]
     Token(String),
     #[error("no Admin API credentials are configured for this shop")]
@@ -132,6 +136,7 @@ impl ShopifyError {
             ShopifyError::Exhausted { .. }
                 | ShopifyError::Token(_)
                 | ShopifyError::ShopUnavailable { .. }
+                | ShopifyError::UnknownOutcome { .. }
         )
     }
 }
@@ -250,7 +255,9 @@ impl Budget {
                         started.elapsed(),
                     );
                 }
-                Duration::from_secs_f64((estimate - projected) / s.restore_rate.max(1.0))
+                Duration::try_from_secs_f64((estimate - projected) / s.restore_rate.max(1.0))
+                    .unwrap_or(Duration::from_secs(60))
+                    .min(Duration::from_secs(60))
             };
             tokio::time::sleep(wait).await;
         }
@@ -272,14 +279,18 @@ impl Budget {
         }
     }
 
-    /// How long until `requested` points are back, per the last reading.
-    fn wait_for(&self, requested: f64) -> Duration {
+    /// How long until `requested` points are back, per the last reading. `own` is what the
+    /// asking request holds itself: it is given back before the retry, so it is not missing.
+    fn wait_for(&self, requested: f64, own: f64) -> Duration {
         let s = self.lock();
         if !s.known || s.restore_rate <= 0.0 {
             return Duration::from_secs(1);
         }
-        let missing = (requested.min(s.maximum) - s.projected(Instant::now())).max(0.0);
-        Duration::from_secs_f64(missing / s.restore_rate) + Duration::from_millis(10)
+        let missing = (requested.min(s.maximum) - s.projected(Instant::now()) - own).max(0.0);
+        Duration::try_from_secs_f64(missing / s.restore_rate)
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60))
+            + Duration::from_millis(10)
     }
 
     fn view(&self) -> Option<BudgetView> {
@@ -417,11 +428,12 @@ impl ShopifyClient {
     ) -> Result<Q::ResponseData, ShopifyError> {
         let body = Q::build_query(variables);
         let operation = body.operation_name;
+        let mutation = is_mutation(body.query);
         let payload = serde_json::to_vec(&body).map_err(|e| ShopifyError::Decode {
             operation: operation.to_string(),
             reason: format!("cannot encode the variables: {e}"),
         })?;
-        let data = self.send(operation, units, payload).await?;
+        let data = self.send(operation, units, mutation, payload).await?;
         serde_json::from_value(data).map_err(|e| ShopifyError::Decode {
             operation: operation.to_string(),
             reason: e.to_string(),
@@ -432,6 +444,7 @@ impl ShopifyClient {
         &self,
         operation: &'static str,
         units: u32,
+        mutation: bool,
         payload: Vec<u8>,
     ) -> Result<Value, ShopifyError> {
         let inner = &self.inner;
@@ -457,12 +470,18 @@ impl ShopifyClient {
                 .body(payload.clone())
                 .send()
                 .await;
+            let own = reservation.points;
             let outcome = match response {
+                // Not even connected: nothing reached Shopify, so any operation may be retried.
+                Err(e) if e.is_connect() => {
+                    inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                    Attempt::Retry(format!("cannot connect: {e}"))
+                }
                 Err(e) => {
                     inner.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
                     Attempt::Retry(format!("request failed: {e}"))
                 }
-                Ok(response) => match self.answer(operation, units, response).await {
+                Ok(response) => match self.answer(operation, units, own, response).await {
                     Ok(data) => return Ok(data),
                     Err(Answer::Fatal(e)) => return Err(e),
                     Err(Answer::Unauthorized) => {
@@ -495,6 +514,15 @@ impl ShopifyClient {
                     tracing::debug!(shop = %inner.shop, operation, ?wait, "throttled: {what}");
                     tokio::time::sleep(wait).await;
                 }
+                // A mutation may have taken effect although no answer came (a timeout, a 5xx, a
+                // broken connection): sending it again could fulfil twice. The caller reads
+                // Shopify's state first (invariant 2).
+                Attempt::Retry(what) if mutation && !what.starts_with("cannot connect") => {
+                    return Err(ShopifyError::UnknownOutcome {
+                        operation: operation.to_string(),
+                        reason: what,
+                    });
+                }
                 Attempt::Retry(what) => {
                     failures += 1;
                     if failures >= settings.max_attempts {
@@ -516,6 +544,7 @@ impl ShopifyClient {
         &self,
         operation: &'static str,
         units: u32,
+        own: f64,
         response: reqwest::Response,
     ) -> Result<Value, Answer> {
         let inner = &self.inner;
@@ -537,7 +566,8 @@ impl ShopifyClient {
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<f64>().ok())
-                    .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)))
+                    .filter(|s| s.is_finite())
+                    .and_then(|s| Duration::try_from_secs_f64(s.clamp(0.0, 60.0)).ok())
                     .unwrap_or(Duration::from_secs(1));
                 return Err(Answer::Throttled(wait, "HTTP 429".into()));
             }
@@ -603,7 +633,7 @@ impl ShopifyClient {
             if codes.iter().any(|c| c == "THROTTLED") {
                 inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 return Err(Answer::Throttled(
-                    inner.budget.wait_for(requested),
+                    inner.budget.wait_for(requested, own),
                     "THROTTLED".into(),
                 ));
             }
@@ -739,6 +769,15 @@ enum Answer {
     Throttled(Duration, String),
 }
 
+/// Whether a GraphQL document's operation is a mutation (comments before it are skipped).
+fn is_mutation(document: &str) -> bool {
+    document
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| l.starts_with("mutation"))
+}
+
 /// Exponential backoff with full jitter: a random wait up to `base * 2^attempt`, capped.
 fn backoff(settings: &ClientSettings, attempt: u32) -> Duration {
     let ceiling = settings
@@ -819,5 +858,26 @@ mod tests {
         );
         // The reservation holds the points: a second request waits for its own.
         assert!(budget.view().unwrap().available >= 699.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_request_does_not_wait_for_its_own_reservation() {
+        let budget = Budget::new();
+        let cost = |available| Cost {
+            requested_query_cost: Some(700.0),
+            actual_query_cost: None,
+            throttle_status: Some(ThrottleStatus {
+                maximum_available: 2000.0,
+                currently_available: available,
+                restore_rate: 100.0,
+            }),
+        };
+        budget.observe("Q", 1, &cost(2000.0));
+        let (reservation, _) = budget.reserve("Q", 1).await;
+        // The server disagrees: only 100 points left. 600 are missing: six seconds, not
+        // thirteen (the request's own 700 points are given back before it retries).
+        budget.observe("Q", 1, &cost(100.0));
+        let wait = budget.wait_for(700.0, reservation.points);
+        assert!((wait.as_secs_f64() - 6.0).abs() < 0.1, "waited {wait:?}");
     }
 }

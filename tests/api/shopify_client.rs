@@ -250,3 +250,40 @@ async fn a_granted_token_is_fetched_once_and_renewed_once_after_a_401() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_mutation_without_an_answer_is_an_unknown_outcome_not_a_blind_retry() {
+    use shipgate::shopify::convert::hold_variables;
+    use shipgate::shopify::ops::FulfillmentOrderHold;
+    let held = json!({"data": {"fulfillmentOrderHold": {
+        "fulfillmentHold": {"id": "gid://shopify/FulfillmentHold/1", "handle": "exc-1", "reason": "OTHER"},
+        "fulfillmentOrder": {"id": "gid://shopify/FulfillmentOrder/1", "status": "ON_HOLD"},
+        "userErrors": []}}, "extensions": cost(10.0, 1990.0)});
+    let vars = || {
+        hold_variables(
+            "gid://shopify/FulfillmentOrder/1",
+            "OTHER",
+            "check failed",
+            "exc-1",
+        )
+        .unwrap()
+    };
+    // A 503 may come after the hold was placed: the client must not send it again.
+    let (client, script) = client_for(
+        vec![(503, vec![], json!({})), (200, vec![], held.clone())],
+        false,
+    )
+    .await;
+    let err = client
+        .run::<FulfillmentOrderHold>(vars(), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ShopifyError::UnknownOutcome { .. }), "{err}");
+    assert!(!err.is_permanent());
+    assert_eq!(script.answers.lock().unwrap().len(), 1, "sent once");
+    // THROTTLED means it did not run: waiting and sending again is safe.
+    let (client, _) =
+        client_for(vec![(200, vec![], throttled()), (200, vec![], held)], false).await;
+    let data = client.run::<FulfillmentOrderHold>(vars(), 1).await.unwrap();
+    assert!(data.fulfillment_order_hold.is_some());
+}
