@@ -211,22 +211,47 @@ pub fn process(
             );
         }
         "app/uninstalled" => {
+            // Deliveries arrive out of order: a late retry of an old uninstall must not stop a
+            // shop that was installed again since (see below).
+            let at = triggered_ms(delivery).unwrap_or_else(|| now_ms() as i64);
+            let state = store.shop_state(shop)?.unwrap_or(ShopState {
+                uninstalled_at_ms: None,
+                reinstalled_at_ms: None,
+            });
+            if state.reinstalled_at_ms.is_some_and(|r| r as i64 >= at) {
+                return Ok(Outcome::Kept);
+            }
             store.set_shop_state(
                 shop,
                 &ShopState {
-                    uninstalled_at_ms: Some(now_ms()),
+                    uninstalled_at_ms: Some(at.max(0) as u64),
+                    ..state
                 },
             )?;
             return Ok(Outcome::ShopStopped);
         }
         _ => {}
     }
-    if store
-        .shop_state(shop)?
-        .is_some_and(|s| s.uninstalled_at_ms.is_some())
+    if let Some(state) = store.shop_state(shop)?
+        && let Some(uninstalled) = state.uninstalled_at_ms
     {
-        return Ok(Outcome::SkippedUninstalled);
+        // Shopify sends an uninstalled app no order webhooks: one triggered after the uninstall
+        // means the app was installed again, and work resumes.
+        match triggered_ms(delivery) {
+            Some(at) if at > uninstalled as i64 => {
+                tracing::info!(%shop, "order webhook after the uninstall: the app was reinstalled; work resumes");
+                store.set_shop_state(
+                    shop,
+                    &ShopState {
+                        uninstalled_at_ms: None,
+                        reinstalled_at_ms: Some(at as u64),
+                    },
+                )?;
+            }
+            _ => return Ok(Outcome::SkippedUninstalled),
+        }
     }
+
     if topic.starts_with("fulfillment_orders/") || topic.starts_with("fulfillments/") {
         let orders = orders_named(store, shop, &delivery.body)?;
         if orders.is_empty() {
@@ -278,6 +303,14 @@ fn orders_named(store: &Store, shop: &str, body: &[u8]) -> Result<Vec<String>, S
         }
     }
     Ok(orders)
+}
+
+/// When Shopify says the delivery's event happened (`X-Shopify-Triggered-At`), in Unix ms.
+fn triggered_ms(delivery: &Delivery) -> Option<i64> {
+    delivery
+        .header("x-shopify-triggered-at")
+        .and_then(|t| crate::order::Timestamp::parse(t).ok())
+        .map(|t| t.unix_ms)
 }
 
 /// Whether `s` is a GraphQL id of this type: `gid://shopify/<kind>/<digits>`.

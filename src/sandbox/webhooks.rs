@@ -17,6 +17,8 @@ pub struct ShopifyDelivery {
     pub secret: Vec<u8>,
     /// How to break it, if at all.
     pub tamper: Tamper,
+    /// The `X-Shopify-Triggered-At` header: when the event happened.
+    pub triggered_at: String,
 }
 
 /// Ways to break a delivery.
@@ -50,6 +52,7 @@ impl ShopifyDelivery {
             body: body.into(),
             secret: secret.to_vec(),
             tamper: Tamper::None,
+            triggered_at: "2026-11-25T10:00:00.000Z".to_string(),
         }
     }
 
@@ -74,10 +77,7 @@ impl ShopifyDelivery {
             ("X-Shopify-Shop-Domain", self.shop.clone()),
             ("X-Shopify-Webhook-Id", self.webhook_id.clone()),
             ("X-Shopify-API-Version", "2026-10".to_string()),
-            (
-                "X-Shopify-Triggered-At",
-                "2026-11-25T10:00:00.000Z".to_string(),
-            ),
+            ("X-Shopify-Triggered-At", self.triggered_at.clone()),
             ("X-Shopify-Event-Id", format!("event-{}", self.webhook_id)),
         ];
         match &self.tamper {

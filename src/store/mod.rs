@@ -123,8 +123,11 @@ pub enum Recorded {
 /// What shipgate knows of a shop's installation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopState {
-    /// Set by `app/uninstalled`: no more work is started for the shop.
+    /// Set by `app/uninstalled` (the event's time): no more work is started for the shop.
     pub uninstalled_at_ms: Option<u64>,
+    /// Set when an order webhook triggered after the uninstall showed the app was installed
+    /// again; an uninstall older than this is a late retry and is ignored.
+    pub reinstalled_at_ms: Option<u64>,
 }
 
 /// A pending request to (re)fetch one order: many webhooks for one order coalesce into one.
@@ -162,7 +165,8 @@ impl Record for Delivery {
     const NAME: &'static str = "delivery";
 }
 impl Record for ShopState {
-    const VERSION: u8 = 1;
+    // Version 2 added `reinstalled_at_ms`; no store with version 1 left the first session.
+    const VERSION: u8 = 2;
     const NAME: &'static str = "shop state";
 }
 impl Record for OrderMirror {

@@ -147,6 +147,7 @@ async fn erasing_a_shop_leaves_no_trace_of_it_and_spares_other_shops() {
                 shop,
                 &ShopState {
                     uninstalled_at_ms: Some(5),
+                    reinstalled_at_ms: None,
                 },
             )
             .unwrap();

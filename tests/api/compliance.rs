@@ -295,3 +295,46 @@ async fn compliance_reaches_the_order_mirror_and_erasure_sticks() {
     assert!(!export_dir.exists(), "the shop's exports are gone");
     synced.app.daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reinstall_resumes_work_and_a_late_uninstall_retry_does_not_stop_it_again() {
+    let app = spawn_app().await;
+    let at = |t: &str, d: ShopifyDelivery| ShopifyDelivery {
+        triggered_at: t.to_string(),
+        ..d
+    };
+    let uninstall = at(
+        "2026-11-25T10:00:00Z",
+        ShopifyDelivery::new(SHOP, "app/uninstalled", "r-u1", "{}", SECRET),
+    );
+    assert_eq!(app.send(&uninstall).await.0, 200);
+    // An order webhook triggered an hour later: Shopify only sends those to an installed app.
+    let order = at(
+        "2026-11-25T11:00:00Z",
+        ShopifyDelivery::new(
+            SHOP,
+            "orders/create",
+            "r-o1",
+            sample_order(5, 7001, "r@example.net", "5 R St"),
+            SECRET,
+        ),
+    );
+    assert_eq!(app.send(&order).await.0, 200);
+    app.daemon.wait_idle().await;
+    let state = app.daemon.store().shop_state(SHOP).unwrap().unwrap();
+    assert_eq!(state.uninstalled_at_ms, None, "work resumed");
+    assert_eq!(app.daemon.store().order_triggers(SHOP).unwrap().len(), 1);
+    // Shopify retries the old uninstall (another delivery id, the same event time).
+    let late = at(
+        "2026-11-25T10:00:00Z",
+        ShopifyDelivery::new(SHOP, "app/uninstalled", "r-u2", "{}", SECRET),
+    );
+    assert_eq!(app.send(&late).await.0, 200);
+    app.daemon.wait_idle().await;
+    let state = app.daemon.store().shop_state(SHOP).unwrap().unwrap();
+    assert_eq!(
+        state.uninstalled_at_ms, None,
+        "an old uninstall does not stop a reinstalled shop"
+    );
+    app.daemon.stop().await.unwrap();
+}
