@@ -464,7 +464,7 @@ impl ShopifyClient {
             let response = inner
                 .http
                 .post(&inner.endpoint)
-                .header("X-Shopify-Access-Token", token)
+                .header("X-Shopify-Access-Token", token.as_str())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .timeout(settings.request_timeout)
                 .body(payload.clone())
@@ -489,7 +489,7 @@ impl ShopifyClient {
                             // The token may have been revoked or expired early: fetch a new one
                             // once, and fail if that one is refused too.
                             refreshed = true;
-                            self.forget_token().await;
+                            self.forget_token(&token).await;
                             continue;
                         }
                         return Err(ShopifyError::Unauthorized {
@@ -697,9 +697,18 @@ impl ShopifyClient {
         }
     }
 
-    async fn forget_token(&self) {
+    /// Drops the cached token if it is still the one that was refused: another request may
+    /// already have replaced it, and throwing away the new one would only cost another grant.
+    async fn forget_token(&self, refused: &str) {
+        use secrecy::ExposeSecret as _;
         if let Auth::Grant { cached, .. } = &self.inner.auth {
-            *cached.lock().await = None;
+            let mut cached = cached.lock().await;
+            if cached
+                .as_ref()
+                .is_some_and(|t| t.token.expose_secret() == refused)
+            {
+                *cached = None;
+            }
         }
     }
 
