@@ -62,6 +62,11 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Connected shops.
+    Shops {
+        #[command(subcommand)]
+        command: ShopsCommand,
+    },
     /// Mirrored orders.
     Orders {
         #[command(subcommand)]
@@ -69,6 +74,22 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ShopsCommand {
+    /// Subscribe the shops' webhooks (orders, fulfillment orders, app/uninstalled) to shipgate's
+    /// public endpoint through the Admin API. Existing subscriptions are left as they are.
+    Subscribe {
+        #[command(flatten)]
+        common: Common,
+        /// The public HTTPS address Shopify delivers to, e.g. https://shipgate.example.com/webhooks/shopify.
+        #[arg(long)]
+        url: String,
+        /// Only this shop.
+        #[arg(long)]
+        shop: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +174,14 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("{e:#}")),
         },
+        Command::Shops {
+            command: ShopsCommand::Subscribe { common, url, shop },
+        } => {
+            match runtime().and_then(|rt| rt.block_on(subscribe(&common, &url, shop.as_deref()))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}")),
+            }
+        }
         Command::Orders { command } => {
             match runtime().and_then(|rt| rt.block_on(orders(command))) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -533,4 +562,77 @@ fn progress_text(p: &crate::reconcile::Progress) -> String {
         Progress::Comparing { done, total } => format!("compared {done} of {total}"),
         Progress::Repairing { triggered } => format!("repairing: {triggered} orders to fetch"),
     }
+}
+
+async fn subscribe(common: &Common, url: &str, shop: Option<&str>) -> anyhow::Result<()> {
+    use crate::shopify::client::{ClientSettings, ShopifyClient, ShopifyError};
+    use crate::shopify::convert::{SUBSCRIBED_TOPICS, webhook_subscription_variables};
+    use crate::shopify::ops::WebhookSubscriptionCreate;
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--url `{url}` is not a URL"))?;
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    anyhow::ensure!(
+        parsed.scheme() == "https" || loopback,
+        "--url must be https: Shopify only delivers webhooks over HTTPS"
+    );
+    let config = Config::load(&common.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
+        .config;
+    let http = reqwest::Client::new();
+    let mut rows = Vec::new();
+    let mut any = false;
+    for shop_config in config
+        .shops
+        .iter()
+        .filter(|s| shop.is_none_or(|want| s.domain.eq_ignore_ascii_case(want)))
+    {
+        any = true;
+        if matches!(
+            shop_config.credentials,
+            crate::config::ShopCredentials::None
+        ) {
+            anyhow::bail!("{} has no Admin API credentials", shop_config.domain);
+        }
+        let client = ShopifyClient::new(
+            http.clone(),
+            shop_config,
+            ClientSettings {
+                requests_per_second: shop_config.requests_per_second,
+                ..ClientSettings::default()
+            },
+        );
+        for topic in SUBSCRIBED_TOPICS {
+            let variables = webhook_subscription_variables(topic, url);
+            let outcome = match client.run::<WebhookSubscriptionCreate>(variables, 1).await {
+                Ok(_) => "subscribed".to_string(),
+                // Shopify refuses a second subscription of a topic to the same address.
+                Err(ShopifyError::UserErrors { errors, .. })
+                    if errors
+                        .iter()
+                        .any(|e| e.message.contains("already been taken")) =>
+                {
+                    "already subscribed".to_string()
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("{}: {topic}", shop_config.domain));
+                }
+            };
+            rows.push(
+                serde_json::json!({"shop": shop_config.domain, "topic": topic, "result": outcome}),
+            );
+        }
+    }
+    anyhow::ensure!(any, "shop {} is not configured", shop.unwrap_or("(none)"));
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for row in &rows {
+            println!(
+                "{:<36} {:<36} {}",
+                row["shop"].as_str().unwrap_or(""),
+                row["topic"].as_str().unwrap_or(""),
+                row["result"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
 }

@@ -1184,3 +1184,43 @@ fn shopify_enum_name(value: &impl serde::Serialize) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// The topics shipgate subscribes a shop to (the compliance topics are declared in the app's
+/// configuration instead: Shopify does not accept them through the API).
+pub const SUBSCRIBED_TOPICS: &[&str] = &[
+    "ORDERS_CREATE",
+    "ORDERS_UPDATED",
+    "ORDERS_CANCELLED",
+    "ORDERS_EDITED",
+    "ORDERS_FULFILLED",
+    "ORDERS_PARTIALLY_FULFILLED",
+    "FULFILLMENT_ORDERS_PLACED_ON_HOLD",
+    "FULFILLMENT_ORDERS_HOLD_RELEASED",
+    "FULFILLMENT_ORDERS_CANCELLED",
+    "FULFILLMENT_ORDERS_SPLIT",
+    "FULFILLMENT_ORDERS_MERGED",
+    "FULFILLMENT_ORDERS_MOVED",
+    "APP_UNINSTALLED",
+];
+
+/// The variables of `webhookSubscriptionCreate` for one topic, delivered as JSON to `uri`, with
+/// the whole payload (no `includeFields`, so nothing is debounced away).
+pub fn webhook_subscription_variables(
+    topic: &str,
+    uri: &str,
+) -> ops::webhook_subscription_create::Variables {
+    use ops::webhook_subscription_create as op;
+    op::Variables {
+        // The generated enum serializes an `Other` value as its name, which is what Shopify
+        // expects; the names come from SUBSCRIBED_TOPICS.
+        topic: op::WebhookSubscriptionTopic::Other(topic.to_string()),
+        webhook_subscription: op::WebhookSubscriptionInput {
+            uri: Some(uri.to_string()),
+            format: Some(op::WebhookSubscriptionFormat::JSON),
+            callback_url: None,
+            filter: None,
+            include_fields: None,
+            metafield_namespaces: None,
+        },
+    }
+}

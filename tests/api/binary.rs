@@ -544,3 +544,65 @@ async fn reconcile_reports_the_same_through_the_daemon_and_from_the_store_and_re
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shops_subscribe_creates_each_subscription_once() {
+    use shipgate::sandbox::shopify::{Plan, SandboxShopify};
+    let sandbox = SandboxShopify::start(sandbox_config(Plan::Plus))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shipgate.toml");
+    let loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        ShopAuth::Token("shpat_sandbox".into()),
+        b"x",
+    )]);
+    std::fs::write(&config, loopback.toml()).unwrap();
+    let run = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+            .args(["shops", "subscribe", "--json", "--url", url, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let url = "https://shipgate.example.com/webhooks/shopify";
+    let first = run(url);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        rows.len(),
+        shipgate::shopify::convert::SUBSCRIBED_TOPICS.len()
+    );
+    assert!(rows.iter().all(|r| r["result"] == "subscribed"));
+    let second = run(url);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(
+        rows.iter().all(|r| r["result"] == "already subscribed"),
+        "{rows:?}"
+    );
+    let subscriptions = sandbox.webhook_subscriptions();
+    assert_eq!(
+        subscriptions.len(),
+        shipgate::shopify::convert::SUBSCRIBED_TOPICS.len()
+    );
+    assert!(
+        subscriptions.iter().all(|(_, u)| u == url),
+        "{subscriptions:?}"
+    );
+    assert!(
+        subscriptions
+            .iter()
+            .any(|(t, _)| t == "ORDERS_UPDATED" || t.eq_ignore_ascii_case("orders/updated")),
+        "{subscriptions:?}"
+    );
+    // Plain HTTP to a public host is refused before anything is sent.
+    let refused = run("http://shipgate.example.com/webhooks/shopify");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("https"));
+}
