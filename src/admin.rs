@@ -167,17 +167,22 @@ async fn show_order(
     ))
 }
 
+/// The client and mirror of a shop the daemon syncs.
+fn synced_shop<'a>(state: &'a AdminState, shop: &str) -> Result<&'a ShopSync, ApiError> {
+    state.shops.get(shop).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{shop} is not synced (not configured, or no Admin API credentials)"),
+        )
+    })
+}
+
 async fn sync_shop(
     State(state): State<AdminState>,
     Path(shop): Path<String>,
 ) -> Result<Json<crate::mirror::ScanReport>, ApiError> {
     let shop = shop.to_ascii_lowercase();
-    let sync = state.shops.get(&shop).ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{shop} is not synced (not configured, or no Admin API credentials)"),
-        )
-    })?;
+    let sync = synced_shop(&state, &shop)?;
     let report = crate::mirror::sync_now(&state.store, &sync.mirror, &shop)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
@@ -197,12 +202,7 @@ async fn reconcile_shop(
     Query(q): Query<ReconcileQuery>,
 ) -> Result<Json<crate::reconcile::ReconcileReport>, ApiError> {
     let shop = shop.to_ascii_lowercase();
-    let sync = state.shops.get(&shop).ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{shop} is not synced (not configured, or no Admin API credentials)"),
-        )
-    })?;
+    let sync = synced_shop(&state, &shop)?;
     let since = q
         .since
         .as_deref()

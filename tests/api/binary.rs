@@ -370,6 +370,37 @@ async fn no_secret_or_customer_value_reaches_a_log_line() {
     }
 }
 
+/// The real binary against a sandbox shop, its admin API on a fixed port (the CLI finds it from
+/// the config), and the mirror synced once. Returns the folder, the config path and the daemon.
+async fn synced_binary(
+    sandbox: &shipgate::sandbox::shopify::SandboxShopify,
+) -> (tempfile::TempDir, std::path::PathBuf, Binary) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shipgate.toml");
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        ShopAuth::Token("shpat_sandbox".into()),
+        b"x",
+    )]);
+    loopback.admin_port = free_port();
+    loopback.admin_token = Some("cli-admin-token".into());
+    std::fs::write(&config, loopback.toml()).unwrap();
+    let daemon = Binary::start(&config, &[]).await;
+    let synced = reqwest::Client::new()
+        .post(format!(
+            "{}/api/shops/{}/sync",
+            daemon.admin,
+            sandbox.shop()
+        ))
+        .bearer_auth("cli-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(synced.status().as_u16(), 200);
+    (dir, config, daemon)
+}
+
 /// A port free right now on loopback (the CLI must find the admin API from the config, so the
 /// config cannot say port 0).
 fn free_port() -> u16 {
@@ -395,29 +426,7 @@ async fn orders_commands_answer_the_same_through_the_daemon_and_from_the_store()
         .as_str()
         .unwrap()
         .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("shipgate.toml");
-    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
-        sandbox.shop(),
-        &sandbox.base_url(),
-        ShopAuth::Token("shpat_sandbox".into()),
-        b"x",
-    )]);
-    loopback.admin_port = free_port();
-    loopback.admin_token = Some("cli-admin-token".into());
-    std::fs::write(&config, loopback.toml()).unwrap();
-    let daemon = Binary::start(&config, &[]).await;
-    let synced = reqwest::Client::new()
-        .post(format!(
-            "{}/api/shops/{}/sync",
-            daemon.admin,
-            sandbox.shop()
-        ))
-        .bearer_auth("cli-admin-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(synced.status().as_u16(), 200);
+    let (_dir, config, daemon) = synced_binary(&sandbox).await;
     let config_arg = config.to_str().unwrap().to_string();
     let run = move |args: Vec<String>| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
@@ -473,30 +482,7 @@ async fn reconcile_reports_the_same_through_the_daemon_and_from_the_store_and_re
     for order in sample_orders(4, 21) {
         sandbox.create_order(order);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("shipgate.toml");
-    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
-        sandbox.shop(),
-        &sandbox.base_url(),
-        ShopAuth::Token("shpat_sandbox".into()),
-        b"x",
-    )]);
-    loopback.admin_port = free_port();
-    loopback.admin_token = Some("cli-admin-token".into());
-    std::fs::write(&config, loopback.toml()).unwrap();
-    let daemon = Binary::start(&config, &[]).await;
-    let client = reqwest::Client::new();
-    let synced = client
-        .post(format!(
-            "{}/api/shops/{}/sync",
-            daemon.admin,
-            sandbox.shop()
-        ))
-        .bearer_auth("cli-admin-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(synced.status().as_u16(), 200);
+    let (_dir, config, daemon) = synced_binary(&sandbox).await;
     // Two orders the mirror never hears of (the sandbox sends no webhooks here).
     for order in sample_orders(2, 22) {
         sandbox.create_order(order);
