@@ -203,14 +203,14 @@ async fn reconcile_shop(
 ) -> Result<Json<crate::reconcile::ReconcileReport>, ApiError> {
     let shop = shop.to_ascii_lowercase();
     let sync = synced_shop(&state, &shop)?;
-    let since = q
-        .since
-        .as_deref()
-        .map(crate::reconcile::parse_since)
-        .transpose()
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let since = match q.since.as_deref() {
+        Some(text) => {
+            crate::reconcile::parse_since(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?
+        }
+        None => crate::reconcile::default_since(),
+    };
     let options = crate::reconcile::ReconcileOptions {
-        since,
+        since: Some(since),
         repair: q.repair,
         ..Default::default()
     };
@@ -265,17 +265,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         (
             "shipgate_orders_mirrored",
             "Orders in the mirror, by shop.",
-            |store, shop| store.orders(shop).count(),
+            |store, shop| store.order_count_of(shop),
         ),
         (
             "shipgate_order_triggers_pending",
             "Orders waiting to be fetched, by shop.",
-            |store, shop| store.order_triggers(shop).map(|t| t.len()).unwrap_or(0),
+            |store, shop| store.pending_trigger_count(shop),
         ),
         (
             "shipgate_orders_parked",
             "Orders that could not be fetched and were set aside, by shop.",
-            |store, shop| store.parked_orders(shop).map(|t| t.len()).unwrap_or(0),
+            |store, shop| store.parked_count(shop),
         ),
     ];
     for (name, help, read) in per_shop {

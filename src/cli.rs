@@ -55,7 +55,8 @@ enum Command {
         /// Only this shop (default: every shop with Admin API credentials).
         #[arg(long)]
         shop: Option<String>,
-        /// Only orders updated since (YYYY-MM-DD or RFC 3339); default: every order.
+        /// Only orders updated since (YYYY-MM-DD or RFC 3339); default: the last 59 days, all
+        /// that Shopify shows an app with the read_orders scope.
         #[arg(long)]
         since: Option<String>,
         /// Fix what can be fixed safely, and say what was done.
@@ -442,10 +443,10 @@ async fn reconcile(
     let config = Config::load(&common.config)
         .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
         .config;
-    let since_ts = since
-        .map(reconcile::parse_since)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let since_ts = Some(match since {
+        Some(text) => reconcile::parse_since(text).map_err(anyhow::Error::msg)?,
+        None => reconcile::default_since(),
+    });
     let synced: Vec<&crate::config::ShopConfig> = config
         .shops
         .iter()

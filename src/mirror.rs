@@ -49,6 +49,24 @@ impl MirrorError {
             MirrorError::Store(_) | MirrorError::Stopped | MirrorError::Uninstalled => false,
         }
     }
+
+    /// Whether the failure can come from the orders asked for (a bad id, an answer about one
+    /// order that cannot be read, a query too costly for these orders), as opposed to the whole
+    /// shop (a refused token, a missing scope, a withdrawn API version), which no order of the
+    /// batch is to blame for and which must not get orders parked.
+    pub fn may_be_about_the_orders(&self) -> bool {
+        match self {
+            MirrorError::Convert(_) => true,
+            MirrorError::Shopify(e) => matches!(
+                e,
+                ShopifyError::GraphQl { .. }
+                    | ShopifyError::UserErrors { .. }
+                    | ShopifyError::MaxCostExceeded { .. }
+                    | ShopifyError::Decode { .. }
+            ),
+            MirrorError::Store(_) | MirrorError::Stopped | MirrorError::Uninstalled => false,
+        }
+    }
 }
 
 /// Why syncing failed.
@@ -99,6 +117,15 @@ pub struct MirrorHandle {
 }
 
 impl MirrorHandle {
+    /// Waits until the fetcher has failed at least `n` times in all, and returns the last reason.
+    pub async fn fetch_failures(&self, n: u64) -> String {
+        let mut failures = self.failures.clone();
+        match failures.wait_for(|(count, _)| *count >= n).await {
+            Ok(state) => state.1.clone(),
+            Err(_) => MirrorError::Stopped.to_string(),
+        }
+    }
+
     /// Runs a scan now (outside the schedule) and returns its report.
     pub async fn scan_now(&self) -> Result<ScanReport, String> {
         let (tx, rx) = oneshot::channel();
@@ -207,13 +234,13 @@ async fn fetcher(
                     batch_size = fitting_batch(&client);
                     backoff = Duration::from_secs(1);
                 }
-                Err(e) if e.is_permanent() && batch.len() > 1 => {
+                Err(e) if e.may_be_about_the_orders() && batch.len() > 1 => {
                     // One order may be the cause (or the cost was learned too optimistically):
                     // fetch this batch one order at a time to find it.
                     tracing::debug!(%shop, error = %e, "batch failed; fetching its orders one by one");
                     batch_size = 1;
                 }
-                Err(e) if e.is_permanent() => {
+                Err(e) if e.may_be_about_the_orders() => {
                     // This order cannot be fetched as it is: park it (visible in metrics and the
                     // log) so it does not hold back the shop's other orders. A later scan that sees
                     // it changed tries again.

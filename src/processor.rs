@@ -95,7 +95,15 @@ pub async fn process_pending(
         for (seq, delivery) in batch {
             // An earlier delivery of this batch (shop/redact) may have erased this one.
             if store.delivery(seq)?.is_some() {
-                let outcome = process(store, settings, seq, &delivery)?;
+                let outcome = match process(store, settings, seq, &delivery) {
+                    Ok(outcome) => outcome,
+                    // A record this delivery needs cannot be read: retrying reads the same bytes,
+                    // and would stop every shop's processing behind this one delivery.
+                    Err(e @ StoreError::Corrupt { .. }) => Outcome::Unreadable {
+                        reason: e.to_string(),
+                    },
+                    Err(e) => return Err(e),
+                };
                 log_outcome(seq, &delivery, &outcome);
             }
             done.push(seq);
@@ -221,10 +229,13 @@ pub fn process(
             if state.reinstalled_at_ms.is_some_and(|r| r as i64 >= at) {
                 return Ok(Outcome::Kept);
             }
+            // The newest uninstall counts: a late retry of an older one must not wind the time
+            // back (an order webhook between the two would then look like a reinstall).
+            let at = (at.max(0) as u64).max(state.uninstalled_at_ms.unwrap_or(0));
             store.set_shop_state(
                 shop,
                 &ShopState {
-                    uninstalled_at_ms: Some(at.max(0) as u64),
+                    uninstalled_at_ms: Some(at),
                     ..state
                 },
             )?;

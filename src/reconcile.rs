@@ -1076,6 +1076,7 @@ pub async fn run_periodically(
             _ = tokio::time::sleep(every) => {}
         }
         let options = ReconcileOptions {
+            since: Some(default_since()),
             repair: true,
             ..ReconcileOptions::default()
         };
@@ -1098,6 +1099,13 @@ pub async fn run_periodically(
             Err(e) => tracing::warn!(%shop, error = %e, "daily reconciliation failed"),
         }
     }
+}
+
+/// The window used when none is given: the last 59 days. With the `read_orders` scope Shopify
+/// returns only the last 60 days of orders, so a longer window would report every older mirrored
+/// order as unknown to Shopify. (With `read_all_orders`, pass an earlier `--since`.)
+pub fn default_since() -> Timestamp {
+    Timestamp::from_unix_ms(crate::delivery::now_ms() as i64 - 59 * 86_400_000)
 }
 
 /// Reads `--since`: an RFC 3339 time, or a date (`2026-11-01`, midnight UTC).

@@ -406,3 +406,27 @@ fn a_trigger_in_an_older_format_still_means_fetch_this_order() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_delivery_erased_behind_the_cursor_leaves_no_gap_to_wait_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .record_delivery(&delivery("kept.myshopify.com", "w1", "{}"))
+        .await
+        .unwrap();
+    let (seq, _) = store.inbox(10).unwrap().remove(0);
+    store.inbox_done(seq).unwrap();
+    // Stored after the processor's read, then erased by a shop/redact before it was processed.
+    store
+        .record_delivery(&delivery("gone.myshopify.com", "w2", "{}"))
+        .await
+        .unwrap();
+    store.erase_shop("gone.myshopify.com").unwrap();
+    assert!(store.inbox(10).unwrap().is_empty());
+    // Would wait forever if the erased number stayed a gap in front of the cursor.
+    tokio::time::timeout(std::time::Duration::from_secs(5), store.inbox_empty())
+        .await
+        .expect("nothing is left to wait for");
+    assert_eq!(store.inbox_len(), 0);
+}

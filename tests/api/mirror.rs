@@ -308,3 +308,32 @@ async fn an_order_that_cannot_be_fetched_is_parked_and_holds_back_no_other() {
     );
     synced.app.daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_parks_no_order_and_keeps_every_trigger() {
+    let mut config = sandbox_config(Plan::Plus);
+    // The sandbox knows another token than the one shipgate has: every call is a 401.
+    config.static_tokens = vec!["shpat_rotated".into()];
+    let synced = spawn_synced(config, TestAuth::StaticToken).await;
+    let shop = synced.sandbox.shop().to_string();
+    let store = synced.app.daemon.store();
+    for n in 1..=5 {
+        store
+            .trigger_order(&shop, &format!("gid://shopify/Order/{n}"), None)
+            .unwrap();
+    }
+    let mirror = &synced.app.daemon.shop_sync(&shop).unwrap().mirror;
+    let reason = mirror.fetch_failures(2).await;
+    assert!(reason.contains("401"), "{reason}");
+    assert_eq!(
+        store.parked_orders(&shop).unwrap().len(),
+        0,
+        "a shop-wide failure blames no order"
+    );
+    assert_eq!(
+        store.order_triggers(&shop).unwrap().len(),
+        5,
+        "every trigger kept for later"
+    );
+    synced.app.daemon.stop().await.unwrap();
+}
