@@ -166,7 +166,7 @@ pub fn process(
                 });
             }
             compliance::erase_exports(&settings.export_dir, shop);
-            let erased = store.erase_shop(shop)?;
+            let erased = store.erase_shop(shop, Some(seq))?;
             return Ok(Outcome::ShopErased {
                 deliveries: erased.deliveries,
             });

@@ -817,6 +817,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_mutation_document_is_recognised_as_one() {
+        // The guard against re-sending a mutation whose answer was lost rests on this.
+        let mut seen = 0;
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/graphql")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if path.file_name().unwrap() == "schema.graphql" {
+                continue;
+            }
+            let declares_mutation = text
+                .lines()
+                .any(|l| l.trim_start().starts_with("mutation "));
+            assert_eq!(is_mutation(&text), declares_mutation, "{}", path.display());
+            seen += 1;
+        }
+        assert_eq!(seen, 10);
+    }
+
+    #[test]
     fn backoff_grows_and_stays_under_the_cap() {
         let settings = ClientSettings::default();
         for attempt in 1..20 {

@@ -674,9 +674,10 @@ impl Store {
         Ok(())
     }
 
-    /// Removes everything stored for a shop: deliveries, their ids, triggers and state.
+    /// Removes everything stored for a shop: deliveries, their ids, triggers, the mirror and
+    /// state. `request` is the shop/redact delivery that asked for it, removed last.
     /// Not flushed: call `flush`.
-    pub fn erase_shop(&self, shop: &str) -> Result<Erased, StoreError> {
+    pub fn erase_shop(&self, shop: &str, request: Option<u64>) -> Result<Erased, StoreError> {
         self.check_fault()?;
         let origin = Origin::Shopify {
             shop: shop.to_string(),
@@ -718,7 +719,12 @@ impl Store {
                 }
             }
         }
-        for k in seqs {
+        // The request itself goes last: while it is stored, a crash repeats the erasure.
+        let request = request.map(u64_key);
+        let (last, first): (Vec<_>, Vec<_>) = seqs
+            .into_iter()
+            .partition(|k| request.is_some_and(|r| k.as_ref() == r));
+        for k in first.into_iter().chain(last) {
             self.inner.deliveries.remove(k)?;
             erased.deliveries += 1;
         }

@@ -152,7 +152,7 @@ async fn erasing_a_shop_leaves_no_trace_of_it_and_spares_other_shops() {
             )
             .unwrap();
     }
-    let erased = store.erase_shop("gone.myshopify.com").unwrap();
+    let erased = store.erase_shop("gone.myshopify.com", None).unwrap();
     assert_eq!(erased.deliveries, 1);
     assert!(store.find_bytes(b"gone.myshopify.com").unwrap().is_empty());
     assert!(!store.find_bytes(b"kept.myshopify.com").unwrap().is_empty());
@@ -264,7 +264,7 @@ async fn sequence_numbers_are_not_reused_below_the_cursor_after_an_erasure() {
         }
         let pending = store.inbox(10).unwrap();
         store.inbox_done(pending.last().unwrap().0).unwrap();
-        store.erase_shop("gone.myshopify.com").unwrap();
+        store.erase_shop("gone.myshopify.com", None).unwrap();
         store.flush().await.unwrap();
         store.close();
     }
@@ -422,7 +422,7 @@ async fn a_delivery_erased_behind_the_cursor_leaves_no_gap_to_wait_for() {
         .record_delivery(&delivery("gone.myshopify.com", "w2", "{}"))
         .await
         .unwrap();
-    store.erase_shop("gone.myshopify.com").unwrap();
+    store.erase_shop("gone.myshopify.com", None).unwrap();
     assert!(store.inbox(10).unwrap().is_empty());
     // Would wait forever if the erased number stayed a gap in front of the cursor.
     tokio::time::timeout(std::time::Duration::from_secs(5), store.inbox_empty())
