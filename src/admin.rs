@@ -167,6 +167,20 @@ async fn show_order(
     ))
 }
 
+/// How long a sync or reconciliation asked for through the API may take before the caller gets
+/// an answer anyway (the work itself goes on in the daemon's workers).
+const ADMIN_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn gave_up() -> ApiError {
+    ApiError(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "not finished within {} minutes; the daemon's workers go on, see /metrics and the log",
+            ADMIN_WAIT.as_secs() / 60
+        ),
+    )
+}
+
 /// The client and mirror of a shop the daemon syncs.
 fn synced_shop<'a>(state: &'a AdminState, shop: &str) -> Result<&'a ShopSync, ApiError> {
     state.shops.get(shop).ok_or_else(|| {
@@ -183,9 +197,13 @@ async fn sync_shop(
 ) -> Result<Json<crate::mirror::ScanReport>, ApiError> {
     let shop = shop.to_ascii_lowercase();
     let sync = synced_shop(&state, &shop)?;
-    let report = crate::mirror::sync_now(&state.store, &sync.mirror, &shop)
-        .await
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
+    let report = tokio::time::timeout(
+        ADMIN_WAIT,
+        crate::mirror::sync_now(&state.store, &sync.mirror, &shop),
+    )
+    .await
+    .map_err(|_| gave_up())?
+    .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
     Ok(Json(report))
 }
 
@@ -214,10 +232,12 @@ async fn reconcile_shop(
         repair: q.repair,
         ..Default::default()
     };
-    let report =
-        crate::reconcile::reconcile(&state.store, &sync.client, &sync.http, &options, &|_| {})
-            .await
-            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let run =
+        crate::reconcile::reconcile(&state.store, &sync.client, &sync.http, &options, &|_| {});
+    let report = tokio::time::timeout(ADMIN_WAIT, run)
+        .await
+        .map_err(|_| gave_up())?
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok(Json(report))
 }
 
