@@ -1071,9 +1071,25 @@ pub async fn run_periodically(
 ) {
     let shop = client.shop().to_string();
     loop {
+        // The schedule survives restarts: a daemon restarted more often than `every` would
+        // otherwise never get to run it. A shop never reconciled waits one interval (start-up
+        // already scans it for changed orders).
+        let now = crate::delivery::now_ms();
+        let last = match store.last_reconciled_ms(&shop) {
+            Ok(Some(last)) => last,
+            Ok(None) => {
+                let _ = store.set_last_reconciled_ms(&shop, now);
+                now
+            }
+            Err(e) => {
+                tracing::warn!(%shop, error = %e, "cannot read the last reconciliation time");
+                now
+            }
+        };
+        let due = Duration::from_millis((last + every.as_millis() as u64).saturating_sub(now));
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(due) => {}
         }
         let options = ReconcileOptions {
             since: Some(default_since()),
@@ -1085,6 +1101,9 @@ pub async fn run_periodically(
             _ = cancel.cancelled() => return,
             result = run => result,
         };
+        if let Err(e) = store.set_last_reconciled_ms(&shop, crate::delivery::now_ms()) {
+            tracing::warn!(%shop, error = %e, "cannot record the reconciliation time");
+        }
         match result {
             Ok(report) => {
                 let drift: Vec<String> = report

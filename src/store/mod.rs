@@ -703,8 +703,13 @@ impl Store {
         if self.inner.shops.remove(shop.as_bytes())?.is_some() {
             erased.entries += 1;
         }
-        if self.inner.meta.remove(checkpoint_key(shop))?.is_some() {
-            erased.entries += 1;
+        for key in [
+            checkpoint_key(shop),
+            composite_key(&["reconcile.last", shop]),
+        ] {
+            if self.inner.meta.remove(key)?.is_some() {
+                erased.entries += 1;
+            }
         }
         let mut seqs = Vec::new();
         for entry in self.inner.deliveries.iter() {
@@ -1030,6 +1035,29 @@ impl Store {
             });
         }
         Ok(result.is_some())
+    }
+
+    /// When the shop was last reconciled by the daemon (Unix ms), if ever.
+    pub fn last_reconciled_ms(&self, shop: &str) -> Result<Option<u64>, StoreError> {
+        self.inner
+            .meta
+            .get(composite_key(&["reconcile.last", shop]))?
+            .map(|v| {
+                codec::read_u64_key(&v).map_err(|source| StoreError::Corrupt {
+                    tree: "meta",
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Records when the shop was reconciled. Not flushed: call `flush`.
+    pub fn set_last_reconciled_ms(&self, shop: &str, at_ms: u64) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.inner
+            .meta
+            .insert(composite_key(&["reconcile.last", shop]), &u64_key(at_ms))?;
+        Ok(())
     }
 
     /// Where the shop's polling scan resumes (the newest `updatedAt` a finished scan saw).
