@@ -95,6 +95,9 @@ pub struct ScanReport {
     pub pages: usize,
     /// The checkpoint after the scan.
     pub checkpoint: Option<String>,
+    /// The orders triggered, for a caller that waits for exactly these to be fetched.
+    #[serde(skip)]
+    pub triggered_ids: Vec<String>,
 }
 
 /// What fetching a batch did.
@@ -151,7 +154,9 @@ pub async fn sync_now(
     // The fetcher retries failed batches on its own; a caller waiting for the mirror to be
     // complete learns of the failure instead of waiting for the retry.
     tokio::select! {
-        _ = store.triggers_empty(shop) => Ok(report),
+        // Only what the scan found is waited for: on a busy shop, webhooks keep adding
+        // triggers, and the queue as a whole may never be empty.
+        _ = store.triggers_cleared(shop, &report.triggered_ids) => Ok(report),
         changed = failures.changed() => match changed {
             Ok(()) => Err(format!("fetching orders failed: {}", failures.borrow().1)),
             Err(_) => Err(MirrorError::Stopped.to_string()),
@@ -402,6 +407,7 @@ pub async fn scan(
             if stale {
                 store.trigger_order(shop, id, Some(&updated_at.text))?;
                 report.triggered += 1;
+                report.triggered_ids.push(id.clone());
             }
             if *updated_at > newest {
                 newest = updated_at.clone();

@@ -815,6 +815,26 @@ impl Store {
         Ok(removed)
     }
 
+    /// Waits until none of these orders waits to be fetched (each fetched or parked).
+    pub async fn triggers_cleared(&self, shop: &str, order_gids: &[String]) {
+        let keys: Vec<Vec<u8>> = order_gids
+            .iter()
+            .map(|gid| composite_key(&[shop, gid]))
+            .collect();
+        loop {
+            let done = self.inner.triggers_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let pending = keys
+                .iter()
+                .any(|k| self.inner.order_triggers.contains_key(k).unwrap_or(false));
+            if !pending {
+                return;
+            }
+            done.await;
+        }
+    }
+
     /// Waits until no order of the shop waits to be fetched.
     pub async fn triggers_empty(&self, shop: &str) {
         let prefix = composite_prefix(&[shop]);
