@@ -251,15 +251,17 @@ async fn fetcher(
                     // it changed tries again.
                     let (gid, _) = &batch[0];
                     tracing::error!(%shop, order = %gid, error = %e, "order parked: it cannot be fetched");
+                    // Report first: parking wakes whoever waits for the trigger to clear, and
+                    // that waiter must already see the failure it was waiting through.
+                    failures.send_modify(|(n, reason)| {
+                        *n += 1;
+                        *reason = format!("order {gid} parked: {e}");
+                    });
                     if let Err(store_error) = store.park_order(&shop, gid, &e.to_string()) {
                         tracing::error!(%shop, error = %store_error, "cannot park the order");
                         failed = true;
                         break;
                     }
-                    failures.send_modify(|(n, reason)| {
-                        *n += 1;
-                        *reason = format!("order {gid} parked: {e}");
-                    });
                     rest = tail;
                     batch_size = fitting_batch(&client);
                 }
