@@ -7,6 +7,9 @@
 //! binary, re-executed), so the figures are those of a daemon that restarts on a full store and
 //! not of the process that filled it.
 
+mod common;
+use common::arg;
+
 use std::time::Instant;
 
 use shipgate::daemon::{Daemon, Options};
@@ -18,15 +21,6 @@ use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec};
 use shipgate::store::{Store, StoreOptions};
 
 const SHOP: &str = "footprint.myshopify.com";
-
-fn arg(name: &str, default: u64) -> u64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|x| x == name)
-        .and_then(|i| argv.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A typical dropshipping order: two lines, one fulfillment order.
 fn order(n: u64) -> OrderMirror {

@@ -13,6 +13,9 @@
 //! both modes alike; the ratio is what the target (SPEC section 9: durable >= 25% of verify-only)
 //! speaks of.
 
+mod common;
+use common::arg;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,32 +36,12 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        seconds: 5,
-        connections: 32,
-        rate: 1000,
-        burst_seconds: 10,
-    };
-    let argv: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        argv.iter()
-            .position(|x| x == name)
-            .and_then(|i| argv.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    if let Some(v) = value("--seconds") {
-        a.seconds = v;
+    Args {
+        seconds: arg("--seconds", 5),
+        connections: arg("--connections", 32),
+        rate: arg("--rate", 1000),
+        burst_seconds: arg("--burst-seconds", 10),
     }
-    if let Some(v) = value("--connections") {
-        a.connections = v as usize;
-    }
-    if let Some(v) = value("--rate") {
-        a.rate = v;
-    }
-    if let Some(v) = value("--burst-seconds") {
-        a.burst_seconds = v;
-    }
-    a
 }
 
 /// A realistic order body (Shopify's are several KiB: a dozen line items with their properties).

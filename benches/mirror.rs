@@ -10,20 +10,14 @@
 //! mirrored order costs (the scan's and the fetches' actual cost, summed, per order). The ratio of
 //! the measured rate to that bound is what the target speaks of (issue 3: at least 90%).
 
+mod common;
+use common::arg;
+
 use std::time::Instant;
 
 use shipgate::daemon::{Daemon, Options};
 use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec};
 use shipgate::sandbox::shopify::{Plan, SandboxConfig, SandboxShopify, sample_orders};
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|x| x == name)
-        .and_then(|i| argv.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let orders = arg("--orders", 200);

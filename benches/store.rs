@@ -5,19 +5,13 @@
 //! Shows what group commit costs (durable against no-flush throughput, in one run) and how many
 //! writers one flush answers on average.
 
+mod common;
+use common::arg;
+
 use std::time::Instant;
 
 use shipgate::delivery::{Delivery, Origin};
 use shipgate::store::{Durability, Store, StoreOptions};
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|x| x == name)
-        .and_then(|i| argv.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn run(durability: Durability, writers: usize, per_writer: usize, body: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
