@@ -659,12 +659,21 @@ impl Store {
     // --- shops ------------------------------------------------------------------------------
 
     /// What is known of a shop's installation.
+    ///
+    /// A state this build cannot read (an older format) counts as none, with an error in the
+    /// log: failing instead would stop every delivery of the shop from being processed, while
+    /// the worst a lost uninstall mark does is let work go on until the next `app/uninstalled`.
     pub fn shop_state(&self, shop: &str) -> Result<Option<ShopState>, StoreError> {
-        self.inner
-            .shops
-            .get(shop.as_bytes())?
-            .map(|v| decode_in("shops", &v))
-            .transpose()
+        let Some(v) = self.inner.shops.get(shop.as_bytes())? else {
+            return Ok(None);
+        };
+        match decode::<ShopState>(&v) {
+            Ok(state) => Ok(Some(state)),
+            Err(e) => {
+                tracing::error!(%shop, error = %e, "unreadable shop state taken as none");
+                Ok(None)
+            }
+        }
     }
 
     /// Replaces a shop's state. Not flushed: call `flush`.

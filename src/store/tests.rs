@@ -430,3 +430,16 @@ async fn a_delivery_erased_behind_the_cursor_leaves_no_gap_to_wait_for() {
         .expect("nothing is left to wait for");
     assert_eq!(store.inbox_len(), 0);
 }
+
+#[test]
+fn a_shop_state_in_an_older_format_does_not_stop_the_shop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Version 1 of the shop state, as the first build of this session wrote it.
+    store
+        .inner
+        .shops
+        .insert("a.myshopify.com", &[1u8, 1, 5][..])
+        .unwrap();
+    assert_eq!(store.shop_state("a.myshopify.com").unwrap(), None);
+}
