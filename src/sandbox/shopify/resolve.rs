@@ -204,6 +204,35 @@ fn invalid(field: &Field, arg: &str, explanation: impl std::fmt::Display) -> Vec
     )]
 }
 
+/// A required string argument, or Shopify's "missing required arguments" error.
+fn required_str<'a>(field: &'a Field, name: &str) -> Result<&'a str, Vec<Value>> {
+    field.arg_str(name).ok_or_else(|| missing(field, name))
+}
+
+/// A required input-object argument, or Shopify's "missing required arguments" error.
+fn required_object<'a>(
+    field: &'a Field,
+    name: &str,
+) -> Result<&'a serde_json::Map<String, Value>, Vec<Value>> {
+    field
+        .arg(name)
+        .and_then(Value::as_object)
+        .ok_or_else(|| missing(field, name))
+}
+
+/// A non-null string field `key` of an input object (`value` is what the object holds there), or
+/// Shopify's "invalid value" error naming it.
+fn required_in<'a>(
+    field: &Field,
+    arg: &str,
+    value: Option<&'a Value>,
+    key: &str,
+) -> Result<&'a str, Vec<Value>> {
+    value
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(field, arg, format!("{key} (Expected value to not be null)")))
+}
+
 fn query_field(
     state: &mut State,
     field: &Field,
@@ -242,7 +271,7 @@ fn query_field(
             Ok(Value::Array(out))
         }
         "node" | "order" => {
-            let id = field.arg_str("id").ok_or_else(|| missing(field, "id"))?;
+            let id = required_str(field, "id")?;
             if model::parse_gid(id).is_none() {
                 return Err(vec![field_error(
                     field,
@@ -260,7 +289,7 @@ fn query_field(
             Ok(node)
         }
         "bulkOperation" => {
-            let id = field.arg_str("id").ok_or_else(|| missing(field, "id"))?;
+            let id = required_str(field, "id")?;
             settle_bulk(state, ctx.now_ms);
             let Some(n) = gid_of(id, "BulkOperation") else {
                 return Ok(Value::Null);
@@ -410,10 +439,7 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
     let now = ctx.now_ms;
     match field.name.as_str() {
         "fulfillmentCreate" => {
-            let input = field
-                .arg("fulfillment")
-                .and_then(Value::as_object)
-                .ok_or_else(|| missing(field, "fulfillment"))?;
+            let input = required_object(field, "fulfillment")?;
             let groups = input
                 .get("lineItemsByFulfillmentOrder")
                 .and_then(Value::as_array)
@@ -435,16 +461,12 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
                 ..FulfillmentSpec::default()
             };
             for group in groups {
-                let fo = group
-                    .get("fulfillmentOrderId")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        invalid(
-                            field,
-                            "fulfillment",
-                            "fulfillmentOrderId (Expected value to not be null)",
-                        )
-                    })?;
+                let fo = required_in(
+                    field,
+                    "fulfillment",
+                    group.get("fulfillmentOrderId"),
+                    "fulfillmentOrderId",
+                )?;
                 let lines = match group
                     .get("fulfillmentOrderLineItems")
                     .filter(|v| !v.is_null())
@@ -492,20 +514,13 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
             )
         }
         "fulfillmentEventCreate" => {
-            let input = field
-                .arg("fulfillmentEvent")
-                .and_then(Value::as_object)
-                .ok_or_else(|| missing(field, "fulfillmentEvent"))?;
-            let fulfillment_id = input
-                .get("fulfillmentId")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    invalid(
-                        field,
-                        "fulfillmentEvent",
-                        "fulfillmentId (Expected value to not be null)",
-                    )
-                })?;
+            let input = required_object(field, "fulfillmentEvent")?;
+            let fulfillment_id = required_in(
+                field,
+                "fulfillmentEvent",
+                input.get("fulfillmentId"),
+                "fulfillmentId",
+            )?;
             let status = input
                 .get("status")
                 .and_then(Value::as_str)
@@ -563,9 +578,7 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
             )
         }
         "fulfillmentTrackingInfoUpdate" => {
-            let id = field
-                .arg_str("fulfillmentId")
-                .ok_or_else(|| missing(field, "fulfillmentId"))?;
+            let id = required_str(field, "fulfillmentId")?;
             let input = field
                 .arg("trackingInfoInput")
                 .ok_or_else(|| missing(field, "trackingInfoInput"))?;
@@ -582,11 +595,8 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
             )
         }
         "fulfillmentOrderHold" => {
-            let id = field.arg_str("id").ok_or_else(|| missing(field, "id"))?;
-            let input = field
-                .arg("fulfillmentHold")
-                .and_then(Value::as_object)
-                .ok_or_else(|| missing(field, "fulfillmentHold"))?;
+            let id = required_str(field, "id")?;
+            let input = required_object(field, "fulfillmentHold")?;
             let reason = input
                 .get("reason")
                 .and_then(Value::as_str)
@@ -624,7 +634,7 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
             }
         }
         "fulfillmentOrderReleaseHold" => {
-            let id = field.arg_str("id").ok_or_else(|| missing(field, "id"))?;
+            let id = required_str(field, "id")?;
             let hold_ids: Option<Vec<String>> =
                 field.arg("holdIds").and_then(Value::as_array).map(|ids| {
                     ids.iter()
@@ -643,15 +653,11 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
             }))
         }
         "bulkOperationRunQuery" => {
-            let query = field
-                .arg_str("query")
-                .ok_or_else(|| missing(field, "query"))?;
+            let query = required_str(field, "query")?;
             Ok(run_bulk(state, query, ctx))
         }
         "webhookSubscriptionCreate" => {
-            let topic_name = field
-                .arg_str("topic")
-                .ok_or_else(|| missing(field, "topic"))?;
+            let topic_name = required_str(field, "topic")?;
             let topic = TOPICS
                 .iter()
                 .find(|t| topic_enum(t) == topic_name)
@@ -662,10 +668,7 @@ fn mutation_field(state: &mut State, field: &Field, ctx: &Ctx<'_>) -> Result<Val
                         format!("{topic_name}. Expected type 'WebhookSubscriptionTopic!'"),
                     )
                 })?;
-            let input = field
-                .arg("webhookSubscription")
-                .and_then(Value::as_object)
-                .ok_or_else(|| missing(field, "webhookSubscription"))?;
+            let input = required_object(field, "webhookSubscription")?;
             let uri = input
                 .get("uri")
                 .or_else(|| input.get("callbackUrl"))
