@@ -236,6 +236,13 @@ pub async fn spawn_synced(
     }
 }
 
+impl SyncedApp {
+    /// Brings the mirror of the sandbox shop up to date now (see `Daemon::sync_now`).
+    pub async fn sync(&self) -> anyhow::Result<shipgate::mirror::ScanReport> {
+        self.app.daemon.sync_now(self.sandbox.shop()).await
+    }
+}
+
 pub const SANDBOX_WEBHOOK_SECRET: &[u8] = b"sandbox-app-secret";
 
 /// A sandbox configuration the synced tests start from.

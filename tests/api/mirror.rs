@@ -163,12 +163,7 @@ async fn lost_duplicated_reordered_webhooks_and_failing_calls_still_converge() {
     churn(&synced, 36);
     synced.sandbox.flush_webhooks().await;
     // Lost webhooks are found by the scan; every fetch that failed was retried.
-    let report = synced
-        .app
-        .daemon
-        .sync_now(synced.sandbox.shop())
-        .await
-        .expect("no permanent failure");
+    let report = synced.sync().await.expect("no permanent failure");
     assert!(report.seen >= 36, "{report:?}");
     assert_converged(&synced);
     let stats = synced.sandbox.stats();
@@ -183,21 +178,11 @@ async fn polling_alone_converges_a_shop_whose_webhooks_never_arrive() {
     let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
     synced.sandbox.set_webhook_url(None);
     churn(&synced, 18);
-    let report = synced
-        .app
-        .daemon
-        .sync_now(synced.sandbox.shop())
-        .await
-        .unwrap();
+    let report = synced.sync().await.unwrap();
     assert_eq!(report.seen, 18);
     assert_converged(&synced);
     // A second scan finds nothing new to fetch.
-    let again = synced
-        .app
-        .daemon
-        .sync_now(synced.sandbox.shop())
-        .await
-        .unwrap();
+    let again = synced.sync().await.unwrap();
     assert_eq!(again.triggered, 0, "{again:?}");
     synced.app.daemon.stop().await.unwrap();
 }
@@ -211,12 +196,7 @@ async fn the_budget_keeps_throttling_rare_at_standard_plan_limits() {
     for order in sample_orders(80, 5) {
         synced.sandbox.create_order(order);
     }
-    synced
-        .app
-        .daemon
-        .sync_now(synced.sandbox.shop())
-        .await
-        .unwrap();
+    synced.sync().await.unwrap();
     assert_converged(&synced);
     let stats = synced.sandbox.stats();
     let bound = 1 + stats.requests / 100;
@@ -262,12 +242,7 @@ async fn an_expiring_token_is_refreshed_without_a_failed_sync() {
             customer_email: None,
             shipping_address: None,
         });
-        synced
-            .app
-            .daemon
-            .sync_now(synced.sandbox.shop())
-            .await
-            .expect("sync succeeds");
+        synced.sync().await.expect("sync succeeds");
         round += 1;
     }
     assert_converged(&synced);

@@ -66,12 +66,7 @@ async fn run(synced: &SyncedApp, options: &ReconcileOptions) -> (ReconcileReport
 async fn settle(synced: &SyncedApp) {
     synced.sandbox.flush_webhooks().await;
     synced.app.daemon.wait_idle().await;
-    synced
-        .app
-        .daemon
-        .sync_now(synced.sandbox.shop())
-        .await
-        .unwrap();
+    synced.sync().await.unwrap();
 }
 
 /// Turns webhooks off and lets the poller's first scan finish (it runs when the daemon starts,
@@ -79,12 +74,7 @@ async fn settle(synced: &SyncedApp) {
 /// hour away.
 async fn without_sync(synced: &SyncedApp) {
     synced.sandbox.set_webhook_url(None);
-    synced
-        .app
-        .daemon
-        .sync_now(synced.sandbox.shop())
-        .await
-        .unwrap();
+    synced.sync().await.unwrap();
 }
 
 /// Sorts ids as the report picks its examples: by number.
