@@ -50,11 +50,6 @@ impl Heartbeats {
         stale
     }
 
-    /// How many workers are registered.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Whether no worker is registered.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()

@@ -40,16 +40,6 @@ pub struct MirrorSettings {
 }
 
 impl MirrorError {
-    /// Whether fetching the same orders again cannot succeed (a bad id, a refused query, an
-    /// answer that cannot be read), as opposed to Shopify or the store being unavailable now.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            MirrorError::Shopify(e) => e.is_permanent(),
-            MirrorError::Convert(_) => true,
-            MirrorError::Store(_) | MirrorError::Stopped | MirrorError::Uninstalled => false,
-        }
-    }
-
     /// Whether the failure can come from the orders asked for (a bad id, an answer about one
     /// order that cannot be read, a query too costly for these orders), as opposed to the whole
     /// shop (a refused token, a missing scope, a withdrawn API version), which no order of the

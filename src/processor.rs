@@ -94,7 +94,7 @@ pub async fn process_pending(
         let mut done = Vec::with_capacity(batch.len());
         for (seq, delivery) in batch {
             // An earlier delivery of this batch (shop/redact) may have erased this one.
-            if store.delivery(seq)?.is_some() {
+            if store.has_delivery(seq)? {
                 let outcome = match process(store, settings, seq, &delivery) {
                     Ok(outcome) => outcome,
                     // A record this delivery needs cannot be read: retrying reads the same bytes,

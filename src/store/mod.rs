@@ -487,6 +487,11 @@ impl Store {
             .transpose()
     }
 
+    /// Whether a delivery is (still) stored, without reading it.
+    pub fn has_delivery(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.inner.deliveries.contains_key(u64_key(seq))?)
+    }
+
     /// Every stored delivery in arrival order.
     pub fn deliveries(&self) -> impl Iterator<Item = Result<(u64, Delivery), StoreError>> + '_ {
         self.inner.deliveries.iter().map(|entry| {
