@@ -537,8 +537,10 @@ async fn a_drained_bucket_throttles_until_it_refills() {
     );
     h.sandbox.advance_clock(Duration::from_secs(3));
     let bucket = h.sandbox.bucket();
+    // Three seconds' worth, plus what the real clock restored meanwhile (a loaded machine can
+    // take tens of milliseconds between the two calls).
     assert!(
-        (300.0..301.0).contains(&bucket.currently_available),
+        (300.0..320.0).contains(&bucket.currently_available),
         "{bucket:?}"
     );
     assert!(
