@@ -15,8 +15,20 @@ fn delivery(shop: &str, id: &str, body: &str) -> Delivery {
     }
 }
 
+/// Opens the store in `dir`. Tests that reopen a store they just closed in this same process
+/// may find sled's file lock still held for a moment: sled's own I/O threads let go of the file
+/// after the last handle is dropped, and tell nobody when. A restarted daemon is a new process
+/// (the lock goes with the old one), so only tests need this bounded retry.
 fn open(dir: &Path) -> Store {
-    Store::open(dir, &StoreOptions::default()).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, &StoreOptions::default()) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 #[tokio::test]
