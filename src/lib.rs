@@ -19,5 +19,6 @@ pub mod reconcile;
 pub mod sandbox;
 pub mod shopify;
 pub mod store;
+pub mod suppliers;
 pub mod telemetry;
 pub mod views;
