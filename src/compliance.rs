@@ -242,7 +242,7 @@ pub fn redact_customer(
     origin: &Origin,
     request: &CustomerRequest,
 ) -> Result<usize, ComplianceError> {
-    let shop = origin.shop().to_string();
+    let shop = origin.sender().to_string();
     let rewritten = store.rewrite_deliveries(origin, |seq, delivery| {
         if seq == request_seq {
             delivery.body = request.minimized(&shop).to_string().into_bytes();
@@ -295,7 +295,7 @@ pub fn export_customer(
     origin: &Origin,
     request: &CustomerRequest,
 ) -> Result<PathBuf, ComplianceError> {
-    let shop = origin.shop();
+    let shop = origin.sender();
     let mut held = Vec::new();
     for entry in store.deliveries() {
         let (seq, delivery) = entry?;

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum Origin {
     /// A Shopify webhook for one shop (its `*.myshopify.com` domain, lowercase).
     Shopify { shop: String },
+    /// A supplier or agent reporting events (`/webhooks/suppliers/<supplier>`), by its configured
+    /// name.
+    Supplier { supplier: String },
 }
 
 impl Origin {
@@ -17,13 +20,15 @@ impl Origin {
     pub fn scope(&self) -> [&str; 2] {
         match self {
             Origin::Shopify { shop } => ["shopify", shop],
+            Origin::Supplier { supplier } => ["supplier", supplier],
         }
     }
 
-    /// The shop this delivery belongs to.
-    pub fn shop(&self) -> &str {
+    /// Who sent it: the shop's domain or the supplier's name.
+    pub fn sender(&self) -> &str {
         match self {
             Origin::Shopify { shop } => shop,
+            Origin::Supplier { supplier } => supplier,
         }
     }
 }

@@ -118,7 +118,7 @@ pub async fn process_pending(
 }
 
 fn log_outcome(seq: u64, delivery: &Delivery, outcome: &Outcome) {
-    let shop = delivery.origin.shop();
+    let shop = delivery.origin.sender();
     let topic = delivery.topic.as_str();
     match outcome {
         Outcome::Unreadable { reason } => {
@@ -138,7 +138,11 @@ pub fn process(
     seq: u64,
     delivery: &Delivery,
 ) -> Result<Outcome, StoreError> {
-    let Origin::Shopify { shop } = &delivery.origin;
+    let shop = match &delivery.origin {
+        Origin::Shopify { shop } => shop,
+        // Supplier events are applied by the workflow, which is wired in with the suppliers.
+        Origin::Supplier { .. } => return Ok(Outcome::Kept),
+    };
     let topic = delivery.topic.as_str();
     match topic {
         "shop/redact" => {

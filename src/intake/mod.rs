@@ -218,13 +218,13 @@ impl Intake {
             Recorded::New(seq) => {
                 inner.counters.record(&delivery.topic, "accepted");
                 inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(seq, shop = delivery.origin.shop(), topic = %delivery.topic,
+                tracing::debug!(seq, shop = delivery.origin.sender(), topic = %delivery.topic,
                     webhook_id = %delivery.id, "delivery stored");
             }
             Recorded::Duplicate(seq) => {
                 inner.counters.record(&delivery.topic, "duplicate");
                 inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(seq, shop = delivery.origin.shop(), topic = %delivery.topic,
+                tracing::info!(seq, shop = delivery.origin.sender(), topic = %delivery.topic,
                     webhook_id = %delivery.id, "duplicate delivery acknowledged");
             }
         }

@@ -203,7 +203,7 @@ mod tests {
             let h = read_headers(&headers(&body, secret)).unwrap();
             let d = verifier.verify(h, body.clone()).unwrap();
             assert_eq!(d.delivery().body, body);
-            assert_eq!(d.delivery().origin.shop(), "shop.myshopify.com");
+            assert_eq!(d.delivery().origin.sender(), "shop.myshopify.com");
             assert_eq!(
                 d.delivery().header("x-shopify-triggered-at"),
                 Some("2026-11-25T10:00:00Z")
