@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod compliance;
 pub mod config;
 pub mod daemon;
@@ -22,3 +23,4 @@ pub mod store;
 pub mod suppliers;
 pub mod telemetry;
 pub mod views;
+pub mod workflow;

@@ -1,0 +1,438 @@
+//! What a shipment's evidence means: its current lines, the problems it shows, and its status.
+//!
+//! Invariant 6 lives here. Every function is pure and reads the evidence in one canonical order
+//! (by the time it happened, then by id), never in the order it arrived, so the same evidence
+//! gives the same answer however it trickled in. "Latest" always means latest by that order: a
+//! confirmation that happened after a shortage supersedes it even if it arrived first.
+
+use std::collections::BTreeMap;
+
+use super::model::{EvidenceKind, Exception, ExceptionKind, Shipment, Subject};
+use crate::suppliers::EventKind;
+
+/// A shipment's status (SPEC section 3), first that holds. The statuses after the carrier's
+/// acceptance (ready, fulfilled, delivered) come with the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShipmentStatus {
+    Cancelled,
+    Held,
+    AwaitingAcceptance,
+    AwaitingLabel,
+    AwaitingPacking,
+    AwaitingCheck,
+    AwaitingConfirmation,
+    AwaitingSubmission,
+}
+
+impl ShipmentStatus {
+    /// The status's name in the CLI and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShipmentStatus::Cancelled => "cancelled",
+            ShipmentStatus::Held => "held",
+            ShipmentStatus::AwaitingAcceptance => "awaiting_acceptance",
+            ShipmentStatus::AwaitingLabel => "awaiting_label",
+            ShipmentStatus::AwaitingPacking => "awaiting_packing",
+            ShipmentStatus::AwaitingCheck => "awaiting_check",
+            ShipmentStatus::AwaitingConfirmation => "awaiting_confirmation",
+            ShipmentStatus::AwaitingSubmission => "awaiting_submission",
+        }
+    }
+}
+
+/// A problem the evidence shows; the workflow keeps one open exception per condition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Condition {
+    pub kind: ExceptionKind,
+    pub subject: Subject,
+    pub summary: String,
+}
+
+/// The evidence in canonical order.
+fn canonical(shipment: &Shipment) -> Vec<&super::model::Evidence> {
+    let mut all: Vec<_> = shipment.evidence.iter().collect();
+    all.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+    all
+}
+
+/// The shipment's current quantity per order line (line item id), in planned order. A line
+/// changed to 0 is left out.
+pub fn current_lines(shipment: &Shipment) -> Vec<(String, i64)> {
+    let mut quantities: BTreeMap<&str, i64> = shipment
+        .lines
+        .iter()
+        .map(|l| (l.line_item_id.as_str(), l.quantity))
+        .collect();
+    for e in canonical(shipment) {
+        if let EvidenceKind::LineChanged {
+            line_item_id,
+            quantity,
+            ..
+        } = &e.kind
+            && let Some(q) = quantities.get_mut(line_item_id.as_str())
+        {
+            *q = *quantity;
+        }
+    }
+    shipment
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let q = quantities[l.line_item_id.as_str()];
+            (q > 0).then(|| (l.line_item_id.clone(), q))
+        })
+        .collect()
+}
+
+/// The current revision of the submission: the highest one intended.
+pub fn revision(shipment: &Shipment) -> u32 {
+    shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::SubmissionIntended { revision, .. } => Some(*revision),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn has(shipment: &Shipment, test: impl Fn(&EvidenceKind) -> bool) -> bool {
+    shipment.evidence.iter().any(|e| test(&e.kind))
+}
+
+fn supplier_cancelled(shipment: &Shipment) -> bool {
+    has(
+        shipment,
+        |k| matches!(k, EvidenceKind::Supplier(ev) if matches!(ev.kind, EventKind::Cancelled { .. })),
+    )
+}
+
+fn cancel_requested(shipment: &Shipment) -> bool {
+    has(shipment, |k| {
+        matches!(k, EvidenceKind::CancelRequested { .. })
+    })
+}
+
+/// Whether the shipment is over without shipping: nothing left in it, abandoned, or cancelled
+/// by the supplier after we asked.
+pub fn is_cancelled(shipment: &Shipment) -> bool {
+    current_lines(shipment).is_empty()
+        || has(shipment, |k| matches!(k, EvidenceKind::Abandoned { .. }))
+        || (cancel_requested(shipment) && supplier_cancelled(shipment))
+}
+
+/// Whether the supplier has received a revision of the submission: it said so, or it reported
+/// anything about the shipment (its answer to the submission may have been lost).
+pub fn is_delivered_to_supplier(shipment: &Shipment) -> bool {
+    has(shipment, |k| {
+        matches!(
+            k,
+            EvidenceKind::SubmissionDelivered { .. } | EvidenceKind::Supplier(_)
+        )
+    })
+}
+
+/// The latest report about one line (confirmed, short or substitute), with its evidence id.
+fn latest_line_report<'a>(
+    shipment: &'a Shipment,
+    line_item_id: &str,
+) -> Option<(&'a str, &'a EventKind)> {
+    canonical(shipment)
+        .into_iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::Supplier(ev)
+                if matches!(
+                    ev.kind,
+                    EventKind::LineConfirmed { .. }
+                        | EventKind::LineShort { .. }
+                        | EventKind::SubstituteOffered { .. }
+                ) && ev.kind.line_ids().first() == Some(&line_item_id) =>
+            {
+                Some((e.id.as_str(), &ev.kind))
+            }
+            _ => None,
+        })
+        .next_back()
+}
+
+/// The substitute decision taken on an offer (by the offer's evidence id), if any.
+fn substitute_decision(shipment: &Shipment, offer: &str) -> Option<bool> {
+    shipment.evidence.iter().find_map(|e| match &e.kind {
+        EvidenceKind::SubstituteDecided {
+            offer: o, approve, ..
+        } if o == offer => Some(*approve),
+        _ => None,
+    })
+}
+
+/// Whether a substitute SKU was approved for a line.
+fn approved_substitute(shipment: &Shipment, line_item_id: &str, sku: &str) -> bool {
+    shipment.evidence.iter().any(|e| match &e.kind {
+        EvidenceKind::SubstituteDecided {
+            line_item_id: l,
+            offer,
+            approve: true,
+        } if l == line_item_id => shipment.evidence.iter().any(|o| {
+            o.id == *offer
+                && matches!(&o.kind, EvidenceKind::Supplier(ev) if matches!(&ev.kind,
+                    EventKind::SubstituteOffered { offered_sku, .. } | EventKind::LineConfirmed { sku: offered_sku, .. }
+                    if offered_sku.eq_ignore_ascii_case(sku)))
+        }),
+        _ => false,
+    })
+}
+
+/// What a line's latest report means for shipping it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineState {
+    /// Nothing reported yet.
+    Unconfirmed,
+    /// Confirmed for at least the current quantity, as ordered or an approved substitute.
+    Confirmed,
+    /// Confirmed for less than the current quantity.
+    PartlyConfirmed,
+    /// Short; the evidence id of the report.
+    Short { report: String },
+    /// Something else offered (explicitly, or a confirmation of another SKU), not yet decided.
+    SubstituteOffered { report: String, offered_sku: String },
+    /// The offer was answered; waiting for the supplier's next report.
+    SubstituteAnswered,
+}
+
+/// The state of each current line, in planned order.
+pub fn line_states(shipment: &Shipment) -> Vec<(String, LineState)> {
+    current_lines(shipment)
+        .into_iter()
+        .map(|(line_item_id, quantity)| {
+            let ordered_sku = shipment
+                .lines
+                .iter()
+                .find(|l| l.line_item_id == line_item_id)
+                .map(|l| l.sku.as_str())
+                .unwrap_or_default();
+            let state = match latest_line_report(shipment, &line_item_id) {
+                None => LineState::Unconfirmed,
+                Some((id, EventKind::LineShort { .. })) => LineState::Short {
+                    report: id.to_string(),
+                },
+                Some((id, EventKind::SubstituteOffered { offered_sku, .. })) => {
+                    match substitute_decision(shipment, id) {
+                        Some(_) => LineState::SubstituteAnswered,
+                        None => LineState::SubstituteOffered {
+                            report: id.to_string(),
+                            offered_sku: offered_sku.clone(),
+                        },
+                    }
+                }
+                Some((
+                    id,
+                    EventKind::LineConfirmed {
+                        sku, quantity: q, ..
+                    },
+                )) => {
+                    let right_goods = sku.eq_ignore_ascii_case(ordered_sku)
+                        || approved_substitute(shipment, &line_item_id, sku);
+                    if !right_goods {
+                        match substitute_decision(shipment, id) {
+                            Some(false) => LineState::SubstituteAnswered,
+                            _ => LineState::SubstituteOffered {
+                                report: id.to_string(),
+                                offered_sku: sku.clone(),
+                            },
+                        }
+                    } else if *q >= quantity {
+                        LineState::Confirmed
+                    } else {
+                        LineState::PartlyConfirmed
+                    }
+                }
+                Some(_) => LineState::Unconfirmed,
+            };
+            (line_item_id, state)
+        })
+        .collect()
+}
+
+/// The problems the shipment's evidence shows, each as the exception it calls for.
+pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
+    if is_cancelled(shipment) {
+        return Vec::new();
+    }
+    let subject = |line: Option<&str>| Subject {
+        fulfillment_order_id: shipment.fulfillment_order_id.clone(),
+        shipment_id: Some(shipment.id.clone()),
+        line_item_id: line.map(str::to_string),
+    };
+    let mut out = Vec::new();
+    if cancel_requested(shipment) {
+        // Once shipgate asked to cancel, only the supplier's confirmation (or an operator's
+        // decision, recorded as `Abandoned`) ends it; other problems no longer matter.
+        out.push(Condition {
+            kind: ExceptionKind::CancelledAfterSubmission,
+            subject: subject(None),
+            summary: format!(
+                "the order was cancelled after {} received it; waiting for the supplier to confirm the cancellation",
+                shipment.supplier
+            ),
+        });
+        return out;
+    }
+    let rejection = canonical(shipment).into_iter().find_map(|e| match &e.kind {
+        EvidenceKind::SubmissionRefused { reason, .. } => Some(reason.clone()),
+        EvidenceKind::Supplier(ev) => match &ev.kind {
+            EventKind::Rejected { reason } => Some(reason.clone()),
+            EventKind::Cancelled { reason } => Some(format!(
+                "the supplier cancelled on its own{}",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
+            _ => None,
+        },
+        _ => None,
+    });
+    if let Some(reason) = rejection {
+        out.push(Condition {
+            kind: ExceptionKind::SupplierRejected,
+            subject: subject(None),
+            summary: format!("{} rejected the shipment: {reason}", shipment.supplier),
+        });
+        return out;
+    }
+    for (line, state) in line_states(shipment) {
+        let sku = shipment
+            .lines
+            .iter()
+            .find(|l| l.line_item_id == line)
+            .map(|l| l.sku.clone())
+            .unwrap_or_default();
+        match state {
+            LineState::Short { .. } => out.push(Condition {
+                kind: ExceptionKind::Stockout,
+                subject: subject(Some(&line)),
+                summary: format!("{} is short of {sku}", shipment.supplier),
+            }),
+            LineState::SubstituteOffered { offered_sku, .. } => out.push(Condition {
+                kind: ExceptionKind::SubstituteOffered,
+                subject: subject(Some(&line)),
+                summary: format!(
+                    "{} offers {offered_sku} instead of {sku}",
+                    shipment.supplier
+                ),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether the latest physical check the supplier reported passed.
+fn check_passed(shipment: &Shipment) -> bool {
+    let latest = canonical(shipment)
+        .into_iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::Supplier(ev) => match &ev.kind {
+                EventKind::CheckReported { check_json } => Some(check_json),
+                _ => None,
+            },
+            _ => None,
+        })
+        .next_back();
+    latest.is_some_and(|json| {
+        serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| {
+            matches!(
+                v.get("result").and_then(|r| r.as_str()),
+                Some("pass" | "pass_with_deviation")
+            )
+        })
+    })
+}
+
+/// Parcels by id (the latest report of each), and whether they cover every current line.
+fn packing(shipment: &Shipment) -> (Vec<String>, bool) {
+    let mut parcels: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    for e in canonical(shipment) {
+        if let EvidenceKind::Supplier(ev) = &e.kind
+            && let EventKind::Packed { parcels: packed } = &ev.kind
+        {
+            for p in packed {
+                parcels.insert(
+                    p.parcel_id.clone(),
+                    p.lines
+                        .iter()
+                        .map(|l| (l.line_id.clone(), l.quantity))
+                        .collect(),
+                );
+            }
+        }
+    }
+    let covered = current_lines(shipment).iter().all(|(line, quantity)| {
+        let packed: i64 = parcels
+            .values()
+            .flatten()
+            .filter(|(l, _)| l == line)
+            .map(|(_, q)| q)
+            .sum();
+        packed >= *quantity
+    });
+    (parcels.into_keys().collect(), covered)
+}
+
+/// Whether every parcel has a label.
+fn labelled(shipment: &Shipment, parcels: &[String]) -> bool {
+    let mut named = Vec::new();
+    let mut unnamed = 0usize;
+    for e in &shipment.evidence {
+        if let EvidenceKind::Supplier(ev) = &e.kind
+            && let EventKind::LabelCreated { parcel_id, .. } = &ev.kind
+        {
+            match parcel_id {
+                Some(p) => named.push(p.as_str()),
+                None => unnamed += 1,
+            }
+        }
+    }
+    let missing = parcels
+        .iter()
+        .filter(|p| !named.contains(&p.as_str()))
+        .count();
+    !parcels.is_empty() && missing <= unnamed
+}
+
+/// The shipment's status: a function of its evidence and the open exceptions about it.
+pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
+    if is_cancelled(shipment) {
+        return ShipmentStatus::Cancelled;
+    }
+    if exceptions
+        .iter()
+        .any(|e| e.is_open() && e.subject.shipment_id.as_deref() == Some(&shipment.id))
+    {
+        return ShipmentStatus::Held;
+    }
+    let (parcels, packed) = packing(shipment);
+    if packed && labelled(shipment, &parcels) {
+        return ShipmentStatus::AwaitingAcceptance;
+    }
+    if packed {
+        return ShipmentStatus::AwaitingLabel;
+    }
+    if check_passed(shipment) {
+        return ShipmentStatus::AwaitingPacking;
+    }
+    if line_states(shipment)
+        .iter()
+        .all(|(_, s)| *s == LineState::Confirmed)
+    {
+        return ShipmentStatus::AwaitingCheck;
+    }
+    if is_delivered_to_supplier(shipment) {
+        return ShipmentStatus::AwaitingConfirmation;
+    }
+    ShipmentStatus::AwaitingSubmission
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! The supplier workflow.
+pub mod derive;
+pub mod model;

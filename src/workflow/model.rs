@@ -1,0 +1,362 @@
+//! The supplier workflow's records: per order, its shipments with their append-only evidence,
+//! and its exceptions with their decisions and Shopify holds (SPEC section 3).
+//!
+//! Everything about one order lives in one [`OrderCase`], stored under one key, so that a change
+//! and the outbound effects it causes are written together (invariant 2) and two changes to one
+//! order cannot interleave.
+
+use serde::{Deserialize, Serialize};
+
+use crate::suppliers::{Day, SupplierEvent};
+
+/// Who did something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// A supplier or agent, by its configured name.
+    Supplier(String),
+    /// A person using the CLI or the admin API (their name as given, or `operator`).
+    Operator(String),
+    /// shipgate itself (planning, timers, outbox results).
+    System,
+    /// Shopify (an order state seen in the mirror).
+    Shopify,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Supplier(name) => write!(f, "supplier {name}"),
+            Actor::Operator(name) => write!(f, "operator {name}"),
+            Actor::System => f.write_str("shipgate"),
+            Actor::Shopify => f.write_str("Shopify"),
+        }
+    }
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// A supplier webhook, by its delivery sequence number.
+    SupplierWebhook { delivery_seq: u64 },
+    /// A row of an imported CSV sheet.
+    CsvImport { file: String },
+    /// The CLI or the admin API.
+    Manual,
+    /// shipgate's own planning or timers.
+    Workflow,
+    /// The outcome of an outbound effect.
+    Outbox { effect_id: u64 },
+}
+
+/// One line of a shipment: a quantity of one fulfillment-order line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLine {
+    pub fulfillment_order_line_id: String,
+    pub line_item_id: String,
+    pub sku: String,
+    pub variant_title: Option<String>,
+    pub quantity: i64,
+}
+
+/// What an evidence record says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvidenceKind {
+    /// shipgate decided to send this revision of the shipment to the supplier.
+    SubmissionIntended { revision: u32, key: String },
+    /// The supplier has the submission (its answer, or a lookup after an unknown outcome).
+    SubmissionDelivered {
+        revision: u32,
+        supplier_ref: Option<String>,
+    },
+    /// The supplier refused the submission for good.
+    SubmissionRefused { revision: u32, reason: String },
+    /// An event the supplier reported.
+    Supplier(SupplierEvent),
+    /// Lines taken out of the shipment (a decision, an edit, or a cancellation): they are not
+    /// shipped by this supplier. `quantity` is how many of the line remain (0: all removed).
+    LineChanged {
+        line_item_id: String,
+        quantity: i64,
+        reason: String,
+    },
+    /// shipgate asked the supplier to stop.
+    CancelRequested { reason: String },
+    /// The owner's answer to an offered substitute, naming the offer's evidence id.
+    SubstituteDecided {
+        line_item_id: String,
+        offer: String,
+        approve: bool,
+    },
+    /// The shipment was given up without waiting for the supplier: intercepted or written off.
+    Abandoned { reason: String },
+}
+
+/// One evidence record: append-only, each with actor, time and source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Unique within the shipment: the supplier's event id, or one shipgate made up. Recording
+    /// the same id twice is a no-op, which makes every replay harmless.
+    pub id: String,
+    /// When it happened (for supplier events: as the supplier says).
+    pub at_ms: i64,
+    /// When shipgate recorded it.
+    pub recorded_ms: i64,
+    pub actor: Actor,
+    pub source: Source,
+    pub kind: EvidenceKind,
+}
+
+/// The quantities of one fulfillment order that one supplier ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    /// `SG-0000000042`: given to the supplier, so it must be short and opaque.
+    pub id: String,
+    pub supplier: String,
+    pub fulfillment_order_id: String,
+    /// The lines as first planned. The current quantities follow from `LineChanged` evidence.
+    pub lines: Vec<ShipmentLine>,
+    pub created_ms: i64,
+    pub evidence: Vec<Evidence>,
+}
+
+/// The kinds of exception (SPEC section 3.2) this build opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExceptionKind {
+    UnmappedSku,
+    SupplierRejected,
+    Stockout,
+    SubstituteOffered,
+    CancelledAfterSubmission,
+}
+
+impl ExceptionKind {
+    /// Every kind, for listings and metrics.
+    pub const ALL: [ExceptionKind; 5] = [
+        ExceptionKind::UnmappedSku,
+        ExceptionKind::SupplierRejected,
+        ExceptionKind::Stockout,
+        ExceptionKind::SubstituteOffered,
+        ExceptionKind::CancelledAfterSubmission,
+    ];
+
+    /// The name used in the CLI, the API and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExceptionKind::UnmappedSku => "unmapped_sku",
+            ExceptionKind::SupplierRejected => "supplier_rejected",
+            ExceptionKind::Stockout => "stockout",
+            ExceptionKind::SubstituteOffered => "substitute_offered",
+            ExceptionKind::CancelledAfterSubmission => "cancelled_after_submission",
+        }
+    }
+
+    /// The Shopify `FulfillmentHoldReason` its hold is placed with, if it places one.
+    pub fn hold_reason(self) -> Option<&'static str> {
+        match self {
+            ExceptionKind::UnmappedSku => Some("OTHER"),
+            ExceptionKind::SupplierRejected => Some("OTHER"),
+            ExceptionKind::Stockout => Some("INVENTORY_OUT_OF_STOCK"),
+            ExceptionKind::SubstituteOffered => Some("OTHER"),
+            ExceptionKind::CancelledAfterSubmission => None,
+        }
+    }
+
+    /// The decisions an operator can take on it, by name.
+    pub fn decisions(self) -> &'static [&'static str] {
+        match self {
+            ExceptionKind::UnmappedSku => &["route", "cancel"],
+            ExceptionKind::SupplierRejected => &["reroute", "cancel"],
+            ExceptionKind::Stockout => &["wait", "reroute", "cancel"],
+            ExceptionKind::SubstituteOffered => &["approve", "reject"],
+            ExceptionKind::CancelledAfterSubmission => &["intercepted", "accept_loss"],
+        }
+    }
+}
+
+/// What an exception is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Subject {
+    pub fulfillment_order_id: String,
+    pub shipment_id: Option<String>,
+    pub line_item_id: Option<String>,
+}
+
+/// A decision an operator took (or shipgate recorded for them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Unmapped SKU: ship these lines with this supplier.
+    RouteTo {
+        supplier: String,
+    },
+    /// Rejected or short: send the lines to this supplier, or the next backup.
+    Reroute {
+        supplier: Option<String>,
+    },
+    /// Short: wait for the supplier's restock until this day, then ask again.
+    WaitUntil {
+        day: Day,
+    },
+    /// Give up on the lines: shipgate will not ship them (the owner refunds in Shopify).
+    Cancel,
+    ApproveSubstitute,
+    RejectSubstitute,
+    /// Cancelled after submission: the parcel was stopped another way.
+    Intercepted,
+    /// Cancelled after submission: the goods are written off.
+    AcceptLoss,
+}
+
+impl Decision {
+    /// The decision's name, as `ExceptionKind::decisions` lists it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::RouteTo { .. } => "route",
+            Decision::Reroute { .. } => "reroute",
+            Decision::WaitUntil { .. } => "wait",
+            Decision::Cancel => "cancel",
+            Decision::ApproveSubstitute => "approve",
+            Decision::RejectSubstitute => "reject",
+            Decision::Intercepted => "intercepted",
+            Decision::AcceptLoss => "accept_loss",
+        }
+    }
+}
+
+/// A decision with who took it, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    pub decision: Decision,
+    pub by: Actor,
+    pub at_ms: i64,
+    pub note: Option<String>,
+}
+
+/// Where the Shopify hold of an exception stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldState {
+    /// The hold is an outbox intent; not known to be placed yet.
+    Requested,
+    /// Shopify holds the fulfillment order under this hold id.
+    Placed { hold_id: String },
+    /// Shopify refused the hold (its message); the exception stays visible without it.
+    Refused { reason: String },
+    /// The release is an outbox intent.
+    ReleaseRequested { hold_id: Option<String> },
+    /// Released (or found already gone).
+    Released,
+}
+
+/// The Shopify hold of an exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    pub fulfillment_order_id: String,
+    /// Stable per exception, so a retried hold cannot be placed twice.
+    pub handle: String,
+    pub reason: String,
+    pub state: HoldState,
+}
+
+/// How an exception ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub at_ms: i64,
+    pub by: Actor,
+    pub reason: String,
+}
+
+/// A typed, visible problem with the decisions it allows (invariant 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// `EX-0000000007`.
+    pub id: String,
+    pub kind: ExceptionKind,
+    pub subject: Subject,
+    /// What is wrong, in a sentence an owner understands.
+    pub summary: String,
+    pub opened_ms: i64,
+    pub opened_by: Actor,
+    /// The decision taken, if any. A `WaitUntil` keeps the exception open until its day.
+    pub decision: Option<Decided>,
+    pub closed: Option<Closed>,
+    pub hold: Option<HoldRecord>,
+}
+
+impl Exception {
+    /// Whether it still stops its subject.
+    pub fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+}
+
+/// An order-level choice that planning must respect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineRule {
+    /// Route this fulfillment-order line to this supplier whatever the SKU rules say.
+    RouteTo { supplier: String },
+    /// Do not ship this quantity of the line (cancelled by decision).
+    Drop { quantity: i64 },
+}
+
+/// Everything the workflow knows about one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCase {
+    pub shop: String,
+    pub order_gid: String,
+    pub order_name: String,
+    pub shipments: Vec<Shipment>,
+    pub exceptions: Vec<Exception>,
+    /// Per fulfillment-order line id, rules from decisions, in the order they were taken.
+    pub line_rules: Vec<(String, LineRule)>,
+    /// Per fulfillment-order line id, the suppliers already tried (rejected, short, rerouted).
+    pub tried: Vec<(String, String)>,
+    /// The order's `updatedAt` this case was last planned against.
+    pub planned_at_ms: i64,
+}
+
+impl OrderCase {
+    /// An empty case for an order.
+    pub fn new(shop: &str, order_gid: &str, order_name: &str) -> OrderCase {
+        OrderCase {
+            shop: shop.to_string(),
+            order_gid: order_gid.to_string(),
+            order_name: order_name.to_string(),
+            shipments: Vec::new(),
+            exceptions: Vec::new(),
+            line_rules: Vec::new(),
+            tried: Vec::new(),
+            planned_at_ms: 0,
+        }
+    }
+
+    /// A shipment by id.
+    pub fn shipment(&self, id: &str) -> Option<&Shipment> {
+        self.shipments.iter().find(|s| s.id == id)
+    }
+
+    /// A shipment by id, to append evidence.
+    pub fn shipment_mut(&mut self, id: &str) -> Option<&mut Shipment> {
+        self.shipments.iter_mut().find(|s| s.id == id)
+    }
+
+    /// An exception by id.
+    pub fn exception(&self, id: &str) -> Option<&Exception> {
+        self.exceptions.iter().find(|e| e.id == id)
+    }
+
+    /// The open exceptions.
+    pub fn open_exceptions(&self) -> impl Iterator<Item = &Exception> {
+        self.exceptions.iter().filter(|e| e.is_open())
+    }
+}
+
+impl Shipment {
+    /// Appends evidence unless a record with the same id is already there; says whether it
+    /// was new.
+    pub fn record(&mut self, evidence: Evidence) -> bool {
+        if self.evidence.iter().any(|e| e.id == evidence.id) {
+            return false;
+        }
+        self.evidence.push(evidence);
+        true
+    }
+}
