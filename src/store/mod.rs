@@ -34,7 +34,8 @@
 //! was never acknowledged. The processor walks deliveries by sequence number behind a cursor and
 //! never passes a number still being written (see `Sequencer`).
 
-pub mod codec;
+pub mod cases;
+mod codec;
 mod flusher;
 
 use std::path::Path;
@@ -223,6 +224,10 @@ struct Inner {
     fo_index: sled::Tree,
     parked_orders: sled::Tree,
     redacted_orders: sled::Tree,
+    /// The workflow's trees (`cases.rs`).
+    cases: cases::CaseTrees,
+    /// Woken when an order was queued for planning.
+    plan_queued: Notify,
     /// Woken when an order trigger was added.
     triggers_added: Notify,
     /// Woken when an order trigger was completed.
@@ -312,6 +317,8 @@ impl Store {
             fo_index: db.open_tree("fo_index")?,
             parked_orders: db.open_tree("parked_orders")?,
             redacted_orders: db.open_tree("redacted_orders")?,
+            cases: cases::CaseTrees::open(&db)?,
+            plan_queued: Notify::new(),
             triggers_added: Notify::new(),
             triggers_done: Notify::new(),
             db,
@@ -714,6 +721,7 @@ impl Store {
                 erased.entries += 1;
             }
         }
+        erased.entries += self.erase_cases(shop)?;
         if self.inner.shops.remove(shop.as_bytes())?.is_some() {
             erased.entries += 1;
         }
@@ -897,6 +905,9 @@ impl Store {
         } else {
             encode(order)
         };
+        // Announce the change to the workflow before making it: a crash in between costs one
+        // needless planning, never a missed one.
+        self.queue_plan_at(&order.shop, &order.id, order.updated_at.unix_ms)?;
         loop {
             let current = self.inner.orders.get(&key)?;
             let applied = match &current {
@@ -933,6 +944,7 @@ impl Store {
                         .fo_index
                         .insert(composite_key(&[&order.shop, &fo.id]), order.id.as_bytes())?;
                 }
+                self.inner.plan_queued.notify_one();
                 return Ok(applied);
             }
         }

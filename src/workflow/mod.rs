@@ -1,3 +1,508 @@
-//! The supplier workflow.
+//! The supplier workflow: from a mirrored order to shipments at suppliers, their evidence, and
+//! the exceptions (with Shopify holds) that stop them.
+//!
+//! Every change to an order's case goes through [`Workflow`], which holds a lock per order,
+//! applies the change, settles the case (`plan::settle`: planning, revisions, exceptions) and
+//! writes the case together with the outbound intents it calls for. The outbox sender
+//! (`sender`) delivers those intents and reports their outcomes back through the same door.
+//! Invariants 2 (each effect once), 5 (nothing silent) and 6 (status is derived) live here and
+//! in `derive`.
+
 pub mod derive;
+pub mod effect;
 pub mod model;
+pub mod plan;
+pub mod sender;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify};
+
+use crate::clock::Clock;
+use crate::store::cases::CaseWrite;
+use crate::store::{Store, StoreError};
+use crate::suppliers::{ShipmentView, SupplierEvent};
+use effect::{Action, Effect, EffectState};
+use model::{Actor, Decided, Decision, Evidence, EvidenceKind, HoldState, OrderCase, Source};
+use plan::{Changes, Ctx};
+
+/// Where suppliers come from for planning: the routing rules of the configuration.
+pub trait Routes: Send + Sync {
+    /// The suppliers that may ship a SKU, preferred first (empty: unmapped).
+    fn chain(&self, sku: Option<&str>) -> Vec<String>;
+    /// Whether a supplier of that name is configured.
+    fn has_supplier(&self, name: &str) -> bool;
+}
+
+/// Workflow switches from the configuration.
+#[derive(Debug, Clone)]
+pub struct WorkflowSettings {
+    /// Whether exceptions place Shopify holds.
+    pub hold_on_exceptions: bool,
+    /// Whether Shopify notifies the merchant of a hold.
+    pub notify_merchant: bool,
+}
+
+impl Default for WorkflowSettings {
+    fn default() -> Self {
+        WorkflowSettings {
+            hold_on_exceptions: true,
+            notify_merchant: false,
+        }
+    }
+}
+
+/// Why a workflow request was refused. The texts name what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const LOCK_STRIPES: usize = 64;
+
+/// The workflow's entry points. Cheap to clone.
+#[derive(Clone)]
+pub struct Workflow {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Clock,
+    routes: Arc<dyn Routes>,
+    settings: WorkflowSettings,
+    locks: Vec<Mutex<()>>,
+    /// Woken when intents were written, so the sender looks at once.
+    intents: Notify,
+}
+
+/// What applying a supplier event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventApplied {
+    /// Recorded as new evidence.
+    Recorded,
+    /// The same event id was already recorded: nothing changed.
+    AlreadyRecorded,
+}
+
+impl Workflow {
+    /// A workflow over the store.
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        routes: Arc<dyn Routes>,
+        settings: WorkflowSettings,
+    ) -> Workflow {
+        Workflow {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                routes,
+                settings,
+                locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                intents: Notify::new(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &WorkflowSettings {
+        &self.inner.settings
+    }
+
+    fn lock(&self, shop: &str, order_gid: &str) -> &Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        (shop, order_gid).hash(&mut hasher);
+        &self.inner.locks[hasher.finish() as usize % LOCK_STRIPES]
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            store: &self.inner.store,
+            routes: &*self.inner.routes,
+            settings: &self.inner.settings,
+            now_ms: self.inner.clock.now_ms(),
+        }
+    }
+
+    /// Resolves after intents were written (the sender waits on it).
+    pub(crate) fn intents_written(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut notified = Box::pin(self.inner.intents.notified());
+        notified.as_mut().enable();
+        notified
+    }
+
+    fn write(&self, case: &OrderCase, changes: Changes) -> Result<(), StoreError> {
+        let any_effects = !changes.new_effects.is_empty() || !changes.updated_effects.is_empty();
+        self.inner.store.write_case(CaseWrite {
+            case: Some(case),
+            new_effects: changes.new_effects,
+            updated_effects: changes.updated_effects,
+        })?;
+        if any_effects {
+            self.inner.intents.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Plans an order against its current mirror: creates, amends or cancels shipments and
+    /// opens or closes exceptions.
+    pub async fn plan(&self, shop: &str, order_gid: &str) -> Result<(), StoreError> {
+        let _guard = self.lock(shop, order_gid).lock().await;
+        let store = &self.inner.store;
+        let Some(order) = store.order(shop, order_gid)? else {
+            return Ok(());
+        };
+        let existing = store.case(shop, order_gid)?;
+        let mut case = existing
+            .clone()
+            .unwrap_or_else(|| OrderCase::new(shop, order_gid, &order.name));
+        let changes = plan::settle(&mut case, Some(&order), &self.ctx())?;
+        // An order with nothing to do and no history needs no case (a digital order, say).
+        if existing.is_none() && case.shipments.is_empty() && case.exceptions.is_empty() {
+            return Ok(());
+        }
+        if existing.as_ref() == Some(&case) && changes.new_effects.is_empty() {
+            return Ok(());
+        }
+        self.write(&case, changes)
+    }
+
+    /// Plans every order the mirror announced, until the queue is empty. Returns how many
+    /// orders were planned.
+    pub async fn plan_pending(&self) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let mut planned = 0;
+        loop {
+            let batch = store.plan_queue(256)?;
+            let mut progress = false;
+            for request in &batch {
+                let mirrored = store
+                    .order(&request.shop, &request.order_gid)?
+                    .map(|o| o.updated_at.unix_ms);
+                // The mirror write this request announced has not landed yet (it is written
+                // just after the request): leave it for the wake-up that write sends.
+                if mirrored.is_some_and(|m| m < request.updated_at_ms) {
+                    continue;
+                }
+                self.plan(&request.shop, &request.order_gid).await?;
+                store.planned(request)?;
+                planned += 1;
+                progress = true;
+            }
+            if !progress || batch.len() < 256 {
+                return Ok(planned);
+            }
+        }
+    }
+
+    /// Checks that an event fits a shipment of this supplier (the intake answers 422 otherwise).
+    pub fn validate_event(&self, supplier: &str, event: &SupplierEvent) -> Result<(), String> {
+        let case = match self.inner.store.case_of(&event.shipment_id) {
+            Ok(Some(case)) => case,
+            Ok(None) => return Err(format!("unknown shipment {}", event.shipment_id)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a case to validate a supplier event");
+                return Err("the shipment cannot be read right now".into());
+            }
+        };
+        let Some(shipment) = case.shipment(&event.shipment_id) else {
+            return Err(format!("unknown shipment {}", event.shipment_id));
+        };
+        if shipment.supplier != supplier {
+            return Err(format!(
+                "shipment {} is not {supplier}'s",
+                event.shipment_id
+            ));
+        }
+        for line in event.kind.line_ids() {
+            if !shipment.lines.iter().any(|l| l.line_item_id == line) {
+                return Err(format!(
+                    "line {line} is not in shipment {}",
+                    event.shipment_id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a supplier event as evidence and settles the case.
+    pub async fn apply_event(
+        &self,
+        supplier: &str,
+        event: SupplierEvent,
+        source: Source,
+    ) -> Result<EventApplied, WorkflowError> {
+        let store = &self.inner.store;
+        let located = store
+            .case_of(&event.shipment_id)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("shipment {}", event.shipment_id)))?;
+        let _guard = self.lock(&located.shop, &located.order_gid).lock().await;
+        self.validate_event(supplier, &event)
+            .map_err(WorkflowError::Invalid)?;
+        let mut case = store
+            .case(&located.shop, &located.order_gid)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("shipment {}", event.shipment_id)))?;
+        let now = self.inner.clock.now_ms();
+        let shipment = case
+            .shipment_mut(&event.shipment_id)
+            .expect("validated above");
+        let new = shipment.record(Evidence {
+            id: event.id.clone(),
+            at_ms: event.occurred_at.unix_ms,
+            recorded_ms: now,
+            actor: Actor::Supplier(supplier.to_string()),
+            source,
+            kind: EvidenceKind::Supplier(event),
+        });
+        if !new {
+            return Ok(EventApplied::AlreadyRecorded);
+        }
+        let order = store.order(&case.shop, &case.order_gid)?;
+        let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
+        self.write(&case, changes)?;
+        Ok(EventApplied::Recorded)
+    }
+
+    /// Takes a decision on an open exception and settles the case.
+    pub async fn decide(
+        &self,
+        exception_id: &str,
+        decision: Decision,
+        by: Actor,
+        note: Option<String>,
+    ) -> Result<OrderCase, WorkflowError> {
+        let store = &self.inner.store;
+        let located = store
+            .case_of(exception_id)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("exception {exception_id}")))?;
+        let _guard = self.lock(&located.shop, &located.order_gid).lock().await;
+        let mut case = store
+            .case(&located.shop, &located.order_gid)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("exception {exception_id}")))?;
+        let order = store.order(&case.shop, &case.order_gid)?;
+        let ctx = self.ctx();
+        let mut changes = Changes::default();
+        let decided = Decided {
+            decision,
+            by,
+            at_ms: ctx.now_ms,
+            note,
+        };
+        plan::apply_decision(
+            &mut case,
+            order.as_ref(),
+            exception_id,
+            decided,
+            &ctx,
+            &mut changes,
+        )?
+        .map_err(WorkflowError::Invalid)?;
+        let more = plan::settle(&mut case, order.as_ref(), &ctx)?;
+        changes.new_effects.extend(more.new_effects);
+        changes.updated_effects.extend(more.updated_effects);
+        self.write(&case, changes)?;
+        Ok(case)
+    }
+
+    /// Runs the timers: waits that ran out reopen their exception for a new decision. Returns
+    /// how many cases changed.
+    pub async fn tick(&self) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_ms();
+        let mut changed = 0;
+        for case in store.cases_with_open_exceptions()? {
+            let due = case.open_exceptions().any(|e| {
+                matches!(&e.decision, Some(Decided { decision: Decision::WaitUntil { day }, .. })
+                    if now >= day.start_ms())
+            });
+            if !due {
+                continue;
+            }
+            let _guard = self.lock(&case.shop, &case.order_gid).lock().await;
+            let Some(mut case) = store.case(&case.shop, &case.order_gid)? else {
+                continue;
+            };
+            let order = store.order(&case.shop, &case.order_gid)?;
+            let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
+            self.write(&case, changes)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    /// The earliest time a timer is due, if any.
+    pub fn next_timer_ms(&self) -> Result<Option<i64>, StoreError> {
+        let mut next: Option<i64> = None;
+        for case in self.inner.store.cases_with_open_exceptions()? {
+            for e in case.open_exceptions() {
+                if let Some(Decided {
+                    decision: Decision::WaitUntil { day },
+                    ..
+                }) = &e.decision
+                {
+                    let at = day.start_ms();
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Records an effect's new state and what it means for the case, in one write. The sender
+    /// calls this under the case lock it holds.
+    pub(crate) fn record_outcome(
+        &self,
+        effect: &Effect,
+        case: Option<OrderCase>,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let Some(mut case) = case else {
+            return store.write_case(CaseWrite {
+                case: None,
+                new_effects: Vec::new(),
+                updated_effects: vec![effect.clone()],
+            });
+        };
+        let now = self.inner.clock.now_ms();
+        let outcome = |kind: EvidenceKind| Evidence {
+            id: format!("{}.outcome", effect.key),
+            at_ms: now,
+            recorded_ms: now,
+            actor: Actor::System,
+            source: Source::Outbox {
+                effect_id: effect.id,
+            },
+            kind,
+        };
+        match (&effect.action, &effect.state) {
+            (Action::Supplier { message, .. }, state) => {
+                if let crate::suppliers::MessageBody::Submission { revision, .. } = &message.body
+                    && let Some(shipment) = case.shipment_mut(&message.shipment_id)
+                {
+                    match state {
+                        EffectState::Done { note, .. } => {
+                            shipment.record(outcome(EvidenceKind::SubmissionDelivered {
+                                revision: *revision,
+                                supplier_ref: note
+                                    .strip_prefix("supplier_ref=")
+                                    .map(str::to_string),
+                            }));
+                        }
+                        EffectState::Failed { reason, .. } => {
+                            shipment.record(outcome(EvidenceKind::SubmissionRefused {
+                                revision: *revision,
+                                reason: reason.clone(),
+                            }));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            (Action::PlaceHold { exception_id, .. }, state) => {
+                if let Some(hold) = case
+                    .exceptions
+                    .iter_mut()
+                    .find(|e| e.id == *exception_id)
+                    .and_then(|e| e.hold.as_mut())
+                {
+                    match state {
+                        EffectState::Done { note, .. } => {
+                            let hold_id = note.strip_prefix("hold_id=").unwrap_or(note).to_string();
+                            match &mut hold.state {
+                                HoldState::Requested => hold.state = HoldState::Placed { hold_id },
+                                // Closed before the hold was confirmed: the release needs the id.
+                                HoldState::ReleaseRequested { hold_id: id @ None } => {
+                                    *id = Some(hold_id)
+                                }
+                                _ => {}
+                            }
+                        }
+                        EffectState::Failed { reason, .. } => {
+                            if hold.state == HoldState::Requested {
+                                hold.state = HoldState::Refused {
+                                    reason: reason.clone(),
+                                };
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            (Action::ReleaseHold { exception_id, .. }, state) => {
+                if let Some(hold) = case
+                    .exceptions
+                    .iter_mut()
+                    .find(|e| e.id == *exception_id)
+                    .and_then(|e| e.hold.as_mut())
+                    && matches!(state, EffectState::Done { .. })
+                {
+                    hold.state = HoldState::Released;
+                }
+            }
+        }
+        let order = store.order(&case.shop, &case.order_gid)?;
+        let mut changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
+        changes.updated_effects.push(effect.clone());
+        self.write(&case, changes)
+    }
+
+    /// Locks an effect's case for the sender.
+    pub(crate) async fn lock_case(
+        &self,
+        shop: &str,
+        order_gid: &str,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock(shop, order_gid).lock().await
+    }
+
+    /// The shipments of a supplier as the csv export and validators see them.
+    pub fn shipment_view(&self, shipment_id: &str) -> Result<Option<ShipmentView>, StoreError> {
+        let Some(case) = self.inner.store.case_of(shipment_id)? else {
+            return Ok(None);
+        };
+        let Some(shipment) = case.shipment(shipment_id) else {
+            return Ok(None);
+        };
+        let current = derive::current_lines(shipment);
+        Ok(Some(ShipmentView {
+            shipment_id: shipment.id.clone(),
+            supplier: shipment.supplier.clone(),
+            shop: case.shop.clone(),
+            order_name: case.order_name.clone(),
+            open: !derive::is_cancelled(shipment),
+            lines: shipment
+                .lines
+                .iter()
+                .filter_map(|l| {
+                    current
+                        .iter()
+                        .find(|(id, _)| *id == l.line_item_id)
+                        .map(|(_, q)| crate::suppliers::MessageLine {
+                            line_id: l.line_item_id.clone(),
+                            sku: l.sku.clone(),
+                            variant_title: l.variant_title.clone(),
+                            quantity: *q,
+                        })
+                })
+                .collect(),
+        }))
+    }
+}

@@ -62,7 +62,12 @@ pub struct ShipmentLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EvidenceKind {
     /// shipgate decided to send this revision of the shipment to the supplier.
-    SubmissionIntended { revision: u32, key: String },
+    /// `lines` are the quantities per order line (line item id) this revision asks for.
+    SubmissionIntended {
+        revision: u32,
+        key: String,
+        lines: Vec<(String, i64)>,
+    },
     /// The supplier has the submission (its answer, or a lookup after an unknown outcome).
     SubmissionDelivered {
         revision: u32,
@@ -277,6 +282,8 @@ pub struct Exception {
     pub opened_by: Actor,
     /// The decision taken, if any. A `WaitUntil` keeps the exception open until its day.
     pub decision: Option<Decided>,
+    /// Decisions that ran out (a wait whose day came while the problem remained).
+    pub past_decisions: Vec<Decided>,
     pub closed: Option<Closed>,
     pub hold: Option<HoldRecord>,
 }

@@ -1,0 +1,503 @@
+//! The workflow's trees: order cases, their id index, the open exceptions, and the outbox.
+//!
+//! A case and the effects its change calls for are written in one sled transaction, so an
+//! intent exists exactly when the change that caused it does (invariant 2). Callers serialize
+//! changes to one case themselves (the workflow holds a lock per order); the transaction is for
+//! atomicity, not for isolation between writers of the same case.
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use super::codec::{Record, composite_key, composite_prefix, decode, encode, u64_key};
+use super::{Store, StoreError};
+use crate::workflow::effect::{Effect, EffectState};
+use crate::workflow::model::OrderCase;
+
+impl Record for OrderCase {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "order case";
+}
+
+impl Record for Effect {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "outbox effect";
+}
+
+/// The workflow's trees.
+pub(super) struct CaseTrees {
+    /// shop NUL order gid → OrderCase.
+    cases: sled::Tree,
+    /// Shipment or exception id → the case key.
+    ids: sled::Tree,
+    /// Open exception id → the case key.
+    open_exceptions: sled::Tree,
+    /// Effect id (BE) → Effect.
+    outbox: sled::Tree,
+    /// Idempotency key → effect id (BE).
+    outbox_keys: sled::Tree,
+    /// Due time (BE, offset so negative times sort) ++ effect id → (): pending effects.
+    outbox_due: sled::Tree,
+    /// Stream NUL effect id (BE) → (): pending effects per stream, in order.
+    outbox_streams: sled::Tree,
+    /// shop NUL order gid → (): orders whose mirror changed and that must be planned again.
+    plan_queue: sled::Tree,
+}
+
+impl CaseTrees {
+    pub(super) fn open(db: &sled::Db) -> Result<CaseTrees, sled::Error> {
+        Ok(CaseTrees {
+            cases: db.open_tree("cases")?,
+            ids: db.open_tree("case_ids")?,
+            open_exceptions: db.open_tree("open_exceptions")?,
+            outbox: db.open_tree("outbox")?,
+            outbox_keys: db.open_tree("outbox_keys")?,
+            outbox_due: db.open_tree("outbox_due")?,
+            outbox_streams: db.open_tree("outbox_streams")?,
+            plan_queue: db.open_tree("plan_queue")?,
+        })
+    }
+}
+
+fn case_key(shop: &str, order_gid: &str) -> Vec<u8> {
+    composite_key(&[shop, order_gid])
+}
+
+fn due_key(at_ms: i64, id: u64) -> Vec<u8> {
+    // Flipping the sign bit makes signed times sort as unsigned bytes.
+    let mut key = ((at_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(&u64_key(id));
+    key
+}
+
+fn stream_key(stream: &str, id: u64) -> Vec<u8> {
+    let mut key = composite_prefix(&[stream]);
+    key.extend_from_slice(&u64_key(id));
+    key
+}
+
+/// An order waiting to be planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRequest {
+    pub shop: String,
+    pub order_gid: String,
+    /// The mirror state (`updatedAt`, Unix ms) the request announced; 0 for any.
+    pub updated_at_ms: i64,
+}
+
+/// What one case write contains.
+#[derive(Debug, Default)]
+pub struct CaseWrite<'a> {
+    /// The case as it is to be stored.
+    pub case: Option<&'a OrderCase>,
+    /// New intents. One whose key is already recorded is skipped: recording an intent twice is
+    /// the same intent.
+    pub new_effects: Vec<Effect>,
+    /// Effects whose state changed (outcomes, supersessions).
+    pub updated_effects: Vec<Effect>,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn corrupt<T>(tree: &'static str, e: super::codec::DecodeError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+        tree,
+        source: e,
+    }))
+}
+
+fn index_effect(
+    due: &TransactionalTree,
+    streams: &TransactionalTree,
+    old: Option<&Effect>,
+    new: &Effect,
+) -> TxResult<()> {
+    if let Some(old) = old.filter(|o| o.is_pending()) {
+        due.remove(due_key(old.next_attempt_ms, old.id))?;
+        streams.remove(stream_key(&old.stream, old.id))?;
+    }
+    if new.is_pending() {
+        due.insert(due_key(new.next_attempt_ms, new.id), &[])?;
+        streams.insert(stream_key(&new.stream, new.id), &[])?;
+    }
+    Ok(())
+}
+
+impl Store {
+    fn case_trees(&self) -> &CaseTrees {
+        &self.inner.cases
+    }
+
+    /// A fresh id with a prefix: `SG-0000000042`, `EX-0000000007`. Ids are never reused; gaps
+    /// are harmless.
+    pub fn next_id(&self, prefix: &str) -> Result<String, StoreError> {
+        self.check_fault()?;
+        let n = self.inner.db.generate_id()? + 1;
+        Ok(format!("{prefix}-{n:010}"))
+    }
+
+    /// A fresh effect id.
+    pub fn next_effect_id(&self) -> Result<u64, StoreError> {
+        self.check_fault()?;
+        Ok(self.inner.db.generate_id()? + 1)
+    }
+
+    /// The case of an order, if it has one.
+    pub fn case(&self, shop: &str, order_gid: &str) -> Result<Option<OrderCase>, StoreError> {
+        self.case_trees()
+            .cases
+            .get(case_key(shop, order_gid))?
+            .map(|v| decode(&v))
+            .transpose()
+            .map_err(|source| StoreError::Corrupt {
+                tree: "cases",
+                source,
+            })
+    }
+
+    /// The case holding a shipment or exception id.
+    pub fn case_of(&self, id: &str) -> Result<Option<OrderCase>, StoreError> {
+        let trees = self.case_trees();
+        let Some(key) = trees.ids.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        trees
+            .cases
+            .get(key)?
+            .map(|v| decode(&v))
+            .transpose()
+            .map_err(|source| StoreError::Corrupt {
+                tree: "cases",
+                source,
+            })
+    }
+
+    /// Every case, in key order (shop, then order id).
+    pub fn cases(&self) -> impl Iterator<Item = Result<OrderCase, StoreError>> + '_ {
+        self.case_trees().cases.iter().map(|entry| {
+            let (_, v) = entry?;
+            decode(&v).map_err(|source| StoreError::Corrupt {
+                tree: "cases",
+                source,
+            })
+        })
+    }
+
+    /// The cases with at least one open exception.
+    pub fn cases_with_open_exceptions(&self) -> Result<Vec<OrderCase>, StoreError> {
+        let trees = self.case_trees();
+        let mut keys: Vec<sled::IVec> = Vec::new();
+        for entry in trees.open_exceptions.iter() {
+            let (_, key) = entry?;
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(v) = trees.cases.get(&key)? {
+                out.push(decode(&v).map_err(|source| StoreError::Corrupt {
+                    tree: "cases",
+                    source,
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many exceptions are open.
+    pub fn open_exception_count(&self) -> usize {
+        self.case_trees().open_exceptions.len()
+    }
+
+    /// Writes a case and its effects atomically. Not flushed: the outbox flushes before it
+    /// sends, which covers the intent.
+    pub fn write_case(&self, write: CaseWrite<'_>) -> Result<(), StoreError> {
+        self.check_fault()?;
+        let t = self.case_trees();
+        let trees = (
+            &t.cases,
+            &t.ids,
+            &t.open_exceptions,
+            &t.outbox,
+            &t.outbox_keys,
+            &t.outbox_due,
+            &t.outbox_streams,
+        );
+        let result = trees.transaction(|(cases, ids, open, outbox, keys, due, streams)| {
+            if let Some(case) = write.case {
+                let key = case_key(&case.shop, &case.order_gid);
+                cases.insert(key.clone(), encode(case))?;
+                for shipment in &case.shipments {
+                    ids.insert(shipment.id.as_bytes(), key.clone())?;
+                }
+                for exception in &case.exceptions {
+                    ids.insert(exception.id.as_bytes(), key.clone())?;
+                    if exception.is_open() {
+                        open.insert(exception.id.as_bytes(), key.clone())?;
+                    } else {
+                        open.remove(exception.id.as_bytes())?;
+                    }
+                }
+            }
+            for effect in &write.new_effects {
+                if keys.get(effect.key.as_bytes())?.is_some() {
+                    continue;
+                }
+                keys.insert(effect.key.as_bytes(), &u64_key(effect.id))?;
+                outbox.insert(&u64_key(effect.id), encode(effect))?;
+                index_effect(due, streams, None, effect)?;
+            }
+            for effect in &write.updated_effects {
+                let old = match outbox.get(u64_key(effect.id))? {
+                    Some(v) => match decode::<Effect>(&v) {
+                        Ok(e) => Some(e),
+                        Err(e) => return corrupt("outbox", e),
+                    },
+                    None => None,
+                };
+                outbox.insert(&u64_key(effect.id), encode(effect))?;
+                index_effect(due, streams, old.as_ref(), effect)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// An effect by id.
+    pub fn effect(&self, id: u64) -> Result<Option<Effect>, StoreError> {
+        self.case_trees()
+            .outbox
+            .get(u64_key(id))?
+            .map(|v| decode(&v))
+            .transpose()
+            .map_err(|source| StoreError::Corrupt {
+                tree: "outbox",
+                source,
+            })
+    }
+
+    /// An effect by idempotency key.
+    pub fn effect_by_key(&self, key: &str) -> Result<Option<Effect>, StoreError> {
+        match self.case_trees().outbox_keys.get(key.as_bytes())? {
+            Some(id) => self.effect(super::codec::read_u64_key(&id).map_err(|source| {
+                StoreError::Corrupt {
+                    tree: "outbox_keys",
+                    source,
+                }
+            })?),
+            None => Ok(None),
+        }
+    }
+
+    /// Pending effects due at or before `now_ms`, earliest first, at most `limit`.
+    pub fn due_effects(&self, now_ms: i64, limit: usize) -> Result<Vec<Effect>, StoreError> {
+        let t = self.case_trees();
+        let mut out = Vec::new();
+        for entry in t.outbox_due.range(..due_key(now_ms, u64::MAX)) {
+            let (k, _) = entry?;
+            let id = super::codec::read_u64_key(&k[8..]).map_err(|source| StoreError::Corrupt {
+                tree: "outbox_due",
+                source,
+            })?;
+            if let Some(effect) = self.effect(id)? {
+                out.push(effect);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest pending effect is due, if any is pending.
+    pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(match self.case_trees().outbox_due.first()? {
+            Some((k, _)) => {
+                let mut be = [0u8; 8];
+                be.copy_from_slice(&k[..8]);
+                Some((u64::from_be_bytes(be) ^ (1 << 63)) as i64)
+            }
+            None => None,
+        })
+    }
+
+    /// The first pending effect of a stream: only it may be sent.
+    pub fn stream_head(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let prefix = composite_prefix(&[stream]);
+        match self.case_trees().outbox_streams.scan_prefix(&prefix).next() {
+            Some(entry) => {
+                let (k, _) = entry?;
+                Ok(Some(
+                    super::codec::read_u64_key(&k[prefix.len()..]).map_err(|source| {
+                        StoreError::Corrupt {
+                            tree: "outbox_streams",
+                            source,
+                        }
+                    })?,
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every effect, oldest first.
+    pub fn effects(&self) -> impl Iterator<Item = Result<Effect, StoreError>> + '_ {
+        self.case_trees().outbox.iter().map(|entry| {
+            let (_, v) = entry?;
+            decode(&v).map_err(|source| StoreError::Corrupt {
+                tree: "outbox",
+                source,
+            })
+        })
+    }
+
+    /// How many effects are pending.
+    pub fn pending_effect_count(&self) -> usize {
+        self.case_trees().outbox_due.len()
+    }
+
+    /// Counts effects by state name (`pending`, `done`, `failed`, `superseded`).
+    pub fn effect_counts(&self) -> Result<[(&'static str, u64); 4], StoreError> {
+        let mut counts = [
+            ("pending", 0),
+            ("done", 0),
+            ("failed", 0),
+            ("superseded", 0),
+        ];
+        for effect in self.effects() {
+            let i = match effect?.state {
+                EffectState::Pending => 0,
+                EffectState::Done { .. } => 1,
+                EffectState::Failed { .. } => 2,
+                EffectState::Superseded { .. } => 3,
+            };
+            counts[i].1 += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Marks an order to be planned again, for a mirror state of `updated_at_ms` (0: whatever
+    /// the mirror holds). Written before the mirror change it announces.
+    pub(super) fn queue_plan_at(
+        &self,
+        shop: &str,
+        order_gid: &str,
+        updated_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let key = case_key(shop, order_gid);
+        let value = updated_at_ms.to_be_bytes();
+        // Keep the newest announced state: planning waits until the mirror has reached it.
+        self.case_trees()
+            .plan_queue
+            .fetch_and_update(&key, |old| match old {
+                Some(old) if old >= value.as_slice() && updated_at_ms != 0 => Some(old.to_vec()),
+                _ => Some(value.to_vec()),
+            })?;
+        Ok(())
+    }
+
+    /// Asks for an order to be planned again with whatever the mirror holds.
+    pub fn queue_plan(&self, shop: &str, order_gid: &str) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.queue_plan_at(shop, order_gid, 0)?;
+        self.inner.plan_queued.notify_one();
+        Ok(())
+    }
+
+    /// Orders waiting to be planned, with the mirror state each waits for, at most `limit`.
+    pub fn plan_queue(&self, limit: usize) -> Result<Vec<PlanRequest>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.case_trees().plan_queue.iter().take(limit) {
+            let (k, v) = entry?;
+            let parts =
+                super::codec::split_composite_key(&k).map_err(|source| StoreError::Corrupt {
+                    tree: "plan_queue",
+                    source,
+                })?;
+            let mut be = [0u8; 8];
+            if v.len() == 8 {
+                be.copy_from_slice(&v);
+            }
+            if let [shop, order_gid] = parts.as_slice() {
+                out.push(PlanRequest {
+                    shop: shop.clone(),
+                    order_gid: order_gid.clone(),
+                    updated_at_ms: i64::from_be_bytes(be),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a planned request off the queue, unless a newer change was announced meanwhile.
+    pub fn planned(&self, request: &PlanRequest) -> Result<(), StoreError> {
+        let key = case_key(&request.shop, &request.order_gid);
+        let _ = self.case_trees().plan_queue.compare_and_swap(
+            key,
+            Some(request.updated_at_ms.to_be_bytes().as_slice()),
+            None::<&[u8]>,
+        )?;
+        Ok(())
+    }
+
+    /// How many orders wait to be planned.
+    pub fn plan_queue_len(&self) -> usize {
+        self.case_trees().plan_queue.len()
+    }
+
+    /// Resolves after the next `queue_plan`.
+    pub fn plan_queued(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        Box::pin(self.inner.plan_queued.notified())
+    }
+
+    /// Removes a shop's cases, indexes and effects (shop/redact). Returns how many entries went.
+    pub(super) fn erase_cases(&self, shop: &str) -> Result<usize, StoreError> {
+        let t = self.case_trees();
+        let prefix = composite_prefix(&[shop]);
+        let mut erased = 0;
+        for entry in t.cases.scan_prefix(&prefix) {
+            let (k, v) = entry?;
+            if let Ok(case) = decode::<OrderCase>(&v) {
+                for id in case
+                    .shipments
+                    .iter()
+                    .map(|s| &s.id)
+                    .chain(case.exceptions.iter().map(|e| &e.id))
+                {
+                    t.ids.remove(id.as_bytes())?;
+                    t.open_exceptions.remove(id.as_bytes())?;
+                }
+            }
+            t.cases.remove(k)?;
+            erased += 1;
+        }
+        for entry in t.plan_queue.scan_prefix(&prefix) {
+            let (k, _) = entry?;
+            t.plan_queue.remove(k)?;
+            erased += 1;
+        }
+        let mut doomed = Vec::new();
+        for effect in self.effects() {
+            let effect = effect?;
+            if effect.shop == shop {
+                doomed.push(effect);
+            }
+        }
+        for effect in doomed {
+            if effect.is_pending() {
+                t.outbox_due
+                    .remove(due_key(effect.next_attempt_ms, effect.id))?;
+                t.outbox_streams
+                    .remove(stream_key(&effect.stream, effect.id))?;
+            }
+            t.outbox_keys.remove(effect.key.as_bytes())?;
+            t.outbox.remove(u64_key(effect.id))?;
+            erased += 1;
+        }
+        Ok(erased)
+    }
+}

@@ -1,0 +1,91 @@
+//! Outbound effects: the outbox's records (invariant 2).
+//!
+//! An effect is stored as an intent, with its idempotency key, in the same write as the case
+//! change that calls for it, and before anything is sent. Effects that share a stream (one
+//! shipment's messages, one fulfillment order's holds) are sent in the order they were recorded,
+//! so a cancellation can never overtake the submission it cancels.
+
+use serde::{Deserialize, Serialize};
+
+use crate::suppliers::SupplierMessage;
+
+/// What an effect does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// A message to a supplier through its adapter.
+    Supplier {
+        supplier: String,
+        message: SupplierMessage,
+    },
+    /// `fulfillmentOrderHold` for an exception.
+    PlaceHold {
+        fulfillment_order_id: String,
+        handle: String,
+        reason: String,
+        notes: String,
+        exception_id: String,
+    },
+    /// `fulfillmentOrderReleaseHold` of shipgate's own hold for an exception.
+    ReleaseHold {
+        fulfillment_order_id: String,
+        handle: String,
+        exception_id: String,
+    },
+}
+
+impl Action {
+    /// A short name for listings and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Supplier { message, .. } => match message.kind() {
+                "submission" => "supplier_submission",
+                "amendment" => "supplier_amendment",
+                "cancellation" => "supplier_cancellation",
+                _ => "supplier_decision",
+            },
+            Action::PlaceHold { .. } => "shopify_hold",
+            Action::ReleaseHold { .. } => "shopify_release_hold",
+        }
+    }
+}
+
+/// Where an effect stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EffectState {
+    /// To be sent at `next_attempt_ms` (when its turn in the stream comes).
+    Pending,
+    /// Done: the remote side has it. `note` says how we know (answer, lookup).
+    Done { at_ms: i64, note: String },
+    /// Refused for good; the workflow turned the refusal into an exception or a note.
+    Failed { at_ms: i64, reason: String },
+    /// No longer needed, and never sent (for example a submission cancelled before its turn).
+    Superseded { at_ms: i64, reason: String },
+}
+
+/// One outbound effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub id: u64,
+    /// The idempotency key: the same key is the same effect, recorded once.
+    pub key: String,
+    /// Effects of one stream are sent strictly in id order.
+    pub stream: String,
+    pub shop: String,
+    pub order_gid: String,
+    pub action: Action,
+    pub state: EffectState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub created_ms: i64,
+    pub last_error: Option<String>,
+    /// Set (and flushed) before every send and cleared only by a known outcome: when it is set,
+    /// the remote side may have the effect, so the next attempt reads the remote state first.
+    pub maybe_delivered: bool,
+}
+
+impl Effect {
+    /// Whether the effect still has to be sent.
+    pub fn is_pending(&self) -> bool {
+        self.state == EffectState::Pending
+    }
+}

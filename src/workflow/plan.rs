@@ -1,0 +1,972 @@
+//! Settling a case: bringing shipments, exceptions and intents in line with the order and the
+//! evidence. Every change to a case ends here, so the rules live in one place:
+//!
+//! - Planning: every open fulfillment-order quantity is either in a live shipment, dropped by a
+//!   decision, or the subject of an unmapped-SKU exception. Quantities that went down in Shopify
+//!   are taken out of shipments; new ones go to the supplier their SKU routes to.
+//! - Messages: a shipment whose lines differ from the last revision sent gets a new revision (or
+//!   a cancellation when nothing is left); a cancelled order asks every supplier that may have
+//!   the shipment to stop, and quietly supersedes submissions never sent.
+//! - Exceptions: one open exception per problem the evidence shows (`derive::conditions`) and
+//!   per unmapped line; problems that went away close theirs. Opening places the Shopify hold,
+//!   closing releases it, both as intents.
+
+use std::collections::BTreeMap;
+
+use super::derive::{self, LineState};
+use super::effect::{Action, Effect, EffectState};
+use super::model::{
+    Actor, Closed, Decided, Decision, Evidence, EvidenceKind, Exception, ExceptionKind, HoldRecord,
+    HoldState, LineRule, OrderCase, Shipment, ShipmentLine, Source, Subject,
+};
+use super::{Routes, WorkflowSettings};
+use crate::order::{FulfillmentOrderStatus, OrderMirror};
+use crate::store::{Store, StoreError};
+use crate::suppliers::{MessageBody, MessageLine, SupplierMessage};
+
+/// What settling produced besides the case itself.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub new_effects: Vec<Effect>,
+    pub updated_effects: Vec<Effect>,
+}
+
+/// What settling needs besides the case.
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub routes: &'a dyn Routes,
+    pub settings: &'a WorkflowSettings,
+    pub now_ms: i64,
+}
+
+impl Ctx<'_> {
+    fn evidence(&self, id: String, kind: EvidenceKind) -> Evidence {
+        Evidence {
+            id,
+            at_ms: self.now_ms,
+            recorded_ms: self.now_ms,
+            actor: Actor::System,
+            source: Source::Workflow,
+            kind,
+        }
+    }
+
+    fn effect(
+        &self,
+        case: &OrderCase,
+        key: String,
+        stream: String,
+        action: Action,
+    ) -> Result<Effect, StoreError> {
+        Ok(Effect {
+            id: self.store.next_effect_id()?,
+            key,
+            stream,
+            shop: case.shop.clone(),
+            order_gid: case.order_gid.clone(),
+            action,
+            state: EffectState::Pending,
+            attempts: 0,
+            next_attempt_ms: self.now_ms,
+            created_ms: self.now_ms,
+            last_error: None,
+            maybe_delivered: false,
+        })
+    }
+
+    fn timestamp(&self) -> String {
+        crate::order::Timestamp::from_unix_ms(self.now_ms).text
+    }
+}
+
+/// The stream a shipment's messages are sent in.
+pub fn shipment_stream(shipment_id: &str) -> String {
+    format!("shipment:{shipment_id}")
+}
+
+/// The stream a fulfillment order's holds are placed and released in.
+pub fn hold_stream(fulfillment_order_id: &str) -> String {
+    format!("fo:{fulfillment_order_id}")
+}
+
+/// Whether planning may add quantities of this fulfillment order to shipments.
+fn plannable(status: &FulfillmentOrderStatus) -> bool {
+    matches!(
+        status,
+        FulfillmentOrderStatus::Open
+            | FulfillmentOrderStatus::InProgress
+            | FulfillmentOrderStatus::OnHold
+    )
+}
+
+/// Settles a case; `order` is the mirror, when the order is mirrored.
+pub fn settle(
+    case: &mut OrderCase,
+    order: Option<&OrderMirror>,
+    ctx: &Ctx<'_>,
+) -> Result<Changes, StoreError> {
+    let mut changes = Changes::default();
+    let mut unmapped = None;
+    if let Some(order) = order {
+        case.order_name = order.name.clone();
+        if order.is_cancelled() {
+            cancel_all(case, ctx, &mut changes)?;
+            unmapped = Some(Vec::new());
+        } else {
+            unmapped = Some(plan_lines(case, order, ctx, &mut changes)?);
+        }
+        case.planned_at_ms = order.updated_at.unix_ms;
+    }
+    sync_revisions(case, ctx, &mut changes)?;
+    let mut conditions: Vec<derive::Condition> =
+        case.shipments.iter().flat_map(derive::conditions).collect();
+    match unmapped {
+        Some(found) => conditions.extend(found),
+        // Without the order, unmapped lines cannot be re-examined: those open stay open.
+        None => conditions.extend(
+            case.open_exceptions()
+                .filter(|e| e.kind == ExceptionKind::UnmappedSku)
+                .map(|e| derive::Condition {
+                    kind: e.kind,
+                    subject: e.subject.clone(),
+                    summary: e.summary.clone(),
+                }),
+        ),
+    }
+    let cancelled = order.is_some_and(|o| o.is_cancelled());
+    reconcile_exceptions(case, conditions, cancelled, ctx, &mut changes)?;
+    Ok(changes)
+}
+
+/// The quantity of each fulfillment-order line that live shipments carry.
+fn carried(case: &OrderCase, fo_line_id: &str) -> Vec<(usize, String, i64)> {
+    let mut out = Vec::new();
+    for (i, shipment) in case.shipments.iter().enumerate() {
+        if derive::is_cancelled(shipment) {
+            continue;
+        }
+        let current = derive::current_lines(shipment);
+        for line in &shipment.lines {
+            if line.fulfillment_order_line_id == fo_line_id
+                && let Some((_, q)) = current.iter().find(|(l, _)| *l == line.line_item_id)
+            {
+                out.push((i, line.line_item_id.clone(), *q));
+            }
+        }
+    }
+    out
+}
+
+fn dropped(case: &OrderCase, fo_line_id: &str) -> i64 {
+    case.line_rules
+        .iter()
+        .filter(|(l, _)| l == fo_line_id)
+        .map(|(_, r)| match r {
+            LineRule::Drop { quantity } => *quantity,
+            LineRule::RouteTo { .. } => 0,
+        })
+        .sum()
+}
+
+fn routed_to(case: &OrderCase, fo_line_id: &str) -> Option<String> {
+    case.line_rules.iter().rev().find_map(|(l, r)| match r {
+        LineRule::RouteTo { supplier } if l == fo_line_id => Some(supplier.clone()),
+        _ => None,
+    })
+}
+
+fn tried(case: &OrderCase, fo_line_id: &str) -> Vec<String> {
+    case.tried
+        .iter()
+        .filter(|(l, _)| l == fo_line_id)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// Plans the order's open quantities; returns the unmapped-SKU problems.
+fn plan_lines(
+    case: &mut OrderCase,
+    order: &OrderMirror,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<Vec<derive::Condition>, StoreError> {
+    let mut unmapped = Vec::new();
+    let mut new_shipments: BTreeMap<(String, String), Vec<ShipmentLine>> = BTreeMap::new();
+    // Quantities in shipments of fulfillment orders that are gone or closed: those orders were
+    // moved, merged or closed in Shopify, and what they held is no longer ours to ship.
+    for shipment in case.shipments.clone() {
+        let fo = order
+            .fulfillment_orders
+            .iter()
+            .find(|f| f.id == shipment.fulfillment_order_id);
+        let open = fo.is_some_and(|f| plannable(&f.status));
+        if !open {
+            for (line, _) in derive::current_lines(&shipment) {
+                reduce(
+                    case,
+                    &shipment.id,
+                    &line,
+                    0,
+                    "fulfillment order closed in Shopify",
+                    ctx,
+                );
+            }
+        }
+    }
+    for fo in &order.fulfillment_orders {
+        if !plannable(&fo.status) {
+            continue;
+        }
+        // Someone else's hold (a fraud check, a payment hold) means: do not ship yet.
+        let held_by_others = fo.holds.iter().any(|h| !h.held_by_us);
+        for fo_line in &fo.lines {
+            let item = order
+                .line_items
+                .iter()
+                .find(|li| li.id == fo_line.line_item_id);
+            if item.is_some_and(|i| !i.requires_shipping) {
+                continue;
+            }
+            let remaining = fo_line.remaining_quantity.max(0);
+            let carriers = carried(case, &fo_line.id);
+            let in_shipments: i64 = carriers.iter().map(|(_, _, q)| q).sum();
+            let dropped = dropped(case, &fo_line.id);
+            let mut excess = in_shipments + dropped - remaining;
+            // Newest shipments give up quantities first: they are the least advanced.
+            for (index, line, quantity) in carriers.iter().rev() {
+                if excess <= 0 {
+                    break;
+                }
+                let cut = excess.min(*quantity);
+                let id = case.shipments[*index].id.clone();
+                reduce(
+                    case,
+                    &id,
+                    line,
+                    quantity - cut,
+                    "quantity reduced in Shopify",
+                    ctx,
+                );
+                excess -= cut;
+            }
+            let uncovered = remaining - in_shipments - dropped;
+            if uncovered <= 0 || held_by_others {
+                continue;
+            }
+            let sku = item
+                .and_then(|i| i.sku.clone())
+                .filter(|s| !s.trim().is_empty());
+            let already = tried(case, &fo_line.id);
+            let supplier = routed_to(case, &fo_line.id).or_else(|| {
+                ctx.routes
+                    .chain(sku.as_deref())
+                    .into_iter()
+                    .find(|s| !already.contains(s))
+            });
+            match supplier {
+                Some(supplier) => {
+                    new_shipments
+                        .entry((supplier, fo.id.clone()))
+                        .or_default()
+                        .push(ShipmentLine {
+                            fulfillment_order_line_id: fo_line.id.clone(),
+                            line_item_id: fo_line.line_item_id.clone(),
+                            sku: sku.clone().unwrap_or_default(),
+                            variant_title: item.and_then(|i| i.variant_title.clone()),
+                            quantity: uncovered,
+                        });
+                }
+                None => {
+                    let summary = match (&sku, already.is_empty()) {
+                        (None, _) => format!(
+                            "line {} has no SKU, so no supplier can be chosen",
+                            fo_line.line_item_id
+                        ),
+                        (Some(sku), true) => format!("no supplier route matches SKU {sku}"),
+                        (Some(sku), false) => format!(
+                            "no supplier left for SKU {sku} (tried {})",
+                            already.join(", ")
+                        ),
+                    };
+                    unmapped.push(derive::Condition {
+                        kind: ExceptionKind::UnmappedSku,
+                        subject: Subject {
+                            fulfillment_order_id: fo.id.clone(),
+                            shipment_id: None,
+                            line_item_id: Some(fo_line.line_item_id.clone()),
+                        },
+                        summary,
+                    });
+                }
+            }
+        }
+    }
+    for ((supplier, fo_id), lines) in new_shipments {
+        let id = ctx.store.next_id("SG")?;
+        let key = format!("{id}.r1");
+        let quantities = lines
+            .iter()
+            .map(|l| (l.line_item_id.clone(), l.quantity))
+            .collect();
+        let mut shipment = Shipment {
+            id: id.clone(),
+            supplier: supplier.clone(),
+            fulfillment_order_id: fo_id,
+            lines,
+            created_ms: ctx.now_ms,
+            evidence: Vec::new(),
+        };
+        shipment.record(ctx.evidence(
+            format!("{key}.intended"),
+            EvidenceKind::SubmissionIntended {
+                revision: 1,
+                key: key.clone(),
+                lines: quantities,
+            },
+        ));
+        let message = submission(case, &shipment, 1, ctx);
+        changes.new_effects.push(ctx.effect(
+            case,
+            key,
+            shipment_stream(&id),
+            Action::Supplier { supplier, message },
+        )?);
+        case.shipments.push(shipment);
+    }
+    Ok(unmapped)
+}
+
+/// Sets a shipment line's quantity (evidence, so the history stays).
+fn reduce(case: &mut OrderCase, shipment_id: &str, line: &str, to: i64, why: &str, ctx: &Ctx<'_>) {
+    let Some(shipment) = case.shipment_mut(shipment_id) else {
+        return;
+    };
+    let n = shipment.evidence.len();
+    shipment.record(ctx.evidence(
+        format!("change.{n}"),
+        EvidenceKind::LineChanged {
+            line_item_id: line.to_string(),
+            quantity: to,
+            reason: why.to_string(),
+        },
+    ));
+}
+
+/// A submission message for a revision: every planned line with its current quantity (0 for
+/// lines taken out). The address is filled in when the message is sent, from the mirror, so
+/// that customer data is never copied into the outbox and an erasure reaches it.
+fn submission(
+    case: &OrderCase,
+    shipment: &Shipment,
+    revision: u32,
+    ctx: &Ctx<'_>,
+) -> SupplierMessage {
+    let current = derive::current_lines(shipment);
+    SupplierMessage {
+        key: format!("{}.r{revision}", shipment.id),
+        shipment_id: shipment.id.clone(),
+        sent_at: ctx.timestamp(),
+        body: MessageBody::Submission {
+            revision,
+            shop: case.shop.clone(),
+            order_name: case.order_name.clone(),
+            lines: shipment
+                .lines
+                .iter()
+                .map(|l| MessageLine {
+                    line_id: l.line_item_id.clone(),
+                    sku: l.sku.clone(),
+                    variant_title: l.variant_title.clone(),
+                    quantity: current
+                        .iter()
+                        .find(|(id, _)| *id == l.line_item_id)
+                        .map(|(_, q)| *q)
+                        .unwrap_or(0),
+                })
+                .collect(),
+            ship_to: None,
+        },
+    }
+}
+
+/// Whether the supplier may have any revision of the shipment: delivered, or a send attempted.
+fn may_have_reached(shipment: &Shipment, ctx: &Ctx<'_>) -> Result<bool, StoreError> {
+    if derive::is_delivered_to_supplier(shipment) {
+        return Ok(true);
+    }
+    for revision in 1..=derive::revision(shipment) {
+        if let Some(effect) = ctx
+            .store
+            .effect_by_key(&format!("{}.r{revision}", shipment.id))?
+            && (effect.attempts > 0 || effect.maybe_delivered || !effect.is_pending())
+            && !matches!(effect.state, EffectState::Superseded { .. })
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Supersedes every pending, never-attempted message of a shipment.
+fn supersede_unsent(
+    shipment: &Shipment,
+    reason: &str,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for revision in 1..=derive::revision(shipment) {
+        let key = format!("{}.r{revision}", shipment.id);
+        let pending = changes.new_effects.iter_mut().find(|e| e.key == key);
+        if let Some(effect) = pending {
+            effect.state = EffectState::Superseded {
+                at_ms: ctx.now_ms,
+                reason: reason.to_string(),
+            };
+            continue;
+        }
+        if let Some(mut effect) = ctx.store.effect_by_key(&key)?
+            && effect.is_pending()
+            && effect.attempts == 0
+            && !effect.maybe_delivered
+        {
+            effect.state = EffectState::Superseded {
+                at_ms: ctx.now_ms,
+                reason: reason.to_string(),
+            };
+            changes.updated_effects.push(effect);
+        }
+    }
+    Ok(())
+}
+
+/// The order was cancelled in Shopify: stop every shipment.
+fn cancel_all(
+    case: &mut OrderCase,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for index in 0..case.shipments.len() {
+        let shipment = case.shipments[index].clone();
+        if derive::is_cancelled(&shipment)
+            || shipment
+                .evidence
+                .iter()
+                .any(|e| matches!(e.kind, EvidenceKind::CancelRequested { .. }))
+        {
+            continue;
+        }
+        if may_have_reached(&shipment, ctx)? {
+            let key = format!("{}.cancel", shipment.id);
+            let reason = "order cancelled in Shopify".to_string();
+            case.shipments[index].record(ctx.evidence(
+                format!("{key}.requested"),
+                EvidenceKind::CancelRequested {
+                    reason: reason.clone(),
+                },
+            ));
+            let message = SupplierMessage {
+                key: key.clone(),
+                shipment_id: shipment.id.clone(),
+                sent_at: ctx.timestamp(),
+                body: MessageBody::Cancellation { reason },
+            };
+            changes.new_effects.push(ctx.effect(
+                case,
+                key,
+                shipment_stream(&shipment.id),
+                Action::Supplier {
+                    supplier: shipment.supplier.clone(),
+                    message,
+                },
+            )?);
+        } else {
+            supersede_unsent(
+                &shipment,
+                "order cancelled before it was sent",
+                ctx,
+                changes,
+            )?;
+            for (line, _) in derive::current_lines(&shipment) {
+                reduce(
+                    case,
+                    &shipment.id,
+                    &line,
+                    0,
+                    "order cancelled before it was sent",
+                    ctx,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lines the latest intended revision asked for.
+fn last_intended(shipment: &Shipment) -> Option<(u32, Vec<(String, i64)>)> {
+    shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::SubmissionIntended {
+                revision, lines, ..
+            } => Some((*revision, lines.clone())),
+            _ => None,
+        })
+        .max_by_key(|(r, _)| *r)
+}
+
+/// Sends a new revision (or a cancellation) for every shipment whose lines changed since the
+/// last revision.
+fn sync_revisions(
+    case: &mut OrderCase,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for index in 0..case.shipments.len() {
+        let shipment = case.shipments[index].clone();
+        let Some((revision, asked)) = last_intended(&shipment) else {
+            continue;
+        };
+        let current = derive::current_lines(&shipment);
+        if current == asked {
+            continue;
+        }
+        let refused = shipment.evidence.iter().any(|e| {
+            matches!(e.kind, EvidenceKind::SubmissionRefused { .. })
+                || matches!(&e.kind, EvidenceKind::Supplier(ev) if ev.kind.name() == "rejected")
+        });
+        let cancel_requested = shipment
+            .evidence
+            .iter()
+            .any(|e| matches!(e.kind, EvidenceKind::CancelRequested { .. }));
+        if cancel_requested {
+            continue;
+        }
+        let reached = may_have_reached(&shipment, ctx)?;
+        if current.is_empty() {
+            // Nothing left to ship. A supplier that may have it is told to stop, unless it
+            // refused the shipment anyway.
+            supersede_unsent(&shipment, "no lines left", ctx, changes)?;
+            if reached && !refused {
+                let key = format!("{}.cancel", shipment.id);
+                let reason = "every line was removed or moved to another supplier".to_string();
+                case.shipments[index].record(ctx.evidence(
+                    format!("{key}.requested"),
+                    EvidenceKind::CancelRequested {
+                        reason: reason.clone(),
+                    },
+                ));
+                let message = SupplierMessage {
+                    key: key.clone(),
+                    shipment_id: shipment.id.clone(),
+                    sent_at: ctx.timestamp(),
+                    body: MessageBody::Cancellation { reason },
+                };
+                changes.new_effects.push(ctx.effect(
+                    case,
+                    key,
+                    shipment_stream(&shipment.id),
+                    Action::Supplier {
+                        supplier: shipment.supplier.clone(),
+                        message,
+                    },
+                )?);
+            }
+            continue;
+        }
+        if refused {
+            continue;
+        }
+        if !reached {
+            // The supplier never saw an earlier revision: that one need not go out at all.
+            supersede_unsent(&shipment, "replaced by a newer revision", ctx, changes)?;
+        }
+        let next = revision + 1;
+        let key = format!("{}.r{next}", shipment.id);
+        case.shipments[index].record(ctx.evidence(
+            format!("{key}.intended"),
+            EvidenceKind::SubmissionIntended {
+                revision: next,
+                key: key.clone(),
+                lines: current,
+            },
+        ));
+        let message = submission(case, &case.shipments[index], next, ctx);
+        changes.new_effects.push(ctx.effect(
+            case,
+            key,
+            shipment_stream(&shipment.id),
+            Action::Supplier {
+                supplier: shipment.supplier.clone(),
+                message,
+            },
+        )?);
+    }
+    Ok(())
+}
+
+/// Opens an exception per new problem and closes those whose problem went away.
+fn reconcile_exceptions(
+    case: &mut OrderCase,
+    conditions: Vec<derive::Condition>,
+    order_cancelled: bool,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    // A wait that ran out while the problem remains asks for a new decision.
+    for exception in case.exceptions.iter_mut().filter(|e| e.is_open()) {
+        if let Some(Decided {
+            decision: Decision::WaitUntil { day },
+            ..
+        }) = &exception.decision
+            && ctx.now_ms >= day.start_ms()
+        {
+            let expired = exception.decision.take().expect("matched above");
+            exception.past_decisions.push(expired);
+        }
+    }
+    for condition in &conditions {
+        let existing = case
+            .exceptions
+            .iter_mut()
+            .find(|e| e.is_open() && e.kind == condition.kind && e.subject == condition.subject);
+        if let Some(existing) = existing {
+            existing.summary = condition.summary.clone();
+            continue;
+        }
+        let id = ctx.store.next_id("EX")?;
+        let hold = match condition.kind.hold_reason() {
+            Some(reason) if ctx.settings.hold_on_exceptions && !order_cancelled => {
+                let handle = format!("shipgate-{id}");
+                let fo = condition.subject.fulfillment_order_id.clone();
+                changes.new_effects.push(ctx.effect(
+                    case,
+                    format!("{id}.hold"),
+                    hold_stream(&fo),
+                    Action::PlaceHold {
+                        fulfillment_order_id: fo.clone(),
+                        handle: handle.clone(),
+                        reason: reason.to_string(),
+                        notes: format!("shipgate {id}: {}", condition.summary),
+                        exception_id: id.clone(),
+                    },
+                )?);
+                Some(HoldRecord {
+                    fulfillment_order_id: fo,
+                    handle,
+                    reason: reason.to_string(),
+                    state: HoldState::Requested,
+                })
+            }
+            _ => None,
+        };
+        tracing::info!(shop = %case.shop, order = %case.order_name, exception = %id,
+            kind = condition.kind.name(), "exception opened");
+        case.exceptions.push(Exception {
+            id,
+            kind: condition.kind,
+            subject: condition.subject.clone(),
+            summary: condition.summary.clone(),
+            opened_ms: ctx.now_ms,
+            opened_by: Actor::System,
+            decision: None,
+            past_decisions: Vec::new(),
+            closed: None,
+            hold,
+        });
+    }
+    let mut releases = Vec::new();
+    for exception in case.exceptions.iter_mut().filter(|e| e.is_open()) {
+        let holds = conditions
+            .iter()
+            .any(|c| c.kind == exception.kind && c.subject == exception.subject);
+        if holds {
+            continue;
+        }
+        let (by, reason) = match &exception.decision {
+            Some(d) => (d.by.clone(), format!("decided: {}", d.decision.name())),
+            None => (
+                Actor::System,
+                "resolved: the problem is gone (a later report or change in Shopify)".to_string(),
+            ),
+        };
+        tracing::info!(shop = %case.shop, order = %case.order_name, exception = %exception.id,
+            kind = exception.kind.name(), %reason, "exception closed");
+        exception.closed = Some(Closed {
+            at_ms: ctx.now_ms,
+            by,
+            reason,
+        });
+        if let Some(hold) = &mut exception.hold {
+            let hold_id = match &hold.state {
+                HoldState::Placed { hold_id } => Some(hold_id.clone()),
+                _ => None,
+            };
+            if matches!(hold.state, HoldState::Requested | HoldState::Placed { .. }) {
+                hold.state = HoldState::ReleaseRequested { hold_id };
+                releases.push((
+                    exception.id.clone(),
+                    hold.fulfillment_order_id.clone(),
+                    hold.handle.clone(),
+                ));
+            }
+        }
+    }
+    for (exception_id, fo, handle) in releases {
+        let effect = ctx.effect(
+            case,
+            format!("{exception_id}.release"),
+            hold_stream(&fo),
+            Action::ReleaseHold {
+                fulfillment_order_id: fo,
+                handle,
+                exception_id,
+            },
+        )?;
+        changes.new_effects.push(effect);
+    }
+    Ok(())
+}
+
+/// Applies an operator's decision to the case (before settling). Returns an error text that
+/// names what is wrong when the decision does not fit.
+pub fn apply_decision(
+    case: &mut OrderCase,
+    order: Option<&OrderMirror>,
+    exception_id: &str,
+    decided: Decided,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<Result<(), String>, StoreError> {
+    let Some(exception) = case.exception(exception_id).cloned() else {
+        return Ok(Err(format!("no exception {exception_id}")));
+    };
+    if !exception.is_open() {
+        return Ok(Err(format!("{exception_id} is already closed")));
+    }
+    let name = decided.decision.name();
+    if !exception.kind.decisions().contains(&name) {
+        return Ok(Err(format!(
+            "a {} exception allows {}; not {name}",
+            exception.kind.name(),
+            exception.kind.decisions().join(", ")
+        )));
+    }
+    let shipment = exception
+        .subject
+        .shipment_id
+        .as_deref()
+        .and_then(|id| case.shipment(id))
+        .cloned();
+    // The shipment lines the decision is about: the subject line, or every current line.
+    let subject_lines: Vec<ShipmentLine> = match &shipment {
+        Some(s) => {
+            let current = derive::current_lines(s);
+            s.lines
+                .iter()
+                .filter(|l| current.iter().any(|(id, _)| *id == l.line_item_id))
+                .filter(|l| {
+                    exception
+                        .subject
+                        .line_item_id
+                        .as_ref()
+                        .is_none_or(|subject| *subject == l.line_item_id)
+                })
+                .map(|l| {
+                    let mut l = l.clone();
+                    l.quantity = current
+                        .iter()
+                        .find(|(id, _)| *id == l.line_item_id)
+                        .map(|(_, q)| *q)
+                        .unwrap_or(0);
+                    l
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let by_supplier = |supplier: &Option<String>| -> Result<(), String> {
+        match supplier {
+            Some(s) if !ctx.routes.has_supplier(s) => Err(format!("no supplier named {s:?}")),
+            _ => Ok(()),
+        }
+    };
+    match &decided.decision {
+        Decision::RouteTo { supplier } => {
+            if !ctx.routes.has_supplier(supplier) {
+                return Ok(Err(format!("no supplier named {supplier:?}")));
+            }
+            let Some(fo_line) = fo_line_of(order, &exception.subject) else {
+                return Ok(Err(format!(
+                    "the line of {exception_id} is no longer open in Shopify"
+                )));
+            };
+            case.line_rules.push((
+                fo_line,
+                LineRule::RouteTo {
+                    supplier: supplier.clone(),
+                },
+            ));
+        }
+        Decision::Cancel if exception.kind == ExceptionKind::UnmappedSku => {
+            let Some(fo_line) = fo_line_of(order, &exception.subject) else {
+                return Ok(Err(format!(
+                    "the line of {exception_id} is no longer open in Shopify"
+                )));
+            };
+            let remaining = order
+                .and_then(|o| {
+                    o.fulfillment_orders
+                        .iter()
+                        .flat_map(|f| &f.lines)
+                        .find(|l| l.id == fo_line)
+                })
+                .map(|l| l.remaining_quantity)
+                .unwrap_or(0);
+            let open = remaining
+                - carried(case, &fo_line)
+                    .iter()
+                    .map(|(_, _, q)| q)
+                    .sum::<i64>()
+                - dropped(case, &fo_line);
+            case.line_rules.push((
+                fo_line,
+                LineRule::Drop {
+                    quantity: open.max(0),
+                },
+            ));
+        }
+        Decision::Reroute { .. } | Decision::Cancel if shipment.is_some() => {
+            let shipment = shipment.as_ref().expect("matched above");
+            if let Decision::Reroute { supplier } = &decided.decision {
+                if let Err(e) = by_supplier(supplier) {
+                    return Ok(Err(e));
+                }
+                if supplier.as_deref() == Some(shipment.supplier.as_str()) {
+                    return Ok(Err(format!(
+                        "{exception_id} is about {}: reroute to another supplier",
+                        shipment.supplier
+                    )));
+                }
+            }
+            for line in &subject_lines {
+                case.tried.push((
+                    line.fulfillment_order_line_id.clone(),
+                    shipment.supplier.clone(),
+                ));
+                match &decided.decision {
+                    Decision::Reroute { supplier: Some(to) } => case.line_rules.push((
+                        line.fulfillment_order_line_id.clone(),
+                        LineRule::RouteTo {
+                            supplier: to.clone(),
+                        },
+                    )),
+                    Decision::Cancel => case.line_rules.push((
+                        line.fulfillment_order_line_id.clone(),
+                        LineRule::Drop {
+                            quantity: line.quantity,
+                        },
+                    )),
+                    _ => {}
+                }
+                let why = format!("decided: {name}");
+                reduce(case, &shipment.id, &line.line_item_id, 0, &why, ctx);
+            }
+        }
+        Decision::WaitUntil { day } => {
+            if day.start_ms() <= ctx.now_ms {
+                return Ok(Err(format!("{day} is not in the future")));
+            }
+        }
+        Decision::ApproveSubstitute | Decision::RejectSubstitute => {
+            let shipment = shipment
+                .as_ref()
+                .expect("substitute exceptions name a shipment");
+            let line = exception.subject.line_item_id.clone().unwrap_or_default();
+            let offer =
+                derive::line_states(shipment)
+                    .into_iter()
+                    .find_map(|(l, state)| match state {
+                        LineState::SubstituteOffered { report, .. } if l == line => Some(report),
+                        _ => None,
+                    });
+            let Some(offer) = offer else {
+                return Ok(Err(format!("{exception_id}: the offer is no longer open")));
+            };
+            let approve = decided.decision == Decision::ApproveSubstitute;
+            let verb = if approve { "approve" } else { "reject" };
+            let key = format!("{}.sub.{offer}.{verb}", shipment.id);
+            if let Some(s) = case.shipment_mut(&shipment.id) {
+                s.record(Evidence {
+                    id: format!("{key}.decided"),
+                    at_ms: ctx.now_ms,
+                    recorded_ms: ctx.now_ms,
+                    actor: decided.by.clone(),
+                    source: Source::Manual,
+                    kind: EvidenceKind::SubstituteDecided {
+                        line_item_id: line.clone(),
+                        offer,
+                        approve,
+                    },
+                });
+            }
+            let message = SupplierMessage {
+                key: key.clone(),
+                shipment_id: shipment.id.clone(),
+                sent_at: ctx.timestamp(),
+                body: MessageBody::Decision {
+                    line_id: line,
+                    approve,
+                },
+            };
+            changes.new_effects.push(ctx.effect(
+                case,
+                key,
+                shipment_stream(&shipment.id),
+                Action::Supplier {
+                    supplier: shipment.supplier.clone(),
+                    message,
+                },
+            )?);
+        }
+        Decision::Intercepted | Decision::AcceptLoss => {
+            let shipment = shipment
+                .as_ref()
+                .expect("cancellation exceptions name a shipment");
+            if let Some(s) = case.shipment_mut(&shipment.id) {
+                s.record(Evidence {
+                    id: format!("{exception_id}.{name}"),
+                    at_ms: ctx.now_ms,
+                    recorded_ms: ctx.now_ms,
+                    actor: decided.by.clone(),
+                    source: Source::Manual,
+                    kind: EvidenceKind::Abandoned {
+                        reason: format!("decided: {name}"),
+                    },
+                });
+            }
+        }
+        Decision::Reroute { .. } | Decision::Cancel => {
+            return Ok(Err(format!(
+                "{exception_id} names no shipment to take lines from"
+            )));
+        }
+    }
+    if let Some(e) = case.exceptions.iter_mut().find(|e| e.id == exception_id) {
+        e.decision = Some(decided);
+    }
+    Ok(Ok(()))
+}
+
+/// The fulfillment-order line an order-line subject names, in the mirror.
+fn fo_line_of(order: Option<&OrderMirror>, subject: &Subject) -> Option<String> {
+    let order = order?;
+    let fo = order
+        .fulfillment_orders
+        .iter()
+        .find(|f| f.id == subject.fulfillment_order_id)?;
+    fo.lines
+        .iter()
+        .find(|l| Some(&l.line_item_id) == subject.line_item_id.as_ref())
+        .map(|l| l.id.clone())
+}
