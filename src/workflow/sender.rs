@@ -1,1 +1,558 @@
+//! The outbox sender: delivers recorded intents, each once (invariant 2).
+//!
+//! The send path, with the points where a crash is simulated in tests:
+//!
+//! 1. The intent is in the store (written with the case change that called for it).
+//! 2. Under the case lock the effect is marked `maybe_delivered` with its attempt counted, and
+//!    the store is flushed, which makes the intent and the mark durable together.
+//!    [`CrashPoint::BeforeSend`]
+//! 3. The request goes out. [`CrashPoint::AfterSend`] when the remote side took it.
+//! 4. Under the case lock the outcome is recorded, with what it means for the case.
+//!    [`CrashPoint::AfterRecord`]
+//!
+//! An effect found marked at step 2 (a crash, a timeout, a broken connection) is never simply
+//! sent again: the remote state is read first (the supplier's lookup by idempotency key, the
+//! fulfillment order's holds by handle), and only a remote side that does not have it gets it.
+//! Effects of one stream go out strictly in order; retries back off exponentially with jitter.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Workflow;
+use super::effect::{Action, Effect, EffectState};
+use crate::order::OrderMirror;
+use crate::shopify::client::{ShopifyClient, ShopifyError};
+use crate::shopify::convert::{self, Fetched};
+use crate::shopify::ops::{
+    FulfillmentOrderHold, FulfillmentOrderReleaseHold, OrdersByIds, fulfillment_order_release_hold,
+    orders_by_ids,
+};
+use crate::store::StoreError;
+use crate::store::cases::CaseWrite;
+use crate::suppliers::{LookupOutcome, MessageBody, SendOutcome, SupplierAdapter};
+
+/// A named point of the send path where tests simulate a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashPoint {
+    /// The attempt is marked and flushed; nothing was sent.
+    BeforeSend,
+    /// The remote side took the effect; the outcome is not recorded.
+    AfterSend,
+    /// The outcome is recorded.
+    AfterRecord,
+}
+
+impl CrashPoint {
+    /// Every point, for tests that try each.
+    pub const ALL: [CrashPoint; 3] = [
+        CrashPoint::BeforeSend,
+        CrashPoint::AfterSend,
+        CrashPoint::AfterRecord,
+    ];
+}
+
+/// The sender stopped at a simulated crash: it wrote nothing after that point.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("simulated crash at {0:?}")]
+pub struct Crashed(pub CrashPoint);
+
+/// Decides whether to crash at a point, for an effect (tests only).
+pub type CrashHook = Arc<dyn Fn(CrashPoint, &Effect) -> bool + Send + Sync>;
+
+/// Retry pacing.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    /// The pause after the first failure; doubled per attempt.
+    pub base_backoff: Duration,
+    /// The longest pause.
+    pub max_backoff: Duration,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        SenderSettings {
+            base_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The pause before attempt `attempts + 1`: exponential, capped, with ±20% jitter so that many
+/// effects failing together do not retry together.
+pub fn backoff(settings: &SenderSettings, attempts: u32) -> Duration {
+    let exp = settings
+        .base_backoff
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+    let capped = exp.min(settings.max_backoff);
+    let jitter = rand::random_range(0.8..1.2);
+    capped.mul_f64(jitter)
+}
+
+/// What a remote read found about an effect.
+enum Remote {
+    /// The remote side has it; the note says what we learned (a reference, a hold id).
+    Has(String),
+    /// It does not: sending is safe.
+    HasNot,
+    /// The remote side could not be asked.
+    Unknown(String),
+}
+
+/// The outbox sender.
+#[derive(Clone)]
+pub struct Sender {
+    workflow: Workflow,
+    adapters: Arc<HashMap<String, Arc<dyn SupplierAdapter>>>,
+    shops: Arc<HashMap<String, ShopifyClient>>,
+    settings: SenderSettings,
+    crash: Option<CrashHook>,
+}
+
+impl Sender {
+    /// A sender for these suppliers' adapters and these shops' clients.
+    pub fn new(
+        workflow: Workflow,
+        adapters: HashMap<String, Arc<dyn SupplierAdapter>>,
+        shops: HashMap<String, ShopifyClient>,
+        settings: SenderSettings,
+    ) -> Sender {
+        Sender {
+            workflow,
+            adapters: Arc::new(adapters),
+            shops: Arc::new(shops),
+            settings,
+            crash: None,
+        }
+    }
+
+    /// Simulates crashes where `hook` says so (tests only).
+    #[doc(hidden)]
+    pub fn with_crash_hook(mut self, hook: CrashHook) -> Sender {
+        self.crash = Some(hook);
+        self
+    }
+
+    fn crash_at(&self, point: CrashPoint, effect: &Effect) -> Result<(), Crashed> {
+        match &self.crash {
+            Some(hook) if hook(point, effect) => Err(Crashed(point)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs until cancelled (or a simulated crash).
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), Crashed> {
+        let mut failures = 0u32;
+        loop {
+            let written = self.workflow.intents_written();
+            let next = match self.run_due().await {
+                Ok(_) => {
+                    failures = 0;
+                    self.workflow.store().next_due_ms()
+                }
+                Err(SendError::Crashed(c)) => return Err(c),
+                Err(SendError::Store(e)) => {
+                    failures += 1;
+                    let wait = Duration::from_millis(100 * 2u64.pow(failures.min(8)));
+                    tracing::error!(error = %e, ?wait, "outbox sender: store error; retrying");
+                    Ok(Some(self.workflow.clock().now_ms() + wait.as_millis() as i64))
+                }
+            };
+            let next = next.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "outbox sender: cannot read the schedule");
+                None
+            });
+            let clock = self.workflow.clock().clone();
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = written => {}
+                _ = async {
+                    match next {
+                        Some(at) => clock.sleep_until(at).await,
+                        None => {
+                            clock.changed().await
+                        }
+                    }
+                } => {}
+            }
+        }
+    }
+
+    /// Sends every effect due now, until none is; returns how many attempts were made.
+    pub async fn run_due(&self) -> Result<usize, SendError> {
+        let store = self.workflow.store();
+        let mut attempts = 0;
+        loop {
+            let now = self.workflow.clock().now_ms();
+            let due = store.due_effects(now, 64)?;
+            if due.is_empty() {
+                return Ok(attempts);
+            }
+            let mut progressed = false;
+            for effect in due {
+                if self.attempt(effect).await? {
+                    attempts += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(attempts);
+            }
+        }
+    }
+
+    /// One attempt at one effect; says whether anything happened.
+    async fn attempt(&self, effect: Effect) -> Result<bool, SendError> {
+        let store = self.workflow.store();
+        let guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+        let now = self.workflow.clock().now_ms();
+        let Some(mut effect) = store.effect(effect.id)? else {
+            return Ok(false);
+        };
+        if !effect.is_pending() || effect.next_attempt_ms > now {
+            return Ok(false);
+        }
+        // Only the first pending effect of a stream may go: a later one waits for its turn.
+        let head = store.stream_head(&effect.stream)?;
+        if head != Some(effect.id) {
+            let head_due = match head {
+                Some(h) => store.effect(h)?.map(|e| e.next_attempt_ms),
+                None => None,
+            };
+            let wait_until = head_due.unwrap_or(now).max(now);
+            if wait_until > effect.next_attempt_ms {
+                effect.next_attempt_ms = wait_until;
+                store.write_case(CaseWrite {
+                    updated_effects: vec![effect],
+                    ..Default::default()
+                })?;
+            }
+            return Ok(false);
+        }
+        drop(guard);
+
+        if effect.maybe_delivered {
+            let remote = self.read_remote(&effect).await;
+            let _guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+            let Some(mut current) = store.effect(effect.id)? else {
+                return Ok(false);
+            };
+            if !current.is_pending() {
+                return Ok(false);
+            }
+            match remote {
+                Remote::Has(note) => {
+                    tracing::info!(effect = %current.key, action = current.action.name(),
+                        "found at the remote side after an unknown outcome; not sent again");
+                    current.state = EffectState::Done {
+                        at_ms: self.workflow.clock().now_ms(),
+                        note,
+                    };
+                    current.maybe_delivered = false;
+                    self.record(&current)?;
+                    return Ok(true);
+                }
+                Remote::Unknown(reason) => {
+                    current.last_error = Some(format!("lookup failed: {reason}"));
+                    current.next_attempt_ms = self.workflow.clock().now_ms()
+                        + backoff(&self.settings, current.attempts.max(1)).as_millis() as i64;
+                    self.record(&current)?;
+                    return Ok(true);
+                }
+                Remote::HasNot => {}
+            }
+        }
+
+        // Mark, and make the mark durable before anything leaves.
+        {
+            let _guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+            let Some(mut current) = store.effect(effect.id)? else {
+                return Ok(false);
+            };
+            if !current.is_pending() {
+                return Ok(false);
+            }
+            current.maybe_delivered = true;
+            current.attempts += 1;
+            store.write_case(CaseWrite {
+                updated_effects: vec![current.clone()],
+                ..Default::default()
+            })?;
+            store.flush().await?;
+            effect = current;
+        }
+        self.crash_at(CrashPoint::BeforeSend, &effect)?;
+
+        let outcome = self.send(&effect).await;
+        if matches!(outcome, SendOutcome::Accepted { .. }) {
+            self.crash_at(CrashPoint::AfterSend, &effect)?;
+        }
+
+        let _guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+        let Some(mut current) = store.effect(effect.id)? else {
+            return Ok(true);
+        };
+        let now = self.workflow.clock().now_ms();
+        match outcome {
+            SendOutcome::Accepted { supplier_ref } => {
+                current.state = EffectState::Done {
+                    at_ms: now,
+                    note: supplier_ref.unwrap_or_else(|| "accepted".into()),
+                };
+                current.maybe_delivered = false;
+                current.last_error = None;
+            }
+            SendOutcome::Refused { reason } => {
+                tracing::warn!(effect = %current.key, action = current.action.name(), %reason,
+                    "refused for good");
+                current.state = EffectState::Failed {
+                    at_ms: now,
+                    reason,
+                };
+                current.maybe_delivered = false;
+            }
+            SendOutcome::Retry {
+                reason,
+                maybe_delivered,
+            } => {
+                let wait = backoff(&self.settings, current.attempts);
+                tracing::info!(effect = %current.key, action = current.action.name(), %reason,
+                    attempts = current.attempts, wait_secs = wait.as_secs(), "will retry");
+                current.last_error = Some(reason);
+                current.maybe_delivered = maybe_delivered;
+                current.next_attempt_ms = now + wait.as_millis() as i64;
+            }
+        }
+        self.record(&current)?;
+        self.crash_at(CrashPoint::AfterRecord, &current)?;
+        Ok(true)
+    }
+
+    fn record(&self, effect: &Effect) -> Result<(), StoreError> {
+        let case = self
+            .workflow
+            .store()
+            .case(&effect.shop, &effect.order_gid)?;
+        self.workflow.record_outcome(effect, case)
+    }
+
+    /// Sends one effect.
+    async fn send(&self, effect: &Effect) -> SendOutcome {
+        match &effect.action {
+            Action::Supplier { supplier, message } => {
+                let Some(adapter) = self.adapters.get(supplier) else {
+                    return SendOutcome::Refused {
+                        reason: format!("no supplier named {supplier} is configured"),
+                    };
+                };
+                let mut message = message.clone();
+                if let MessageBody::Submission { ship_to, .. } = &mut message.body {
+                    // The address is read now, from the mirror, so that it is never copied
+                    // into the outbox and an erasure reaches it.
+                    match self.workflow.store().order(&effect.shop, &effect.order_gid) {
+                        Ok(order) => *ship_to = order.and_then(|o| o.shipping_address),
+                        Err(e) => {
+                            return SendOutcome::Retry {
+                                reason: format!("cannot read the order: {e}"),
+                                maybe_delivered: false,
+                            };
+                        }
+                    }
+                }
+                adapter.send(&message).await
+            }
+            Action::PlaceHold {
+                fulfillment_order_id,
+                handle,
+                reason,
+                notes,
+                ..
+            } => {
+                let Some(client) = self.shops.get(&effect.shop) else {
+                    return SendOutcome::Refused {
+                        reason: format!("no Admin API credentials for {}", effect.shop),
+                    };
+                };
+                let mut variables =
+                    match convert::hold_variables(fulfillment_order_id, reason, notes, handle) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return SendOutcome::Refused {
+                                reason: e.to_string(),
+                            };
+                        }
+                    };
+                variables.fulfillment_hold.notify_merchant =
+                    Some(self.workflow.settings().notify_merchant);
+                match client.run::<FulfillmentOrderHold>(variables, 1).await {
+                    Ok(data) => match data
+                        .fulfillment_order_hold
+                        .and_then(|p| p.fulfillment_hold)
+                    {
+                        Some(hold) => SendOutcome::Accepted {
+                            supplier_ref: Some(hold.id),
+                        },
+                        None => SendOutcome::Retry {
+                            reason: "Shopify returned no hold".into(),
+                            maybe_delivered: true,
+                        },
+                    },
+                    Err(ShopifyError::UserErrors { errors, .. })
+                        if errors.iter().any(|e| {
+                            e.code.as_deref() == Some("DUPLICATE_FULFILLMENT_HOLD_HANDLE")
+                        }) =>
+                    {
+                        // Our handle is already there: the earlier attempt landed.
+                        match self.find_hold(effect, fulfillment_order_id, handle).await {
+                            Remote::Has(id) => SendOutcome::Accepted {
+                                supplier_ref: Some(id),
+                            },
+                            Remote::HasNot | Remote::Unknown(_) => SendOutcome::Retry {
+                                reason: "the hold exists but could not be read".into(),
+                                maybe_delivered: true,
+                            },
+                        }
+                    }
+                    Err(e) => shopify_outcome(e),
+                }
+            }
+            Action::ReleaseHold {
+                fulfillment_order_id,
+                handle,
+                ..
+            } => {
+                if !self.shops.contains_key(&effect.shop) {
+                    return SendOutcome::Refused {
+                        reason: format!("no Admin API credentials for {}", effect.shop),
+                    };
+                }
+                // Always read first: only a hold of ours that is still there is released, by
+                // its id, so nobody else's hold is touched.
+                let hold_id = match self.find_hold(effect, fulfillment_order_id, handle).await {
+                    Remote::Has(id) => id,
+                    Remote::HasNot => {
+                        return SendOutcome::Accepted {
+                            supplier_ref: Some("no hold left to release".into()),
+                        };
+                    }
+                    Remote::Unknown(reason) => {
+                        return SendOutcome::Retry {
+                            reason,
+                            maybe_delivered: false,
+                        };
+                    }
+                };
+                let client = &self.shops[&effect.shop];
+                let variables = fulfillment_order_release_hold::Variables {
+                    id: fulfillment_order_id.clone(),
+                    hold_ids: vec![hold_id.clone()],
+                };
+                match client.run::<FulfillmentOrderReleaseHold>(variables, 1).await {
+                    Ok(_) => SendOutcome::Accepted {
+                        supplier_ref: Some(format!("released {hold_id}")),
+                    },
+                    Err(e) => shopify_outcome(e),
+                }
+            }
+        }
+    }
+
+    /// Reads whether the remote side has an effect whose outcome is unknown.
+    async fn read_remote(&self, effect: &Effect) -> Remote {
+        match &effect.action {
+            Action::Supplier { supplier, message } => {
+                let Some(adapter) = self.adapters.get(supplier) else {
+                    return Remote::Unknown(format!("no supplier named {supplier} is configured"));
+                };
+                match adapter.lookup(&message.key).await {
+                    LookupOutcome::Received { supplier_ref } => {
+                        Remote::Has(supplier_ref.unwrap_or_else(|| "found by lookup".into()))
+                    }
+                    LookupOutcome::NotReceived => Remote::HasNot,
+                    LookupOutcome::Unknown { reason } => Remote::Unknown(reason),
+                }
+            }
+            Action::PlaceHold {
+                fulfillment_order_id,
+                handle,
+                ..
+            } => self.find_hold(effect, fulfillment_order_id, handle).await,
+            // A release always reads first anyway.
+            Action::ReleaseHold { .. } => Remote::HasNot,
+        }
+    }
+
+    /// Fetches the order and looks for our hold (by handle) on the fulfillment order. The
+    /// fresh state also goes into the mirror: it is the newest there is.
+    async fn find_hold(&self, effect: &Effect, fulfillment_order_id: &str, handle: &str) -> Remote {
+        let Some(client) = self.shops.get(&effect.shop) else {
+            return Remote::Unknown(format!("no Admin API credentials for {}", effect.shop));
+        };
+        let order = match fetch_order(client, &effect.shop, &effect.order_gid).await {
+            Ok(Some(order)) => order,
+            Ok(None) => return Remote::HasNot,
+            Err(e) => return Remote::Unknown(e),
+        };
+        if let Err(e) = self.workflow.store().put_order(&order) {
+            tracing::warn!(error = %e, "could not store the order fetched by the outbox");
+        }
+        let found = order
+            .fulfillment_orders
+            .iter()
+            .filter(|fo| fo.id == fulfillment_order_id)
+            .flat_map(|fo| &fo.holds)
+            .find(|h| h.handle.as_deref() == Some(handle));
+        match found {
+            Some(hold) => Remote::Has(hold.id.clone()),
+            None => Remote::HasNot,
+        }
+    }
+}
+
+/// Fetches one order's current state.
+async fn fetch_order(
+    client: &ShopifyClient,
+    shop: &str,
+    order_gid: &str,
+) -> Result<Option<OrderMirror>, String> {
+    let ids = vec![order_gid.to_string()];
+    let data = client
+        .run::<OrdersByIds>(orders_by_ids::Variables { ids: ids.clone() }, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    match convert::orders_by_ids(shop, &ids, data)
+        .map_err(|e| e.to_string())?
+        .pop()
+    {
+        Some(Fetched::Order(order)) => Ok(Some(order)),
+        _ => Ok(None),
+    }
+}
+
+/// Maps a Shopify error to what the outbox does next.
+fn shopify_outcome(e: ShopifyError) -> SendOutcome {
+    match e {
+        ShopifyError::UnknownOutcome { .. } => SendOutcome::Retry {
+            reason: e.to_string(),
+            maybe_delivered: true,
+        },
+        e if e.is_permanent() => SendOutcome::Refused {
+            reason: e.to_string(),
+        },
+        e => SendOutcome::Retry {
+            reason: e.to_string(),
+            maybe_delivered: false,
+        },
+    }
+}
+
+/// Why a sender pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
