@@ -228,12 +228,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn config_check(path: &Path) -> ExitCode {
     match load(path) {
         Ok(config) => {
-            println!(
-                "{}: ok ({} shop{})",
-                path.display(),
-                config.shops.len(),
-                if config.shops.len() == 1 { "" } else { "s" }
-            );
+            println!("{}: ok, {}", path.display(), config.summary());
             ExitCode::SUCCESS
         }
         Err(code) => code,

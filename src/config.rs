@@ -44,6 +44,8 @@ const TOP_KEYS: &[&str] = &[
     "log",
     "sync",
     "shops",
+    "suppliers",
+    "workflow",
 ];
 const SYNC_KEYS: &[&str] = &[
     "poll_interval_secs",
@@ -75,6 +77,22 @@ const SHOP_KEYS: &[&str] = &[
     "notify_customer",
 ];
 const SECRET_KEYS: &[&str] = &["file", "env", "credential", "value"];
+const SUPPLIER_KEYS: &[&str] = &[
+    "name",
+    "adapter",
+    "endpoint",
+    "secrets",
+    "skus",
+    "backups",
+    "request_timeout_secs",
+];
+const WORKFLOW_KEYS: &[&str] = &["hold_on_exceptions", "notify_merchant"];
+
+/// The longest supplier name: it becomes a URL path segment and a field of every shipment
+/// record, so it stays short enough to read in a table.
+const MAX_SUPPLIER_NAME_LEN: usize = 32;
+/// How long an http supplier gets to answer a request when `request_timeout_secs` is absent.
+const DEFAULT_SUPPLIER_TIMEOUT_SECS: i64 = 20;
 
 /// The whole validated configuration of one shipgate daemon.
 #[derive(Debug, Clone)]
@@ -93,6 +111,11 @@ pub struct Config {
     pub sync: SyncConfig,
     /// The connected shops; never empty in a loaded config.
     pub shops: Vec<ShopConfig>,
+    /// The suppliers in config order, which is also routing order: the first whose SKU
+    /// patterns match a line ships it. Empty when none are configured.
+    pub suppliers: Vec<SupplierConfig>,
+    /// How exceptions act on Shopify.
+    pub workflow: WorkflowConfig,
 }
 
 /// Settings of the public webhook listener.
@@ -210,6 +233,155 @@ pub enum ShopCredentials {
         /// The app's client secret.
         client_secret: Secret,
     },
+}
+
+/// One supplier or sourcing agent (SPEC §3, §6): how shipgate reaches it and which SKUs it ships.
+#[derive(Debug, Clone)]
+pub struct SupplierConfig {
+    /// The supplier's name, `[a-z0-9_-]{1,32}`: the last segment of its webhook URL
+    /// (`/webhooks/suppliers/<name>`) and the supplier field of its shipment records.
+    pub name: String,
+    /// The channel shipgate uses to reach it, with that channel's settings.
+    pub adapter: AdapterConfig,
+    /// SKU patterns as written (`*` any run, `?` one character, case-insensitive); may be empty
+    /// for a supplier that only serves as another's backup. Always valid in a loaded config.
+    pub skus: Vec<String>,
+    /// Names of the suppliers that take over, in this order, when this one rejects a line or is
+    /// short. Each names another configured supplier, none twice, never this one.
+    pub backups: Vec<String>,
+}
+
+impl SupplierConfig {
+    /// Which kind of adapter this supplier uses.
+    pub fn adapter_kind(&self) -> AdapterKind {
+        self.adapter.kind()
+    }
+}
+
+impl fmt::Display for SupplierConfig {
+    /// One line for `shipgate config check`: name, channel, patterns and backups. Secrets are
+    /// shown by source only, and the endpoint cannot carry credentials (validation refuses user
+    /// info in URLs), so the line is safe to print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}", self.name, self.adapter.kind())?;
+        if let AdapterConfig::Http(http) = &self.adapter {
+            let sources: Vec<String> = http
+                .secrets
+                .iter()
+                .map(|s| s.source().to_string())
+                .collect();
+            write!(
+                f,
+                " {}, timeout {}s, secrets: {}",
+                http.endpoint,
+                http.request_timeout.as_secs(),
+                sources.join(", ")
+            )?;
+        }
+        f.write_str(")")?;
+        if self.skus.is_empty() {
+            f.write_str(" skus: none")?;
+        } else {
+            write!(f, " skus: {}", self.skus.join(" "))?;
+        }
+        if self.backups.is_empty() {
+            f.write_str("; backups: none")
+        } else {
+            write!(f, "; backups: {}", self.backups.join(", "))
+        }
+    }
+}
+
+/// The kind of channel a supplier is reached through (SPEC §6, docs/suppliers.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdapterKind {
+    /// Signed HTTPS messages both ways.
+    Http,
+    /// Spreadsheets exported for the agent and imported back.
+    Csv,
+    /// Every event recorded by an operator through the CLI or admin API.
+    Manual,
+}
+
+impl AdapterKind {
+    /// The name used in the config file and by [`crate::suppliers::SupplierAdapter::kind`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Http => "http",
+            AdapterKind::Csv => "csv",
+            AdapterKind::Manual => "manual",
+        }
+    }
+
+    fn parse(text: &str) -> Option<AdapterKind> {
+        match text {
+            "http" => Some(AdapterKind::Http),
+            "csv" => Some(AdapterKind::Csv),
+            "manual" => Some(AdapterKind::Manual),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A supplier's channel with the settings only that channel has, so that an endpoint or secrets
+/// cannot exist for an adapter that would never use them.
+#[derive(Debug, Clone)]
+pub enum AdapterConfig {
+    /// shipgate POSTs signed messages to the agent, who POSTs signed events back.
+    Http(HttpSupplierConfig),
+    /// Submissions are exported as CSV and the agent's sheet is imported.
+    Csv,
+    /// An operator records every event.
+    Manual,
+}
+
+impl AdapterConfig {
+    /// Which kind of adapter this is.
+    pub fn kind(&self) -> AdapterKind {
+        match self {
+            AdapterConfig::Http(_) => AdapterKind::Http,
+            AdapterConfig::Csv => AdapterKind::Csv,
+            AdapterConfig::Manual => AdapterKind::Manual,
+        }
+    }
+}
+
+/// Settings of the `http` adapter.
+#[derive(Debug, Clone)]
+pub struct HttpSupplierConfig {
+    /// The http(s) URL messages are POSTed to; lookups GET `<endpoint>/<key>`.
+    pub endpoint: String,
+    /// Signing secrets, never empty: the first signs outbound messages, and inbound events are
+    /// accepted when signed with any of them, so a secret can be rotated without losing events.
+    pub secrets: Vec<Secret>,
+    /// How long one request to the agent may take before it counts as "maybe delivered".
+    pub request_timeout: Duration,
+}
+
+/// How exceptions act on Shopify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowConfig {
+    /// Whether an exception whose kind has a Shopify hold reason places a hold on the
+    /// fulfillment order (SPEC §3.2), so nobody fulfils it by hand while it is open.
+    pub hold_on_exceptions: bool,
+    /// The `notifyMerchant` flag of `fulfillmentOrderHold`: whether Shopify also notifies the
+    /// merchant about each hold shipgate places.
+    pub notify_merchant: bool,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> WorkflowConfig {
+        WorkflowConfig {
+            hold_on_exceptions: true,
+            notify_merchant: false,
+        }
+    }
 }
 
 /// Where a secret's value came from; safe to print because it never contains the value.
@@ -368,6 +540,28 @@ impl Config {
             .iter()
             .find(|shop| shop.domain.eq_ignore_ascii_case(domain))
     }
+
+    /// The supplier with this name. Names are validated lowercase, so the comparison is exact:
+    /// `/webhooks/suppliers/Acme` names no supplier rather than a look-alike.
+    pub fn supplier(&self, name: &str) -> Option<&SupplierConfig> {
+        self.suppliers.iter().find(|supplier| supplier.name == name)
+    }
+
+    /// What `shipgate config check` prints after a successful load: the counts, then one
+    /// indented line per supplier in routing order, so an operator sees at a glance which
+    /// supplier receives which SKUs and who backs it up. Secrets appear by source only.
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let mut text = format!(
+            "{}, {}",
+            plural(self.shops.len(), "shop"),
+            plural(self.suppliers.len(), "supplier")
+        );
+        for supplier in &self.suppliers {
+            text.push_str(&format!("\n  supplier {supplier}"));
+        }
+        text
+    }
 }
 
 /// Where secrets come from besides the config file. It is a parameter rather than a direct read
@@ -460,6 +654,9 @@ impl Walker<'_> {
         let sync = self.section(root, "sync").unwrap_or(&empty);
         let sync = self.sync(sync);
         let shops = self.shops(root);
+        let suppliers = self.suppliers(root);
+        let workflow = self.section(root, "workflow").unwrap_or(&empty);
+        let workflow = self.workflow(workflow);
         Config {
             server,
             admin,
@@ -468,6 +665,23 @@ impl Walker<'_> {
             log,
             sync,
             shops,
+            suppliers,
+            workflow,
+        }
+    }
+
+    fn workflow(&mut self, t: &Table) -> WorkflowConfig {
+        let p = "workflow";
+        self.check_keys(t, p, WORKFLOW_KEYS);
+        let defaults = WorkflowConfig::default();
+        WorkflowConfig {
+            hold_on_exceptions: self.boolean(
+                t,
+                p,
+                "hold_on_exceptions",
+                defaults.hold_on_exceptions,
+            ),
+            notify_merchant: self.boolean(t, p, "notify_merchant", defaults.notify_merchant),
         }
     }
 
@@ -835,6 +1049,327 @@ impl Walker<'_> {
         }
     }
 
+    /// The `[[suppliers]]` array; absent means no suppliers. Each table is walked on its own
+    /// first. The checks that relate suppliers to each other (duplicate names, backups, a
+    /// supplier nobody can reach) need every name, so they run afterwards over the results.
+    fn suppliers(&mut self, root: &Table) -> Vec<SupplierConfig> {
+        let items = match root.get("suppliers") {
+            None => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.type_error("suppliers", "an array of tables ([[suppliers]])", other);
+                return Vec::new();
+            }
+        };
+        let mut walked = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("suppliers[{i}]");
+            let Value::Table(t) = item else {
+                self.type_error(&p, "a table", item);
+                continue;
+            };
+            walked.push(self.supplier(t, i));
+        }
+        self.supplier_names(&walked);
+        self.supplier_backups(&mut walked);
+        self.supplier_reach(&walked);
+        walked.into_iter().map(|w| w.config).collect()
+    }
+
+    fn supplier(&mut self, t: &Table, index: usize) -> WalkedSupplier {
+        let p = format!("suppliers[{index}]");
+        let p = p.as_str();
+        self.check_keys(t, p, SUPPLIER_KEYS);
+
+        let name = match t.get("name") {
+            None => {
+                self.error(
+                    join(p, "name"),
+                    "missing required key: the name agents use in /webhooks/suppliers/<name>",
+                );
+                String::new()
+            }
+            Some(value) => {
+                let path = join(p, "name");
+                match self.string(value, &path) {
+                    Some(name) => {
+                        if let Err(message) = check_supplier_name(name) {
+                            self.error(path, message);
+                        }
+                        name.to_owned()
+                    }
+                    None => String::new(),
+                }
+            }
+        };
+
+        let kind = match t.get("adapter") {
+            None => {
+                self.error(
+                    join(p, "adapter"),
+                    "missing required key: one of \"http\", \"csv\" or \"manual\"",
+                );
+                None
+            }
+            Some(value) => {
+                let path = join(p, "adapter");
+                match self.string(value, &path) {
+                    Some(text) => {
+                        let kind = AdapterKind::parse(text);
+                        if kind.is_none() {
+                            self.error(
+                                path,
+                                format!(
+                                    "expected \"http\", \"csv\" or \"manual\", found \"{text}\""
+                                ),
+                            );
+                        }
+                        kind
+                    }
+                    None => None,
+                }
+            }
+        };
+        let adapter = match kind {
+            Some(AdapterKind::Http) => AdapterConfig::Http(self.http_supplier(t, p)),
+            Some(kind) => {
+                // Settings the adapter would silently ignore are refused: an endpoint on a csv
+                // supplier means the operator believes orders are sent somewhere they are not.
+                for key in ["endpoint", "secrets", "request_timeout_secs"] {
+                    if t.contains_key(key) {
+                        self.error(
+                            join(p, key),
+                            format!(
+                                "only the http adapter uses `{key}`; remove it or set \
+                                 adapter = \"http\" (this supplier's adapter is \"{kind}\")"
+                            ),
+                        );
+                    }
+                }
+                if kind == AdapterKind::Csv {
+                    AdapterConfig::Csv
+                } else {
+                    AdapterConfig::Manual
+                }
+            }
+            // A placeholder: an error was recorded, so this config is never handed out.
+            None => AdapterConfig::Manual,
+        };
+
+        let skus = self.sku_patterns(t, p);
+        let backups = self.string_list(t, p, "backups");
+
+        WalkedSupplier {
+            index,
+            config: SupplierConfig {
+                name,
+                adapter,
+                skus,
+                backups: Vec::new(),
+            },
+            backups,
+        }
+    }
+
+    fn http_supplier(&mut self, t: &Table, p: &str) -> HttpSupplierConfig {
+        let endpoint = match t.get("endpoint") {
+            None => {
+                self.error(
+                    join(p, "endpoint"),
+                    "missing required key: the http adapter needs the URL orders are POSTed to",
+                );
+                None
+            }
+            Some(_) => self.url(t, p, "endpoint"),
+        };
+        // The signature protects what the agent receives from tampering, not from being read,
+        // and a submission carries the customer's name and address.
+        if let Some(url) = &endpoint
+            && !url.https
+            && !url.loopback
+        {
+            self.warn(
+                join(p, "endpoint"),
+                "plain http to a host other than loopback sends customer addresses unencrypted",
+            );
+        }
+
+        let path = join(p, "secrets");
+        let secrets = match t.get("secrets") {
+            None => {
+                self.error(
+                    path,
+                    "missing required key: the http adapter signs with the first secret \
+                     (list older ones after it during a rotation)",
+                );
+                Vec::new()
+            }
+            Some(Value::Array(items)) if items.is_empty() => {
+                self.error(path, "must list at least one secret, the current one first");
+                Vec::new()
+            }
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.secret(item, &format!("{path}[{i}]")))
+                .collect(),
+            Some(other) => {
+                self.type_error(
+                    &path,
+                    "an array of secrets such as [{ credential = \"...\" }]",
+                    other,
+                );
+                Vec::new()
+            }
+        };
+
+        let timeout = self.integer(
+            t,
+            p,
+            "request_timeout_secs",
+            1..=300,
+            DEFAULT_SUPPLIER_TIMEOUT_SECS,
+        );
+        HttpSupplierConfig {
+            endpoint: endpoint.map(|url| url.text).unwrap_or_default(),
+            secrets,
+            request_timeout: Duration::from_secs(timeout.unsigned_abs()),
+        }
+    }
+
+    /// A supplier's `skus`: absent is an empty list (a backup-only supplier). Each pattern is
+    /// checked by the router's own rules, so the config accepts exactly what routing can use.
+    fn sku_patterns(&mut self, t: &Table, p: &str) -> Vec<String> {
+        let mut patterns = Vec::new();
+        for (i, pattern) in self.string_list(t, p, "skus") {
+            match crate::suppliers::routing::check_pattern(&pattern) {
+                Ok(()) => patterns.push(pattern),
+                Err(message) => self.error(format!("{p}.skus[{i}]"), message),
+            }
+        }
+        patterns
+    }
+
+    /// An optional array of strings, each with its index in the file so that later checks can
+    /// name the exact element; elements of another type are reported and left out.
+    fn string_list(&mut self, t: &Table, p: &str, key: &str) -> Vec<(usize, String)> {
+        let path = join(p, key);
+        match t.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    self.string(item, &format!("{path}[{i}]"))
+                        .map(|text| (i, text.to_owned()))
+                })
+                .collect(),
+            Some(other) => {
+                self.type_error(&path, "an array of strings", other);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reports a name used twice: shipments and webhook URLs are keyed by name, so two
+    /// suppliers with one name could not be told apart.
+    fn supplier_names(&mut self, walked: &[WalkedSupplier]) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for w in walked {
+            let name = w.config.name.as_str();
+            if name.is_empty() {
+                continue;
+            }
+            if let Some(first) = seen.get(name) {
+                self.error(
+                    format!("suppliers[{}].name", w.index),
+                    format!(
+                        "duplicate supplier name \"{name}\": already configured in suppliers[{first}]"
+                    ),
+                );
+            } else {
+                seen.insert(name, w.index);
+            }
+        }
+    }
+
+    /// Checks each backup against the configured names and keeps the valid ones. A supplier
+    /// listing itself is refused because it already had its try; a cycle between two suppliers
+    /// (a backs up b, b backs up a) is fine, as each list only applies to its own SKUs.
+    fn supplier_backups(&mut self, walked: &mut [WalkedSupplier]) {
+        let names: Vec<String> = walked
+            .iter()
+            .map(|w| w.config.name.clone())
+            .filter(|name| !name.is_empty())
+            .collect();
+        let known: Vec<&str> = names.iter().map(String::as_str).collect();
+        for w in walked.iter_mut() {
+            let mut valid: Vec<String> = Vec::new();
+            for (i, backup) in std::mem::take(&mut w.backups) {
+                let path = format!("suppliers[{}].backups[{i}]", w.index);
+                if backup == w.config.name {
+                    self.error(
+                        path,
+                        format!(
+                            "\"{backup}\" is this supplier itself; list other suppliers to \
+                             try after it"
+                        ),
+                    );
+                } else if !known.contains(&backup.as_str()) {
+                    let hint = match closest(&backup, &known) {
+                        Some(name) => format!("; did you mean \"{name}\"?"),
+                        None => String::new(),
+                    };
+                    self.error(path, format!("no supplier named \"{backup}\"{hint}"));
+                } else if valid.contains(&backup) {
+                    self.error(path, format!("\"{backup}\" is listed twice"));
+                } else {
+                    valid.push(backup);
+                }
+            }
+            w.config.backups = valid;
+        }
+    }
+
+    /// Warns about suppliers routing can never pick: one without patterns that nobody lists as
+    /// a backup, and a pattern an earlier supplier already claims (the first match wins).
+    fn supplier_reach(&mut self, walked: &[WalkedSupplier]) {
+        for w in walked {
+            let name = &w.config.name;
+            let is_backup = walked
+                .iter()
+                .any(|other| other.index != w.index && other.config.backups.contains(name));
+            if w.config.skus.is_empty() && !is_backup {
+                self.warn(
+                    format!("suppliers[{}].skus", w.index),
+                    format!(
+                        "no SKU patterns, and no supplier lists \"{name}\" as a backup: \
+                         it receives nothing"
+                    ),
+                );
+            }
+        }
+        let mut claimed: HashMap<String, usize> = HashMap::new();
+        for w in walked {
+            for (i, pattern) in w.config.skus.iter().enumerate() {
+                let folded = pattern.to_lowercase();
+                match claimed.get(&folded) {
+                    Some(first) if *first != w.index => self.warn(
+                        format!("suppliers[{}].skus[{i}]", w.index),
+                        format!(
+                            "`{pattern}` is also a pattern of suppliers[{first}], which comes \
+                             first and so receives these SKUs"
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        claimed.insert(folded, w.index);
+                    }
+                }
+            }
+        }
+    }
+
     /// Validates a secret table and resolves its value; returns `None` after recording a problem.
     fn secret(&mut self, value: &Value, path: &str) -> Option<Secret> {
         let Value::Table(t) = value else {
@@ -1080,6 +1615,42 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// A supplier as walked, before the checks that need every supplier's name.
+struct WalkedSupplier {
+    /// Position in the `[[suppliers]]` array, for key paths.
+    index: usize,
+    /// The supplier, with `backups` still empty until they are checked.
+    config: SupplierConfig,
+    /// The backups as written, each with its index in the array.
+    backups: Vec<(usize, String)>,
+}
+
+/// Checks a supplier name. It becomes a URL path segment and a key of shipment records, so it
+/// is held to a small alphabet that needs no escaping anywhere and no case folding.
+fn check_supplier_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.len() > MAX_SUPPLIER_NAME_LEN {
+        return Err(format!(
+            "\"{name}\" is {} bytes long; a supplier name has at most {MAX_SUPPLIER_NAME_LEN}",
+            name.len()
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower != name && lower.bytes().all(allowed) {
+        return Err(format!("\"{name}\" must be lowercase: \"{lower}\""));
+    }
+    if !name.bytes().all(allowed) {
+        return Err(format!(
+            "\"{name}\" may only contain a-z, 0-9, `_` and `-`, as it becomes part of the URL \
+             /webhooks/suppliers/<name>"
+        ));
+    }
+    Ok(())
 }
 
 fn millis(ms: i64) -> Duration {
@@ -2093,6 +2664,7 @@ mod tests {
             "example_webhook_secret_old",
             "second_client_secret",
             "second_webhook_secret",
+            "acme_secret",
         ] {
             std::fs::write(creds.join(name), format!("value-of-{name}\n")).unwrap();
         }
@@ -2148,5 +2720,410 @@ mod tests {
                 c.shops[1].admin_base_url, c.shops[1].api_version
             )
         );
+
+        // The example shows one supplier of each adapter and spells out the workflow defaults.
+        assert_eq!(c.workflow, defaults.workflow);
+        let kinds: Vec<(&str, AdapterKind)> = c
+            .suppliers
+            .iter()
+            .map(|s| (s.name.as_str(), s.adapter_kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("acme", AdapterKind::Http),
+                ("bravo", AdapterKind::Csv),
+                ("charlie", AdapterKind::Manual),
+            ]
+        );
+        let AdapterConfig::Http(http) = &c.suppliers[0].adapter else {
+            panic!("acme is an http supplier");
+        };
+        assert_eq!(http.secrets[0].expose(), "value-of-acme_secret");
+        assert_eq!(
+            http.request_timeout,
+            Duration::from_secs(DEFAULT_SUPPLIER_TIMEOUT_SECS as u64)
+        );
+        assert_eq!(c.suppliers[0].backups, ["bravo", "charlie"]);
+        assert!(c.suppliers[1].skus.is_empty());
+    }
+
+    const SUPPLIERS: &str = r#"
+        [[suppliers]]
+        name = "acme"
+        adapter = "http"
+        endpoint = "https://agent.example/shipgate/orders"
+        secrets = [{ env = "ACME" }, { env = "ACME_OLD" }]
+        skus = ["MUG-*", "TEE-??-RED"]
+        backups = ["bravo", "charlie"]
+        request_timeout_secs = 5
+        [[suppliers]]
+        name = "bravo"
+        adapter = "csv"
+        [[suppliers]]
+        name = "charlie"
+        adapter = "manual"
+        skus = ["SAMPLE-*"]
+        backups = ["acme"]
+    "#;
+
+    fn with_suppliers(suppliers: &str) -> String {
+        format!("{MINIMAL}\n{suppliers}")
+    }
+
+    const SUPPLIER_VARS: &[(&str, &str)] = &[
+        ("WH", "w"),
+        ("ACME", "acme-secret-9d2e"),
+        ("ACME_OLD", "acme-old-secret-4b7f"),
+    ];
+
+    #[test]
+    fn suppliers_and_workflow_parse_with_all_values() {
+        let text = format!(
+            "{}\n[workflow]\nhold_on_exceptions = false\nnotify_merchant = true\n",
+            with_suppliers(SUPPLIERS)
+        );
+        let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
+        assert!(
+            !loaded
+                .warnings
+                .iter()
+                .any(|w| w.path.starts_with("suppliers")),
+            "{:?}",
+            loaded.warnings
+        );
+        let c = loaded.config;
+        assert_eq!(
+            c.workflow,
+            WorkflowConfig {
+                hold_on_exceptions: false,
+                notify_merchant: true,
+            }
+        );
+        assert_eq!(c.suppliers.len(), 3);
+
+        let acme = c.supplier("acme").unwrap();
+        assert_eq!(acme.adapter_kind(), AdapterKind::Http);
+        let AdapterConfig::Http(http) = &acme.adapter else {
+            panic!("acme is an http supplier");
+        };
+        assert_eq!(http.endpoint, "https://agent.example/shipgate/orders");
+        let secrets: Vec<&str> = http.secrets.iter().map(Secret::expose).collect();
+        assert_eq!(secrets, ["acme-secret-9d2e", "acme-old-secret-4b7f"]);
+        assert_eq!(http.secrets[0].source(), &SecretSource::Env("ACME".into()));
+        assert_eq!(http.request_timeout, Duration::from_secs(5));
+        assert_eq!(acme.skus, ["MUG-*", "TEE-??-RED"]);
+        assert_eq!(acme.backups, ["bravo", "charlie"]);
+
+        let bravo = c.supplier("bravo").unwrap();
+        assert!(matches!(bravo.adapter, AdapterConfig::Csv));
+        assert!(bravo.skus.is_empty() && bravo.backups.is_empty());
+        // A cycle (acme backs up charlie, charlie backs up acme) is fine.
+        let charlie = c.supplier("charlie").unwrap();
+        assert!(matches!(charlie.adapter, AdapterConfig::Manual));
+        assert_eq!(charlie.backups, ["acme"]);
+        // Names are exact: a look-alike in a webhook URL names no supplier.
+        assert!(c.supplier("ACME").is_none());
+
+        // The loaded config routes as written.
+        let router = crate::suppliers::routing::Router::from_config(&c);
+        let route = router.route(Some("tee-xl-red")).unwrap();
+        assert_eq!(route.supplier, "acme");
+        assert_eq!(route.backups, ["bravo", "charlie"]);
+        assert_eq!(router.route(Some("SAMPLE-1")).unwrap().supplier, "charlie");
+    }
+
+    #[test]
+    fn suppliers_and_workflow_are_optional_with_defaults() {
+        let loaded = parse_with(MINIMAL, Path::new("/"), &[("WH", "w")], None).unwrap();
+        assert!(loaded.config.suppliers.is_empty());
+        assert_eq!(
+            loaded.config.workflow,
+            WorkflowConfig {
+                hold_on_exceptions: true,
+                notify_merchant: false,
+            }
+        );
+
+        let text = with_suppliers(
+            r#"
+            [[suppliers]]
+            name = "acme"
+            adapter = "http"
+            endpoint = "http://127.0.0.1:9000/orders"
+            secrets = [{ env = "ACME" }]
+            skus = ["*"]
+            "#,
+        );
+        let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
+        let AdapterConfig::Http(http) = &loaded.config.suppliers[0].adapter else {
+            panic!("acme is an http supplier");
+        };
+        assert_eq!(http.request_timeout, Duration::from_secs(20));
+        assert!(loaded.config.suppliers[0].backups.is_empty());
+    }
+
+    #[test]
+    fn supplier_mistakes_are_all_reported_with_their_key_paths() {
+        let text = with_suppliers(
+            r#"
+            [[suppliers]]
+            name = "acme"
+            adapter = "http"
+            skus = ["MUG-*", "", 7]
+            backups = ["bravoo", "acme", "charlie", "charlie"]
+            request_timeout_secs = 0
+            [[suppliers]]
+            name = "bravo"
+            adapter = "csv"
+            endpoint = "https://agent.example/orders"
+            secrets = [{ env = "ACME" }]
+            request_timeout_secs = 5
+            skus = ["TEE-*"]
+            [[suppliers]]
+            name = "acme"
+            adapter = "manual"
+            skus = "CAP-*"
+            [[suppliers]]
+            name = "Charlie"
+            adapter = "ftp"
+            skus = ["HAT-*"]
+            [[suppliers]]
+            name = "charlie"
+            adapter = "http"
+            endpoint = "agent.example/orders"
+            secrets = []
+            skus = ["SOCK-*"]
+            backup = ["acme"]
+            [[suppliers]]
+            adapter = "manual"
+            skus = ["BAG-*"]
+            [[suppliers]]
+            name = "a-very-long-supplier-name-over-32"
+            skus = ["BOX-*"]
+            [workflow]
+            hold_on_exceptions = "yes"
+            notify_merchnat = true
+            "#,
+        );
+        let problems = errors(parse_with(&text, Path::new("/"), SUPPLIER_VARS, None));
+        let expected = BTreeSet::from([
+            "suppliers[0].endpoint",
+            "suppliers[0].secrets",
+            "suppliers[0].skus[1]",
+            "suppliers[0].skus[2]",
+            "suppliers[0].backups[0]",
+            "suppliers[0].backups[1]",
+            "suppliers[0].backups[3]",
+            "suppliers[0].request_timeout_secs",
+            "suppliers[1].endpoint",
+            "suppliers[1].secrets",
+            "suppliers[1].request_timeout_secs",
+            "suppliers[2].name",
+            "suppliers[2].skus",
+            "suppliers[3].name",
+            "suppliers[3].adapter",
+            "suppliers[4].endpoint",
+            "suppliers[4].secrets",
+            "suppliers[4].backup",
+            "suppliers[5].name",
+            "suppliers[6].name",
+            "suppliers[6].adapter",
+            "workflow.hold_on_exceptions",
+            "workflow.notify_merchnat",
+        ]);
+        assert_eq!(paths(&problems), expected, "{problems:#?}");
+
+        assert_eq!(
+            message_at(&problems, "suppliers[0].backups[0]"),
+            "no supplier named \"bravoo\"; did you mean \"bravo\"?"
+        );
+        assert!(message_at(&problems, "suppliers[0].backups[1]").contains("this supplier itself"));
+        assert!(message_at(&problems, "suppliers[0].backups[3]").contains("listed twice"));
+        assert!(message_at(&problems, "suppliers[0].endpoint").starts_with("missing required key"));
+        assert!(message_at(&problems, "suppliers[0].secrets").starts_with("missing required key"));
+        assert!(message_at(&problems, "suppliers[0].skus[1]").contains("empty pattern"));
+        assert_eq!(
+            message_at(&problems, "suppliers[0].skus[2]"),
+            "expected a string, found an integer"
+        );
+        assert_eq!(
+            message_at(&problems, "suppliers[0].request_timeout_secs"),
+            "must be between 1 and 300, found 0"
+        );
+        for key in ["endpoint", "secrets", "request_timeout_secs"] {
+            let message = message_at(&problems, &format!("suppliers[1].{key}"));
+            assert!(
+                message.starts_with(&format!("only the http adapter uses `{key}`")),
+                "{message}"
+            );
+            assert!(message.contains("\"csv\""), "{message}");
+        }
+        assert_eq!(
+            message_at(&problems, "suppliers[2].name"),
+            "duplicate supplier name \"acme\": already configured in suppliers[0]"
+        );
+        assert!(message_at(&problems, "suppliers[2].skus").starts_with("expected an array"));
+        assert_eq!(
+            message_at(&problems, "suppliers[3].name"),
+            "\"Charlie\" must be lowercase: \"charlie\""
+        );
+        assert_eq!(
+            message_at(&problems, "suppliers[3].adapter"),
+            "expected \"http\", \"csv\" or \"manual\", found \"ftp\""
+        );
+        assert!(message_at(&problems, "suppliers[4].endpoint").contains("http://"));
+        assert!(message_at(&problems, "suppliers[4].secrets").contains("at least one"));
+        assert_eq!(
+            message_at(&problems, "suppliers[4].backup"),
+            "unknown key; did you mean `backups`?"
+        );
+        assert!(message_at(&problems, "suppliers[5].name").starts_with("missing required key"));
+        assert!(message_at(&problems, "suppliers[6].name").contains("at most 32"));
+        assert!(message_at(&problems, "suppliers[6].adapter").starts_with("missing required key"));
+        assert_eq!(
+            message_at(&problems, "workflow.notify_merchnat"),
+            "unknown key; did you mean `notify_merchant`?"
+        );
+    }
+
+    #[test]
+    fn supplier_names_use_a_url_safe_alphabet() {
+        for good in ["acme", "a", "agent_2", "cn-shenzhen-01", &"x".repeat(32)] {
+            assert_eq!(check_supplier_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "Acme",
+            "acme agent",
+            "acme/eu",
+            "acmé",
+            "a.b",
+            &"x".repeat(33),
+        ] {
+            assert!(check_supplier_name(bad).is_err(), "{bad}");
+        }
+        assert!(
+            check_supplier_name("acme/eu")
+                .unwrap_err()
+                .contains("/webhooks/suppliers/")
+        );
+    }
+
+    #[test]
+    fn a_supplier_nobody_can_reach_is_a_warning() {
+        let text = with_suppliers(
+            r#"
+            [[suppliers]]
+            name = "acme"
+            adapter = "manual"
+            skus = ["MUG-*"]
+            backups = ["bravo"]
+            [[suppliers]]
+            name = "bravo"
+            adapter = "csv"
+            [[suppliers]]
+            name = "idle"
+            adapter = "manual"
+            skus = []
+            [[suppliers]]
+            name = "late"
+            adapter = "manual"
+            skus = ["mug-*", "TEE-*"]
+            "#,
+        );
+        let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
+        let supplier_warnings: Vec<&Problem> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.path.starts_with("suppliers"))
+            .collect();
+        assert_eq!(
+            supplier_warnings
+                .iter()
+                .map(|w| w.path.as_str())
+                .collect::<Vec<_>>(),
+            ["suppliers[2].skus", "suppliers[3].skus[0]"],
+            "{supplier_warnings:?}"
+        );
+        assert!(message_at(&loaded.warnings, "suppliers[2].skus").contains("receives nothing"));
+        assert!(
+            message_at(&loaded.warnings, "suppliers[3].skus[0]")
+                .contains("also a pattern of suppliers[0]")
+        );
+
+        // A supplier that lists only itself is still unreachable: that backup is refused.
+        let text = with_suppliers(
+            r#"
+            [[suppliers]]
+            name = "solo"
+            adapter = "manual"
+            backups = ["solo"]
+            "#,
+        );
+        let problems = errors(parse_with(&text, Path::new("/"), SUPPLIER_VARS, None));
+        assert_eq!(
+            paths(&problems),
+            BTreeSet::from(["suppliers[0].backups[0]"])
+        );
+    }
+
+    #[test]
+    fn plain_http_supplier_endpoint_off_loopback_is_a_warning() {
+        let text = with_suppliers(
+            r#"
+            [[suppliers]]
+            name = "acme"
+            adapter = "http"
+            endpoint = "http://agent.example/orders"
+            secrets = [{ env = "ACME" }]
+            skus = ["*"]
+            "#,
+        );
+        let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
+        assert!(message_at(&loaded.warnings, "suppliers[0].endpoint").contains("unencrypted"));
+    }
+
+    #[test]
+    fn supplier_secrets_never_appear_in_problems_or_the_summary() {
+        let text = with_suppliers(
+            r#"
+            [[suppliers]]
+            name = "acme"
+            adapter = "http"
+            endpoint = "https://agent.example/orders"
+            secrets = [{ value = "PLANTED-supplier-7c1d" }, { env = "ACME" }]
+            skus = ["MUG-*"]
+            "#,
+        );
+        let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
+        assert!(message_at(&loaded.warnings, "suppliers[0].secrets[0]").contains("inline"));
+        let summary = loaded.config.summary();
+        let debug = format!("{:?}", loaded.config);
+        for shown in [&summary, &debug] {
+            assert!(!shown.contains("PLANTED"), "{shown}");
+            assert!(!shown.contains("acme-secret-9d2e"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn summary_lists_every_supplier_in_routing_order() {
+        let loaded = parse_with(
+            &with_suppliers(SUPPLIERS),
+            Path::new("/"),
+            SUPPLIER_VARS,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.config.summary(),
+            "1 shop, 3 suppliers\n  \
+             supplier acme (http https://agent.example/shipgate/orders, timeout 5s, secrets: \
+             env ACME, env ACME_OLD) skus: MUG-* TEE-??-RED; backups: bravo, charlie\n  \
+             supplier bravo (csv) skus: none; backups: none\n  \
+             supplier charlie (manual) skus: SAMPLE-*; backups: acme"
+        );
+        let loaded = parse_with(MINIMAL, Path::new("/"), &[("WH", "w")], None).unwrap();
+        assert_eq!(loaded.config.summary(), "1 shop, 0 suppliers");
     }
 }
