@@ -39,7 +39,7 @@ pub enum MessageBody {
         shop: String,
         order_name: String,
         lines: Vec<MessageLine>,
-        ship_to: Option<Address>,
+        ship_to: Option<Box<Address>>,
     },
     /// Stop; do not ship.
     Cancellation { reason: String },

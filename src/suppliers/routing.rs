@@ -448,3 +448,15 @@ mod tests {
         assert_eq!(Router::new(&[]).route(Some("MUG-1")), None);
     }
 }
+
+impl crate::workflow::Routes for Router {
+    fn chain(&self, sku: Option<&str>) -> Vec<String> {
+        self.route(sku)
+            .map(|r| r.chain().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn has_supplier(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e.name == name)
+    }
+}

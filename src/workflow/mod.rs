@@ -435,12 +435,10 @@ impl Workflow {
                                 _ => {}
                             }
                         }
-                        EffectState::Failed { reason, .. } => {
-                            if hold.state == HoldState::Requested {
-                                hold.state = HoldState::Refused {
-                                    reason: reason.clone(),
-                                };
-                            }
+                        EffectState::Failed { reason, .. } if hold.state == HoldState::Requested => {
+                            hold.state = HoldState::Refused {
+                                reason: reason.clone(),
+                            };
                         }
                         _ => {}
                     }

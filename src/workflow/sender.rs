@@ -352,7 +352,7 @@ impl Sender {
                     // The address is read now, from the mirror, so that it is never copied
                     // into the outbox and an erasure reaches it.
                     match self.workflow.store().order(&effect.shop, &effect.order_gid) {
-                        Ok(order) => *ship_to = order.and_then(|o| o.shipping_address),
+                        Ok(order) => *ship_to = order.and_then(|o| o.shipping_address).map(Box::new),
                         Err(e) => {
                             return SendOutcome::Retry {
                                 reason: format!("cannot read the order: {e}"),
