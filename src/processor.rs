@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::compliance::{self, CustomerRequest};
 use crate::delivery::{Delivery, Origin, now_ms};
 use crate::store::{ShopState, Store, StoreError};
+use crate::suppliers::SupplierEvent;
+use crate::workflow::model::Source;
+use crate::workflow::{EventApplied, Workflow, WorkflowError};
 
 /// How many deliveries one pass takes from the inbox.
 const BATCH: usize = 256;
@@ -24,6 +27,8 @@ const BATCH: usize = 256;
 pub struct ProcessorSettings {
     /// Where `customers/data_request` exports are written.
     pub export_dir: PathBuf,
+    /// Where supplier events are applied (none: they are kept unprocessed).
+    pub workflow: Option<Workflow>,
 }
 
 /// What became of one delivery.
@@ -45,6 +50,10 @@ pub enum Outcome {
     Kept,
     /// The payload could not be understood; it is kept for an operator to look at.
     Unreadable { reason: String },
+    /// A supplier event was recorded as evidence of its shipment.
+    SupplierEventRecorded { shipment_id: String },
+    /// A supplier event that was already recorded (a replay after a crash).
+    SupplierEventKnown { shipment_id: String },
 }
 
 /// Runs until `cancel` fires, processing the inbox as it fills.
@@ -95,7 +104,13 @@ pub async fn process_pending(
         for (seq, delivery) in batch {
             // An earlier delivery of this batch (shop/redact) may have erased this one.
             if store.has_delivery(seq)? {
-                let outcome = match process(store, settings, seq, &delivery) {
+                let outcome = match &delivery.origin {
+                    Origin::Supplier { supplier } => {
+                        apply_supplier_event(settings, seq, supplier, &delivery).await
+                    }
+                    Origin::Shopify { .. } => process(store, settings, seq, &delivery),
+                };
+                let outcome = match outcome {
                     Ok(outcome) => outcome,
                     // A record this delivery needs cannot be read: retrying reads the same bytes,
                     // and would stop every shop's processing behind this one delivery.
@@ -128,6 +143,40 @@ fn log_outcome(seq: u64, delivery: &Delivery, outcome: &Outcome) {
             tracing::info!(seq, shop, topic, path = %path.display(), "customer data exported")
         }
         other => tracing::debug!(seq, shop, topic, outcome = ?other, "delivery processed"),
+    }
+}
+
+/// Applies a stored supplier event to its shipment.
+async fn apply_supplier_event(
+    settings: &ProcessorSettings,
+    seq: u64,
+    supplier: &str,
+    delivery: &Delivery,
+) -> Result<Outcome, StoreError> {
+    let Some(workflow) = &settings.workflow else {
+        return Ok(Outcome::Kept);
+    };
+    let event = match SupplierEvent::from_json(&delivery.body) {
+        Ok(event) => event,
+        Err(e) => return Ok(Outcome::Unreadable { reason: e.0 }),
+    };
+    let shipment_id = event.shipment_id.clone();
+    match workflow
+        .apply_event(
+            supplier,
+            event,
+            Source::SupplierWebhook { delivery_seq: seq },
+        )
+        .await
+    {
+        Ok(EventApplied::Recorded) => Ok(Outcome::SupplierEventRecorded { shipment_id }),
+        Ok(EventApplied::AlreadyRecorded) => Ok(Outcome::SupplierEventKnown { shipment_id }),
+        // The intake checked the event against the shipment; one that no longer fits (the
+        // shop was erased meanwhile) is kept for an operator, not retried forever.
+        Err(WorkflowError::Invalid(reason)) | Err(WorkflowError::NotFound(reason)) => {
+            Ok(Outcome::Unreadable { reason })
+        }
+        Err(WorkflowError::Store(e)) => Err(e),
     }
 }
 

@@ -73,6 +73,14 @@ pub struct Workflow {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workflow")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     store: Store,
     clock: Clock,
