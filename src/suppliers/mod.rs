@@ -5,6 +5,7 @@
 //! single source in code. Adapters only move messages: what a message means for a shipment
 //! (evidence, exceptions, holds) is the workflow's business, so every channel behaves the same.
 
+pub mod csv;
 pub mod event;
 pub mod routing;
 pub mod signature;
