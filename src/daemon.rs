@@ -17,6 +17,11 @@ use tokio_util::task::TaskTracker;
 use std::collections::HashMap;
 
 use crate::admin::AdminState;
+use crate::clock::Clock;
+use crate::suppliers::SupplierAdapter;
+use crate::suppliers::routing::Router;
+use crate::workflow::sender::{Sender, SenderSettings};
+use crate::workflow::{Workflow, WorkflowSettings};
 use crate::config::{Config, ShopCredentials};
 use crate::health::{self, Heartbeats, supervised};
 use crate::http::{HttpSettings, serve};
@@ -40,6 +45,10 @@ pub struct Options {
     pub mirror: bool,
     /// Retry and pacing of the Shopify clients (tests shorten the backoff).
     pub client: ClientSettings,
+    /// The clock that schedules retries and waits (tests use a manual one).
+    pub clock: Clock,
+    /// Retry pacing of the outbox.
+    pub sender: SenderSettings,
 }
 
 impl Default for Options {
@@ -50,6 +59,8 @@ impl Default for Options {
             processor: true,
             mirror: true,
             client: ClientSettings::default(),
+            clock: Clock::system(),
+            sender: SenderSettings::default(),
         }
     }
 }
@@ -64,6 +75,7 @@ pub struct Daemon {
     cancel: CancellationToken,
     tasks: TaskTracker,
     ready: Arc<AtomicBool>,
+    workflow: Workflow,
 }
 
 /// One shop's Admin API client and mirror.
@@ -125,6 +137,29 @@ impl Daemon {
         let tasks = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
         let heartbeats = Heartbeats::default();
+        let workflow = Workflow::new(
+            store.clone(),
+            options.clock.clone(),
+            Arc::new(Router::from_config(config)),
+            WorkflowSettings {
+                hold_on_exceptions: config.workflow.hold_on_exceptions,
+                notify_merchant: config.workflow.notify_merchant,
+            },
+        );
+        let http_client = reqwest::Client::builder()
+            .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let adapters = crate::suppliers::adapters(config, &http_client)?;
+        let intake = intake.with_suppliers(
+            crate::suppliers::inbound_secrets(config),
+            {
+                let workflow = workflow.clone();
+                Arc::new(move |supplier: &str, event: &crate::suppliers::SupplierEvent| {
+                    workflow.validate_event(supplier, event)
+                })
+            },
+        );
         tasks.spawn(serve(public, intake.router(), http, cancel.clone()));
         if options.processor {
             tasks.spawn(supervised(
@@ -133,6 +168,7 @@ impl Daemon {
                     store.clone(),
                     ProcessorSettings {
                         export_dir: config.compliance.export_dir.clone(),
+                        workflow: Some(workflow.clone()),
                     },
                     cancel.clone(),
                 ),
@@ -140,10 +176,7 @@ impl Daemon {
         }
         let mut shops = HashMap::new();
         if options.mirror {
-            let http = reqwest::Client::builder()
-                .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .context("building the HTTP client")?;
+            let http = http_client.clone();
             let settings = MirrorSettings {
                 poll_interval: config.sync.poll_interval,
                 poll_overlap: config.sync.poll_overlap,
@@ -192,6 +225,27 @@ impl Daemon {
             }
         }
         let shops = Arc::new(shops);
+        if options.processor {
+            tasks.spawn(supervised(
+                heartbeats.register("workflow planner"),
+                crate::workflow::run_planner(workflow.clone(), cancel.clone()),
+            ));
+            tasks.spawn(supervised(
+                heartbeats.register("workflow timers"),
+                crate::workflow::run_timers(workflow.clone(), cancel.clone()),
+            ));
+            let clients = shops
+                .iter()
+                .map(|(domain, sync)| (domain.clone(), sync.client.clone()))
+                .collect();
+            let sender = Sender::new(workflow.clone(), adapters, clients, options.sender.clone());
+            let cancel = cancel.clone();
+            tasks.spawn(supervised(heartbeats.register("outbox sender"), async move {
+                if let Err(crashed) = sender.run(cancel).await {
+                    tracing::error!(%crashed, "outbox sender stopped");
+                }
+            }));
+        }
         tasks.spawn(serve(
             admin,
             crate::admin::router(AdminState {
@@ -219,7 +273,13 @@ impl Daemon {
             cancel,
             tasks,
             ready,
+            workflow,
         })
+    }
+
+    /// The supplier workflow.
+    pub fn workflow(&self) -> &Workflow {
+        &self.workflow
     }
 
     /// Where webhooks are received.

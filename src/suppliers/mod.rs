@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod event;
+pub mod manual;
 pub mod routing;
 pub mod signature;
 
@@ -165,4 +166,55 @@ pub struct ShipmentView {
     /// Whether the shipment is still live (not cancelled or finished).
     pub open: bool,
     pub lines: Vec<MessageLine>,
+}
+
+/// One adapter per configured supplier, by name.
+pub fn adapters(
+    config: &crate::config::Config,
+    http: &reqwest::Client,
+) -> anyhow::Result<std::collections::HashMap<String, std::sync::Arc<dyn SupplierAdapter>>> {
+    use crate::config::AdapterConfig;
+    let mut out: std::collections::HashMap<String, std::sync::Arc<dyn SupplierAdapter>> =
+        std::collections::HashMap::new();
+    for supplier in &config.suppliers {
+        let adapter: std::sync::Arc<dyn SupplierAdapter> = match &supplier.adapter {
+            AdapterConfig::Http(settings) => std::sync::Arc::new(
+                http::HttpAdapter::new(
+                    http.clone(),
+                    settings.endpoint.clone(),
+                    settings
+                        .secrets
+                        .iter()
+                        .map(|s| s.expose().as_bytes().to_vec())
+                        .collect(),
+                    settings.request_timeout,
+                )
+                .map_err(|e| anyhow::anyhow!("suppliers.{}: {e}", supplier.name))?,
+            ),
+            AdapterConfig::Csv => std::sync::Arc::new(csv::CsvAdapter),
+            AdapterConfig::Manual => std::sync::Arc::new(manual::ManualAdapter),
+        };
+        out.insert(supplier.name.clone(), adapter);
+    }
+    Ok(out)
+}
+
+/// The secrets each supplier signs its events with (current first), for the intake. Only
+/// `http` suppliers post events; the others have none and are refused at the door.
+pub fn inbound_secrets(config: &crate::config::Config) -> Vec<(String, Vec<Vec<u8>>)> {
+    config
+        .suppliers
+        .iter()
+        .filter_map(|s| match &s.adapter {
+            crate::config::AdapterConfig::Http(settings) => Some((
+                s.name.clone(),
+                settings
+                    .secrets
+                    .iter()
+                    .map(|secret| secret.expose().as_bytes().to_vec())
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
 }

@@ -512,3 +512,57 @@ impl Workflow {
         }))
     }
 }
+
+/// Plans orders as the mirror announces changes, until cancelled.
+pub async fn run_planner(workflow: Workflow, cancel: tokio_util::sync::CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let queued = workflow.store().plan_queued();
+        match workflow.plan_pending().await {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::error!(error = %e, "planning orders failed; retrying");
+            }
+        }
+        // A request skipped because its mirror write was still landing is woken by that
+        // write (`put_order` notifies after it landed), so only failures need a timer.
+        let retry = async {
+            if failures == 0 {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    100 * 2u64.pow(failures.min(8)),
+                ))
+                .await
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = queued => {}
+            _ = retry => {}
+        }
+    }
+}
+
+/// Runs the workflow's timers (waits that run out), until cancelled.
+pub async fn run_timers(workflow: Workflow, cancel: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(e) = workflow.tick().await {
+            tracing::error!(error = %e, "workflow timers failed; retrying");
+        }
+        let next = workflow.next_timer_ms().ok().flatten();
+        let clock = workflow.clock().clone();
+        // Decisions taken meanwhile may set an earlier timer: look again at least every minute.
+        let at = next
+            .unwrap_or(i64::MAX)
+            .min(clock.now_ms() + 60_000);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = clock.sleep_until(at) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,708 @@
+//! The workflow against a real store, with in-process adapters: planning, exceptions and their
+//! decisions, holds as intents, and the send path under simulated crashes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::derive::{self, ShipmentStatus};
+use super::effect::{Action, Effect, EffectState};
+use super::model::{Actor, Decision, ExceptionKind, HoldState, OrderCase, Source};
+use super::sender::{CrashPoint, Sender, SenderSettings};
+use super::{Routes, Workflow, WorkflowSettings};
+use crate::clock::Clock;
+use crate::order::{
+    Address, FulfillmentOrder, FulfillmentOrderLine, FulfillmentOrderStatus, Hold, LineItem,
+    OrderMirror, Timestamp,
+};
+use crate::store::{Store, StoreOptions};
+use crate::suppliers::{
+    BoxFuture, Day, EventKind, LookupOutcome, SendOutcome, SupplierAdapter, SupplierEvent,
+    SupplierMessage,
+};
+
+const SHOP: &str = "shop.myshopify.com";
+const ORDER: &str = "gid://shopify/Order/1";
+const FO: &str = "gid://shopify/FulfillmentOrder/1";
+const START_MS: i64 = 1_764_000_000_000;
+
+/// Routes by SKU prefix: `MUG-` to acme then bravo, `TEE-` to bravo; anything else nowhere.
+struct TestRoutes;
+
+impl Routes for TestRoutes {
+    fn chain(&self, sku: Option<&str>) -> Vec<String> {
+        match sku {
+            Some(s) if s.starts_with("MUG-") => vec!["acme".into(), "bravo".into()],
+            Some(s) if s.starts_with("TEE-") => vec!["bravo".into()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn has_supplier(&self, name: &str) -> bool {
+        ["acme", "bravo", "charlie"].contains(&name)
+    }
+}
+
+/// A supplier that records what reaches it; `lose_answers` makes it keep a message but report
+/// an unknown outcome (a lost response), `down` makes it unreachable.
+#[derive(Default)]
+struct FakeSupplier {
+    received: Mutex<Vec<SupplierMessage>>,
+    lose_answers: Mutex<usize>,
+    down: Mutex<bool>,
+}
+
+impl FakeSupplier {
+    fn received_keys(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.key.clone())
+            .collect()
+    }
+}
+
+impl SupplierAdapter for FakeSupplier {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn send<'a>(&'a self, message: &'a SupplierMessage) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(async move {
+            if *self.down.lock().unwrap() {
+                return SendOutcome::Retry {
+                    reason: "connection refused".into(),
+                    maybe_delivered: false,
+                };
+            }
+            self.received.lock().unwrap().push(message.clone());
+            let mut lose = self.lose_answers.lock().unwrap();
+            if *lose > 0 {
+                *lose -= 1;
+                return SendOutcome::Retry {
+                    reason: "timed out".into(),
+                    maybe_delivered: true,
+                };
+            }
+            SendOutcome::Accepted {
+                supplier_ref: Some(format!("PO-{}", message.key)),
+            }
+        })
+    }
+
+    fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, LookupOutcome> {
+        Box::pin(async move {
+            if *self.down.lock().unwrap() {
+                return LookupOutcome::Unknown {
+                    reason: "connection refused".into(),
+                };
+            }
+            if self.received_keys().iter().any(|k| k == key) {
+                LookupOutcome::Received {
+                    supplier_ref: Some(format!("PO-{key}")),
+                }
+            } else {
+                LookupOutcome::NotReceived
+            }
+        })
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: Clock,
+    workflow: Workflow,
+    suppliers: HashMap<&'static str, Arc<FakeSupplier>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with_settings(WorkflowSettings::default())
+    }
+
+    fn with_settings(settings: WorkflowSettings) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let clock = Clock::manual(START_MS);
+        let workflow = Workflow::new(store.clone(), clock.clone(), Arc::new(TestRoutes), settings);
+        let suppliers = ["acme", "bravo", "charlie"]
+            .into_iter()
+            .map(|n| (n, Arc::new(FakeSupplier::default())))
+            .collect();
+        Fixture {
+            _dir: dir,
+            store,
+            clock,
+            workflow,
+            suppliers,
+        }
+    }
+
+    fn sender(&self) -> Sender {
+        let adapters = self
+            .suppliers
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.clone() as Arc<dyn SupplierAdapter>))
+            .collect();
+        Sender::new(
+            self.workflow.clone(),
+            adapters,
+            HashMap::new(),
+            SenderSettings::default(),
+        )
+    }
+
+    /// Stores an order state and plans it, as the mirror and the planner would.
+    async fn put(&self, order: &OrderMirror) {
+        self.store.put_order(order).unwrap();
+        self.workflow.plan_pending().await.unwrap();
+    }
+
+    fn case(&self) -> OrderCase {
+        self.store.case(SHOP, ORDER).unwrap().expect("a case")
+    }
+
+    fn open_kinds(&self) -> Vec<ExceptionKind> {
+        let mut kinds: Vec<_> = self.case().open_exceptions().map(|e| e.kind).collect();
+        kinds.sort();
+        kinds
+    }
+
+    fn effects(&self) -> Vec<Effect> {
+        self.store.effects().map(|e| e.unwrap()).collect()
+    }
+
+    fn pending_actions(&self) -> Vec<String> {
+        self.effects()
+            .into_iter()
+            .filter(|e| e.is_pending())
+            .map(|e| format!("{} {}", e.action.name(), e.key))
+            .collect()
+    }
+
+    async fn event(&self, supplier: &str, shipment: &str, id: &str, at_s: i64, kind: EventKind) {
+        let event = SupplierEvent {
+            id: id.into(),
+            shipment_id: shipment.into(),
+            occurred_at: Timestamp::from_unix_ms(START_MS + at_s * 1000),
+            kind,
+        };
+        self.workflow
+            .apply_event(supplier, event, Source::Manual)
+            .await
+            .unwrap();
+    }
+
+    async fn decide(&self, exception: &str, decision: Decision) -> Result<(), String> {
+        self.workflow
+            .decide(exception, decision, Actor::Operator("ops".into()), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn exception_id(&self, kind: ExceptionKind) -> String {
+        self.case()
+            .open_exceptions()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("no open {kind:?} in {:?}", self.case().exceptions))
+            .id
+            .clone()
+    }
+}
+
+fn line(n: u32, sku: Option<&str>, quantity: i64) -> (LineItem, FulfillmentOrderLine) {
+    (
+        LineItem {
+            id: format!("gid://shopify/LineItem/{n}"),
+            sku: sku.map(str::to_string),
+            variant_id: None,
+            variant_title: Some("Red".into()),
+            quantity,
+            current_quantity: quantity,
+            unfulfilled_quantity: quantity,
+            requires_shipping: true,
+        },
+        FulfillmentOrderLine {
+            id: format!("gid://shopify/FulfillmentOrderLineItem/{n}"),
+            line_item_id: format!("gid://shopify/LineItem/{n}"),
+            total_quantity: quantity,
+            remaining_quantity: quantity,
+        },
+    )
+}
+
+fn order(version: i64, lines: &[(LineItem, FulfillmentOrderLine)]) -> OrderMirror {
+    OrderMirror {
+        shop: SHOP.into(),
+        id: ORDER.into(),
+        name: "#1001".into(),
+        created_at: Some(Timestamp::from_unix_ms(START_MS)),
+        updated_at: Timestamp::from_unix_ms(START_MS + version * 1000),
+        cancelled_at: None,
+        cancel_reason: None,
+        display_fulfillment_status: "UNFULFILLED".into(),
+        shipping_address: Some(Address {
+            name: Some("Ada Lovelace".into()),
+            country_code: Some("GB".into()),
+            ..Default::default()
+        }),
+        line_items: lines.iter().map(|(li, _)| li.clone()).collect(),
+        fulfillment_orders: vec![FulfillmentOrder {
+            id: FO.into(),
+            status: FulfillmentOrderStatus::Open,
+            updated_at: None,
+            location_id: Some("gid://shopify/Location/1".into()),
+            location_name: Some("Warehouse".into()),
+            holds: Vec::new(),
+            lines: lines.iter().map(|(_, l)| l.clone()).collect(),
+        }],
+        fulfillments: Vec::new(),
+        truncated: false,
+    }
+}
+
+fn confirmed(line_n: u32, sku: &str, quantity: i64) -> EventKind {
+    EventKind::LineConfirmed {
+        line_id: format!("gid://shopify/LineItem/{line_n}"),
+        sku: sku.into(),
+        variant: None,
+        quantity,
+        cost: None,
+        ship_by: None,
+        hold_until: None,
+    }
+}
+
+fn short(line_n: u32) -> EventKind {
+    EventKind::LineShort {
+        line_id: format!("gid://shopify/LineItem/{line_n}"),
+        quantity_short: 1,
+        restock_date: Some(Day::parse("2026-12-01").unwrap()),
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn an_order_is_split_by_supplier_and_each_shipment_is_submitted_once() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2), line(2, Some("TEE-M"), 1)]))
+        .await;
+    let case = f.case();
+    assert_eq!(case.shipments.len(), 2);
+    let by_supplier: HashMap<_, _> = case
+        .shipments
+        .iter()
+        .map(|s| (s.supplier.as_str(), s))
+        .collect();
+    assert_eq!(by_supplier["acme"].lines[0].quantity, 2);
+    assert_eq!(by_supplier["bravo"].lines[0].sku, "TEE-M");
+    assert!(case.exceptions.is_empty());
+
+    // Planning the same state again changes nothing and records no second intent.
+    f.store.queue_plan(SHOP, ORDER).unwrap();
+    f.workflow.plan_pending().await.unwrap();
+    assert_eq!(f.case(), case);
+    assert_eq!(f.effects().len(), 2);
+
+    f.sender().run_due().await.unwrap();
+    for (name, shipment) in by_supplier {
+        let received = f.suppliers[name].received.lock().unwrap().clone();
+        assert_eq!(received.len(), 1, "{name}");
+        let crate::suppliers::MessageBody::Submission { ship_to, lines, .. } = &received[0].body
+        else {
+            panic!("{:?}", received[0]);
+        };
+        assert_eq!(
+            ship_to.as_ref().and_then(|a| a.name.as_deref()),
+            Some("Ada Lovelace"),
+            "the address is read from the mirror when sending"
+        );
+        assert_eq!(lines.len(), 1);
+        let after = f.case();
+        let s = after.shipment(&shipment.id).unwrap();
+        assert_eq!(
+            derive::status(s, &after.exceptions),
+            ShipmentStatus::AwaitingConfirmation
+        );
+    }
+    // The intent carries no customer data: erasure needs to reach only the mirror.
+    for effect in f.effects() {
+        if let Action::Supplier { message, .. } = &effect.action
+            && let crate::suppliers::MessageBody::Submission { ship_to, .. } = &message.body
+        {
+            assert!(ship_to.is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unmapped_sku_is_held_until_routed_by_hand() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("LAMP-9"), 1)])).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::UnmappedSku]);
+    let ex = f.exception_id(ExceptionKind::UnmappedSku);
+    let case = f.case();
+    let exception = case.exception(&ex).unwrap();
+    assert!(exception.summary.contains("no supplier route matches SKU LAMP-9"));
+    let hold = exception.hold.as_ref().unwrap();
+    assert_eq!(hold.reason, "OTHER");
+    assert_eq!(hold.handle, format!("shipgate-{ex}"));
+    assert_eq!(f.pending_actions(), vec![format!("shopify_hold {ex}.hold")]);
+
+    let err = f.decide(&ex, Decision::ApproveSubstitute).await.unwrap_err();
+    assert!(err.contains("allows route, cancel; not approve"), "{err}");
+    let err = f
+        .decide(
+            &ex,
+            Decision::RouteTo {
+                supplier: "nobody".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("no supplier named \"nobody\""), "{err}");
+
+    f.decide(
+        &ex,
+        Decision::RouteTo {
+            supplier: "charlie".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let case = f.case();
+    assert!(f.open_kinds().is_empty());
+    let closed = case.exception(&ex).unwrap();
+    assert_eq!(closed.closed.as_ref().unwrap().reason, "decided: route");
+    assert_eq!(closed.closed.as_ref().unwrap().by, Actor::Operator("ops".into()));
+    assert_eq!(case.shipments.len(), 1);
+    assert_eq!(case.shipments[0].supplier, "charlie");
+    // The release waits behind the hold in the fulfillment order's stream.
+    let pending = f.pending_actions();
+    assert!(pending.contains(&format!("shopify_release_hold {ex}.release")), "{pending:?}");
+    assert!(pending.iter().any(|p| p.starts_with("supplier_submission")));
+}
+
+#[tokio::test]
+async fn cancelling_an_unmapped_line_drops_it_for_good() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, None, 1), line(2, Some("MUG-RED"), 1)])).await;
+    let ex = f.exception_id(ExceptionKind::UnmappedSku);
+    assert!(f.case().exception(&ex).unwrap().summary.contains("has no SKU"));
+    f.decide(&ex, Decision::Cancel).await.unwrap();
+    assert!(f.open_kinds().is_empty());
+    // A later change of the order does not bring the dropped line back.
+    f.put(&order(2, &[line(1, None, 1), line(2, Some("MUG-RED"), 1)])).await;
+    assert!(f.open_kinds().is_empty());
+    assert_eq!(f.case().shipments.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stockout_is_held_and_rerouted_to_the_backup() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    f.sender().run_due().await.unwrap();
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "e1", 10, short(1)).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::Stockout]);
+    let ex = f.exception_id(ExceptionKind::Stockout);
+    assert_eq!(
+        f.case().exception(&ex).unwrap().hold.as_ref().unwrap().reason,
+        "INVENTORY_OUT_OF_STOCK"
+    );
+    assert_eq!(
+        derive::status(f.case().shipment(&sg).unwrap(), &f.case().exceptions),
+        ShipmentStatus::Held
+    );
+    // Another supplier's event for this shipment is not accepted.
+    let err = f
+        .workflow
+        .validate_event(
+            "bravo",
+            &SupplierEvent {
+                id: "x".into(),
+                shipment_id: sg.clone(),
+                occurred_at: Timestamp::from_unix_ms(START_MS),
+                kind: short(1),
+            },
+        )
+        .unwrap_err();
+    assert!(err.contains("is not bravo's"), "{err}");
+
+    f.decide(&ex, Decision::Reroute { supplier: None }).await.unwrap();
+    let case = f.case();
+    assert!(f.open_kinds().is_empty());
+    assert_eq!(case.shipments.len(), 2);
+    assert_eq!(
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        ShipmentStatus::Cancelled
+    );
+    assert_eq!(case.shipments[1].supplier, "bravo");
+    // acme had the shipment: it is told to stop; bravo gets its own submission.
+    let pending = f.pending_actions();
+    assert!(pending.contains(&format!("supplier_cancellation {sg}.cancel")), "{pending:?}");
+    assert!(pending.contains(&format!("supplier_submission {}.r1", case.shipments[1].id)));
+    f.sender().run_due().await.unwrap();
+    assert_eq!(f.suppliers["acme"].received_keys(), vec![format!("{sg}.r1"), format!("{sg}.cancel")]);
+    assert_eq!(f.suppliers["bravo"].received_keys().len(), 1);
+}
+
+#[tokio::test]
+async fn a_wait_keeps_the_exception_until_its_day_then_asks_again() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "e1", 10, short(1)).await;
+    let ex = f.exception_id(ExceptionKind::Stockout);
+    let err = f
+        .decide(&ex, Decision::WaitUntil { day: Day::parse("2020-01-01").unwrap() })
+        .await
+        .unwrap_err();
+    assert!(err.contains("is not in the future"), "{err}");
+    // START_MS is 2025-11-24; wait two days.
+    let day = Day::parse("2025-11-26").unwrap();
+    f.decide(&ex, Decision::WaitUntil { day: day.clone() }).await.unwrap();
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::Stockout]);
+    assert!(f.case().exception(&ex).unwrap().decision.is_some());
+    assert_eq!(f.workflow.next_timer_ms().unwrap(), Some(day.start_ms()));
+
+    f.clock.advance(Duration::from_secs(3 * 86_400));
+    assert_eq!(f.workflow.tick().await.unwrap(), 1);
+    let case = f.case();
+    let exception = case.exception(&ex).unwrap();
+    assert!(exception.is_open());
+    assert!(exception.decision.is_none(), "the wait ran out: a new decision is needed");
+    assert_eq!(exception.past_decisions.len(), 1);
+
+    // The supplier restocks: a confirmation after the shortage closes it and releases the hold.
+    f.event("acme", &sg, "e2", 3 * 86_400, confirmed(1, "MUG-RED", 1)).await;
+    assert!(f.open_kinds().is_empty());
+    let case = f.case();
+    let exception = case.exception(&ex).unwrap();
+    assert!(exception.closed.as_ref().unwrap().reason.starts_with("resolved"));
+    assert!(matches!(
+        exception.hold.as_ref().unwrap().state,
+        HoldState::ReleaseRequested { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_substitute_is_approved_through_the_supplier() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    f.event(
+        "acme",
+        &sg,
+        "e1",
+        10,
+        EventKind::SubstituteOffered {
+            line_id: "gid://shopify/LineItem/1".into(),
+            offered_sku: "MUG-BLUE".into(),
+            offered_variant: None,
+            differences: "blue".into(),
+            photos: vec![],
+            price_change: None,
+            expires_at: None,
+        },
+    )
+    .await;
+    let ex = f.exception_id(ExceptionKind::SubstituteOffered);
+    f.decide(&ex, Decision::ApproveSubstitute).await.unwrap();
+    assert!(f.open_kinds().is_empty());
+    let pending = f.pending_actions();
+    assert!(
+        pending.iter().any(|p| p.starts_with("supplier_decision") && p.ends_with(".approve")),
+        "{pending:?}"
+    );
+    // The supplier confirms the substitute: the line counts as confirmed.
+    f.event("acme", &sg, "e2", 20, confirmed(1, "MUG-BLUE", 1)).await;
+    assert!(f.open_kinds().is_empty());
+    let case = f.case();
+    assert_eq!(
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        ShipmentStatus::AwaitingCheck
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_with_no_backup_left_becomes_unmapped() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("TEE-M"), 1)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    f.event("bravo", &sg, "e1", 10, EventKind::Rejected { reason: "no stock in region".into() })
+        .await;
+    let ex = f.exception_id(ExceptionKind::SupplierRejected);
+    assert!(f.case().exception(&ex).unwrap().summary.contains("no stock in region"));
+    let err = f
+        .decide(&ex, Decision::Reroute { supplier: Some("bravo".into()) })
+        .await
+        .unwrap_err();
+    assert!(err.contains("reroute to another supplier"), "{err}");
+    f.decide(&ex, Decision::Reroute { supplier: None }).await.unwrap();
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::UnmappedSku]);
+    let unmapped = f.exception_id(ExceptionKind::UnmappedSku);
+    assert!(
+        f.case().exception(&unmapped).unwrap().summary.contains("no supplier left for SKU TEE-M (tried bravo)")
+    );
+}
+
+#[tokio::test]
+async fn a_cancellation_after_submission_goes_to_the_supplier_and_waits_for_its_answer() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    f.sender().run_due().await.unwrap();
+    let sg = f.case().shipments[0].id.clone();
+    let mut cancelled = order(2, &[line(1, Some("MUG-RED"), 1)]);
+    cancelled.cancelled_at = Some(Timestamp::from_unix_ms(START_MS + 2000));
+    f.put(&cancelled).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::CancelledAfterSubmission]);
+    let ex = f.exception_id(ExceptionKind::CancelledAfterSubmission);
+    assert!(f.case().exception(&ex).unwrap().hold.is_none(), "a cancelled order gets no hold");
+    f.sender().run_due().await.unwrap();
+    assert_eq!(f.suppliers["acme"].received_keys(), vec![format!("{sg}.r1"), format!("{sg}.cancel")]);
+    f.event("acme", &sg, "e1", 30, EventKind::Cancelled { reason: None }).await;
+    assert!(f.open_kinds().is_empty());
+    let case = f.case();
+    assert_eq!(
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        ShipmentStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn a_cancellation_before_anything_was_sent_sends_nothing() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    let mut cancelled = order(2, &[line(1, Some("MUG-RED"), 1)]);
+    cancelled.cancelled_at = Some(Timestamp::from_unix_ms(START_MS + 2000));
+    f.put(&cancelled).await;
+    assert!(f.open_kinds().is_empty());
+    f.sender().run_due().await.unwrap();
+    assert!(f.suppliers["acme"].received_keys().is_empty());
+    assert!(f.effects().iter().all(|e| matches!(e.state, EffectState::Superseded { .. })));
+}
+
+#[tokio::test]
+async fn an_edit_after_submission_sends_a_revision() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 3)])).await;
+    f.sender().run_due().await.unwrap();
+    let sg = f.case().shipments[0].id.clone();
+    let (mut li, mut fol) = line(1, Some("MUG-RED"), 3);
+    li.current_quantity = 1;
+    fol.remaining_quantity = 1;
+    f.put(&order(2, &[(li, fol), line(2, Some("MUG-BLUE"), 1)])).await;
+    f.sender().run_due().await.unwrap();
+    let received = f.suppliers["acme"].received.lock().unwrap().clone();
+    let keys: Vec<_> = received.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys[1], format!("{sg}.r2"));
+    let crate::suppliers::MessageBody::Submission { lines, revision, .. } = &received[1].body else {
+        panic!()
+    };
+    assert_eq!(*revision, 2);
+    assert_eq!(lines[0].quantity, 1);
+    assert_eq!(received[1].kind(), "amendment");
+    // The added line is a new shipment with its own submission.
+    assert_eq!(f.case().shipments.len(), 2);
+}
+
+#[tokio::test]
+async fn a_fulfillment_order_held_by_someone_else_is_not_submitted() {
+    let f = Fixture::new();
+    let mut held = order(1, &[line(1, Some("MUG-RED"), 1)]);
+    held.fulfillment_orders[0].holds.push(Hold {
+        id: "gid://shopify/FulfillmentHold/9".into(),
+        handle: None,
+        reason: "HIGH_RISK_OF_FRAUD".into(),
+        reason_notes: None,
+        held_by_us: false,
+    });
+    held.fulfillment_orders[0].status = FulfillmentOrderStatus::OnHold;
+    f.put(&held).await;
+    assert!(f.store.case(SHOP, ORDER).unwrap().is_none());
+    f.put(&order(2, &[line(1, Some("MUG-RED"), 1)])).await;
+    assert_eq!(f.case().shipments.len(), 1);
+}
+
+#[tokio::test]
+async fn holds_are_not_placed_when_switched_off() {
+    let f = Fixture::with_settings(WorkflowSettings {
+        hold_on_exceptions: false,
+        notify_merchant: false,
+    });
+    f.put(&order(1, &[line(1, Some("LAMP"), 1)])).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::UnmappedSku]);
+    assert!(f.case().exceptions[0].hold.is_none());
+    assert!(f.effects().is_empty());
+}
+
+/// Invariant 2 under crashes: a crash at any point of the send path, then a restart, leaves
+/// every submission delivered exactly once and recorded as delivered.
+#[tokio::test]
+async fn a_crash_at_any_point_of_the_send_path_neither_loses_nor_repeats_a_message() {
+    for point in CrashPoint::ALL {
+        let f = Fixture::new();
+        f.put(&order(1, &[line(1, Some("MUG-RED"), 1), line(2, Some("TEE-M"), 1)]))
+            .await;
+        let crashing = f.sender().with_crash_hook(Arc::new(move |at, _| at == point));
+        let crashed = crashing.run_due().await;
+        assert!(
+            matches!(crashed, Err(super::sender::SendError::Crashed(c)) if c.0 == point),
+            "{point:?}: {crashed:?}"
+        );
+        // The restarted sender finishes the job.
+        f.sender().run_due().await.unwrap();
+        for name in ["acme", "bravo"] {
+            let keys = f.suppliers[name].received_keys();
+            assert_eq!(keys.len(), 1, "{point:?}: {name} received {keys:?}");
+        }
+        for effect in f.effects() {
+            assert!(matches!(effect.state, EffectState::Done { .. }), "{point:?}: {effect:?}");
+        }
+        for shipment in f.case().shipments {
+            assert!(derive::is_delivered_to_supplier(&shipment), "{point:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_looked_up_not_sent_again() {
+    let f = Fixture::new();
+    *f.suppliers["acme"].lose_answers.lock().unwrap() = 1;
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    f.sender().run_due().await.unwrap();
+    let effect = f.effects().pop().unwrap();
+    assert!(effect.is_pending() && effect.maybe_delivered);
+    f.clock.advance(Duration::from_secs(60));
+    f.sender().run_due().await.unwrap();
+    assert_eq!(f.suppliers["acme"].received_keys().len(), 1);
+    let effect = f.effects().pop().unwrap();
+    assert!(matches!(effect.state, EffectState::Done { ref note, .. } if note.starts_with("PO-")));
+}
+
+#[tokio::test]
+async fn a_supplier_down_for_a_day_gets_each_message_once_when_it_returns() {
+    let f = Fixture::new();
+    *f.suppliers["acme"].down.lock().unwrap() = true;
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    let sender = f.sender();
+    let mut attempts = 0;
+    for _ in 0..(24 * 4) {
+        attempts += sender.run_due().await.unwrap();
+        f.clock.advance(Duration::from_secs(15 * 60));
+    }
+    assert!(attempts >= 24, "retried through the day: {attempts}");
+    assert!(f.suppliers["acme"].received_keys().is_empty());
+    let effect = f.effects().pop().unwrap();
+    assert!(effect.is_pending());
+    assert!(effect.last_error.as_deref().unwrap().contains("connection refused"));
+    *f.suppliers["acme"].down.lock().unwrap() = false;
+    f.clock.advance(Duration::from_secs(31 * 60));
+    sender.run_due().await.unwrap();
+    assert_eq!(f.suppliers["acme"].received_keys().len(), 1);
+}
