@@ -6,6 +6,7 @@
 //! (evidence, exceptions, holds) is the workflow's business, so every channel behaves the same.
 
 pub mod event;
+pub mod http;
 pub mod signature;
 
 use std::future::Future;
