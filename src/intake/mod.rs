@@ -3,8 +3,12 @@
 //! Invariant 1 lives here: a 2xx is only sent after [`Store::record_delivery`] returned, which is
 //! after the flush that covers the delivery. Every failure before that point answers non-2xx so
 //! the sender retries; nothing is parsed before the signature matched.
+//!
+//! Two senders post here: Shopify (`/webhooks/shopify`, [`shopify`]) and suppliers reporting
+//! events (`/webhooks/suppliers/{supplier}`, [`suppliers`]).
 
 pub mod shopify;
+pub mod suppliers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +24,9 @@ use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::store::{Recorded, Store, StoreError};
+use crate::suppliers::signature::SignatureError;
 use shopify::Verifier;
+use suppliers::{EventValidator, SupplierTable};
 
 /// Why a delivery was refused. The response names what is wrong without exposing internals.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,17 @@ pub enum IntakeError {
     BodyRead,
     #[error("storage unavailable, retry later")]
     Store(#[source] StoreError),
+    #[error("no supplier of that name is configured")]
+    UnknownSupplier,
+    /// A supplier's `Shipgate-Signature` was refused; the text names why, never a digest.
+    #[error("{0}")]
+    SupplierSignature(SignatureError),
+    /// The body of a supplier's delivery is not a valid event; the text names the field.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    /// A valid event that does not fit a shipment of this supplier.
+    #[error("event does not fit: {0}")]
+    EventDoesNotFit(String),
 }
 
 impl IntakeError {
@@ -51,10 +68,14 @@ impl IntakeError {
         match self {
             IntakeError::MissingSignature
             | IntakeError::BadSignature
-            | IntakeError::UnknownShop => StatusCode::UNAUTHORIZED,
+            | IntakeError::UnknownShop
+            | IntakeError::SupplierSignature(_) => StatusCode::UNAUTHORIZED,
             IntakeError::MissingHeader(_)
             | IntakeError::InvalidHeader(..)
-            | IntakeError::BodyRead => StatusCode::BAD_REQUEST,
+            | IntakeError::BodyRead
+            | IntakeError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
+            IntakeError::UnknownSupplier => StatusCode::NOT_FOUND,
+            IntakeError::EventDoesNotFit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IntakeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IntakeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IntakeError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +94,16 @@ impl IntakeError {
             IntakeError::BodyTimeout(_) => "body_timeout",
             IntakeError::BodyRead => "body_read",
             IntakeError::Store(_) => "store_unavailable",
+            IntakeError::UnknownSupplier => "unknown_supplier",
+            IntakeError::SupplierSignature(e) => match e {
+                SignatureError::Missing => "missing_signature",
+                SignatureError::Malformed(_) => "malformed_signature",
+                SignatureError::Stale(_) => "stale_signature",
+                SignatureError::Mismatch => "bad_signature",
+                SignatureError::NoSecret => "no_secret",
+            },
+            IntakeError::InvalidEvent(_) => "invalid_event",
+            IntakeError::EventDoesNotFit(_) => "event_does_not_fit",
         }
     }
 }
@@ -127,6 +158,9 @@ impl IntakeCounters {
 #[derive(Clone)]
 pub struct Intake {
     inner: Arc<IntakeInner>,
+    /// Kept apart from `inner` so that [`Intake::with_suppliers`] can replace it on an intake
+    /// that was already cloned.
+    suppliers: Arc<SupplierTable>,
 }
 
 struct IntakeInner {
@@ -169,13 +203,32 @@ impl Intake {
                 mode: settings.mode,
                 counters,
             }),
+            suppliers: Arc::new(SupplierTable::default()),
         }
+    }
+
+    /// The same intake, also receiving events from these suppliers (configured name and
+    /// secrets, current first) on `/webhooks/suppliers/{supplier}`. `validator` is asked whether
+    /// a verified, well-formed event fits a shipment of the named supplier; its error text is
+    /// sent back to the supplier with the 422, so it must name the problem and nothing private.
+    /// Without this call no supplier is configured and every supplier delivery answers 404.
+    pub fn with_suppliers(
+        mut self,
+        suppliers: impl IntoIterator<Item = (String, Vec<Vec<u8>>)>,
+        validator: EventValidator,
+    ) -> Intake {
+        self.suppliers = Arc::new(SupplierTable::new(suppliers, validator));
+        self
     }
 
     /// The public routes.
     pub fn router(self) -> Router {
         Router::new()
             .route("/webhooks/shopify", post(shopify_webhook))
+            .route(
+                "/webhooks/suppliers/{supplier}",
+                post(suppliers::supplier_webhook),
+            )
             // The limit is enforced by `read_body`, which knows the configured value.
             .layer(DefaultBodyLimit::disable())
             .with_state(self)
@@ -188,20 +241,7 @@ impl Intake {
             .shops
             .get(&headers.shop)
             .ok_or(IntakeError::UnknownShop)?;
-        let declared = request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > inner.body_limit as u64) {
-            return Err(IntakeError::TooLarge(inner.body_limit));
-        }
-        let body = read_body(
-            request.into_body(),
-            inner.body_limit,
-            inner.body_read_timeout,
-        )
-        .await?;
+        let body = self.read_limited_body(request).await?;
         let verified = verifier.verify(headers, body)?;
         if inner.mode == IntakeMode::VerifyOnly {
             return Ok(StatusCode::OK);
@@ -229,6 +269,28 @@ impl Intake {
             }
         }
         Ok(StatusCode::OK)
+    }
+}
+
+impl Intake {
+    /// The body of `request`, refused as too large as soon as its declared length says so
+    /// (before reading anything), or while reading when it turns out to be.
+    async fn read_limited_body(&self, request: Request) -> Result<Vec<u8>, IntakeError> {
+        let inner = &self.inner;
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > inner.body_limit as u64) {
+            return Err(IntakeError::TooLarge(inner.body_limit));
+        }
+        read_body(
+            request.into_body(),
+            inner.body_limit,
+            inner.body_read_timeout,
+        )
+        .await
     }
 }
 

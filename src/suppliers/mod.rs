@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod event;
+pub mod http;
 pub mod manual;
 pub mod routing;
 pub mod signature;
