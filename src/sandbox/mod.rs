@@ -6,4 +6,5 @@
 
 pub mod harness;
 pub mod shopify;
+pub mod supplier;
 pub mod webhooks;
