@@ -18,10 +18,6 @@ use std::collections::HashMap;
 
 use crate::admin::AdminState;
 use crate::clock::Clock;
-use crate::suppliers::SupplierAdapter;
-use crate::suppliers::routing::Router;
-use crate::workflow::sender::{Sender, SenderSettings};
-use crate::workflow::{Workflow, WorkflowSettings};
 use crate::config::{Config, ShopCredentials};
 use crate::health::{self, Heartbeats, supervised};
 use crate::http::{HttpSettings, serve};
@@ -31,6 +27,9 @@ use crate::mirror::{self, MirrorHandle, MirrorSettings, ScanReport};
 use crate::processor::{self, ProcessorSettings};
 use crate::shopify::client::{ClientSettings, ShopifyClient};
 use crate::store::{Durability, Store, StoreOptions};
+use crate::suppliers::routing::Router;
+use crate::workflow::sender::{Sender, SenderSettings};
+use crate::workflow::{Workflow, WorkflowSettings};
 
 /// Switches that are not configuration: they exist for tests and benchmarks only.
 #[derive(Debug, Clone)]
@@ -150,16 +149,23 @@ impl Daemon {
             .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the HTTP client")?;
-        let adapters = crate::suppliers::adapters(config, &http_client)?;
-        let intake = intake.with_suppliers(
-            crate::suppliers::inbound_secrets(config),
-            {
-                let workflow = workflow.clone();
-                Arc::new(move |supplier: &str, event: &crate::suppliers::SupplierEvent| {
+        // Suppliers get their own client: a followed redirect would turn a POST into a GET
+        // whose 2xx looks like an accepted message.
+        let supplier_http = reqwest::Client::builder()
+            .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("building the supplier HTTP client")?;
+        let adapters = crate::suppliers::adapters(config, &supplier_http)?;
+        let intake = intake.with_suppliers(crate::suppliers::inbound_secrets(config), {
+            let workflow = workflow.clone();
+            Arc::new(
+                move |supplier: &str, event: &crate::suppliers::SupplierEvent| {
                     workflow.validate_event(supplier, event)
-                })
-            },
-        );
+                },
+            )
+        });
         tasks.spawn(serve(public, intake.router(), http, cancel.clone()));
         if options.processor {
             tasks.spawn(supervised(
@@ -240,11 +246,14 @@ impl Daemon {
                 .collect();
             let sender = Sender::new(workflow.clone(), adapters, clients, options.sender.clone());
             let cancel = cancel.clone();
-            tasks.spawn(supervised(heartbeats.register("outbox sender"), async move {
-                if let Err(crashed) = sender.run(cancel).await {
-                    tracing::error!(%crashed, "outbox sender stopped");
-                }
-            }));
+            tasks.spawn(supervised(
+                heartbeats.register("outbox sender"),
+                async move {
+                    if let Err(crashed) = sender.run(cancel).await {
+                        tracing::error!(%crashed, "outbox sender stopped");
+                    }
+                },
+            ));
         }
         tasks.spawn(serve(
             admin,

@@ -230,6 +230,18 @@ impl Router {
     }
 }
 
+impl crate::workflow::Routes for Router {
+    fn chain(&self, sku: Option<&str>) -> Vec<String> {
+        self.route(sku)
+            .map(|r| r.chain().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn has_supplier(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e.name == name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,17 +458,5 @@ mod tests {
         let router = Router::new(&[supplier("acme", &["MUG-*"], &[])]);
         assert_eq!(router.route(Some("TEE-1")), None);
         assert_eq!(Router::new(&[]).route(Some("MUG-1")), None);
-    }
-}
-
-impl crate::workflow::Routes for Router {
-    fn chain(&self, sku: Option<&str>) -> Vec<String> {
-        self.route(sku)
-            .map(|r| r.chain().map(str::to_string).collect())
-            .unwrap_or_default()
-    }
-
-    fn has_supplier(&self, name: &str) -> bool {
-        self.entries.iter().any(|e| e.name == name)
     }
 }

@@ -443,7 +443,9 @@ impl Workflow {
                                 _ => {}
                             }
                         }
-                        EffectState::Failed { reason, .. } if hold.state == HoldState::Requested => {
+                        EffectState::Failed { reason, .. }
+                            if hold.state == HoldState::Requested =>
+                        {
                             hold.state = HoldState::Refused {
                                 reason: reason.clone(),
                             };
@@ -554,9 +556,7 @@ pub async fn run_timers(workflow: Workflow, cancel: tokio_util::sync::Cancellati
         let next = workflow.next_timer_ms().ok().flatten();
         let clock = workflow.clock().clone();
         // Decisions taken meanwhile may set an earlier timer: look again at least every minute.
-        let at = next
-            .unwrap_or(i64::MAX)
-            .min(clock.now_ms() + 60_000);
+        let at = next.unwrap_or(i64::MAX).min(clock.now_ms() + 60_000);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = clock.sleep_until(at) => {}

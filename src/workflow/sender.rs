@@ -157,7 +157,9 @@ impl Sender {
                     failures += 1;
                     let wait = Duration::from_millis(100 * 2u64.pow(failures.min(8)));
                     tracing::error!(error = %e, ?wait, "outbox sender: store error; retrying");
-                    Ok(Some(self.workflow.clock().now_ms() + wait.as_millis() as i64))
+                    Ok(Some(
+                        self.workflow.clock().now_ms() + wait.as_millis() as i64,
+                    ))
                 }
             };
             let next = next.unwrap_or_else(|e| {
@@ -206,7 +208,10 @@ impl Sender {
     /// One attempt at one effect; says whether anything happened.
     async fn attempt(&self, effect: Effect) -> Result<bool, SendError> {
         let store = self.workflow.store();
-        let guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+        let guard = self
+            .workflow
+            .lock_case(&effect.shop, &effect.order_gid)
+            .await;
         let now = self.workflow.clock().now_ms();
         let Some(mut effect) = store.effect(effect.id)? else {
             return Ok(false);
@@ -235,7 +240,10 @@ impl Sender {
 
         if effect.maybe_delivered {
             let remote = self.read_remote(&effect).await;
-            let _guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+            let _guard = self
+                .workflow
+                .lock_case(&effect.shop, &effect.order_gid)
+                .await;
             let Some(mut current) = store.effect(effect.id)? else {
                 return Ok(false);
             };
@@ -267,7 +275,10 @@ impl Sender {
 
         // Mark, and make the mark durable before anything leaves.
         {
-            let _guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+            let _guard = self
+                .workflow
+                .lock_case(&effect.shop, &effect.order_gid)
+                .await;
             let Some(mut current) = store.effect(effect.id)? else {
                 return Ok(false);
             };
@@ -290,7 +301,10 @@ impl Sender {
             self.crash_at(CrashPoint::AfterSend, &effect)?;
         }
 
-        let _guard = self.workflow.lock_case(&effect.shop, &effect.order_gid).await;
+        let _guard = self
+            .workflow
+            .lock_case(&effect.shop, &effect.order_gid)
+            .await;
         let Some(mut current) = store.effect(effect.id)? else {
             return Ok(true);
         };
@@ -307,10 +321,7 @@ impl Sender {
             SendOutcome::Refused { reason } => {
                 tracing::warn!(effect = %current.key, action = current.action.name(), %reason,
                     "refused for good");
-                current.state = EffectState::Failed {
-                    at_ms: now,
-                    reason,
-                };
+                current.state = EffectState::Failed { at_ms: now, reason };
                 current.maybe_delivered = false;
             }
             SendOutcome::Retry {
@@ -352,7 +363,9 @@ impl Sender {
                     // The address is read now, from the mirror, so that it is never copied
                     // into the outbox and an erasure reaches it.
                     match self.workflow.store().order(&effect.shop, &effect.order_gid) {
-                        Ok(order) => *ship_to = order.and_then(|o| o.shipping_address).map(Box::new),
+                        Ok(order) => {
+                            *ship_to = order.and_then(|o| o.shipping_address).map(Box::new)
+                        }
                         Err(e) => {
                             return SendOutcome::Retry {
                                 reason: format!("cannot read the order: {e}"),
@@ -387,18 +400,17 @@ impl Sender {
                 variables.fulfillment_hold.notify_merchant =
                     Some(self.workflow.settings().notify_merchant);
                 match client.run::<FulfillmentOrderHold>(variables, 1).await {
-                    Ok(data) => match data
-                        .fulfillment_order_hold
-                        .and_then(|p| p.fulfillment_hold)
-                    {
-                        Some(hold) => SendOutcome::Accepted {
-                            supplier_ref: Some(hold.id),
-                        },
-                        None => SendOutcome::Retry {
-                            reason: "Shopify returned no hold".into(),
-                            maybe_delivered: true,
-                        },
-                    },
+                    Ok(data) => {
+                        match data.fulfillment_order_hold.and_then(|p| p.fulfillment_hold) {
+                            Some(hold) => SendOutcome::Accepted {
+                                supplier_ref: Some(hold.id),
+                            },
+                            None => SendOutcome::Retry {
+                                reason: "Shopify returned no hold".into(),
+                                maybe_delivered: true,
+                            },
+                        }
+                    }
                     Err(ShopifyError::UserErrors { errors, .. })
                         if errors.iter().any(|e| {
                             e.code.as_deref() == Some("DUPLICATE_FULFILLMENT_HOLD_HANDLE")
@@ -449,7 +461,10 @@ impl Sender {
                     id: fulfillment_order_id.clone(),
                     hold_ids: vec![hold_id.clone()],
                 };
-                match client.run::<FulfillmentOrderReleaseHold>(variables, 1).await {
+                match client
+                    .run::<FulfillmentOrderReleaseHold>(variables, 1)
+                    .await
+                {
                     Ok(_) => SendOutcome::Accepted {
                         supplier_ref: Some(format!("released {hold_id}")),
                     },

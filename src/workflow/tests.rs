@@ -288,8 +288,11 @@ fn short(line_n: u32) -> EventKind {
 #[tokio::test]
 async fn an_order_is_split_by_supplier_and_each_shipment_is_submitted_once() {
     let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2), line(2, Some("TEE-M"), 1)]))
-        .await;
+    f.put(&order(
+        1,
+        &[line(1, Some("MUG-RED"), 2), line(2, Some("TEE-M"), 1)],
+    ))
+    .await;
     let case = f.case();
     assert_eq!(case.shipments.len(), 2);
     let by_supplier: HashMap<_, _> = case
@@ -346,13 +349,20 @@ async fn an_unmapped_sku_is_held_until_routed_by_hand() {
     let ex = f.exception_id(ExceptionKind::UnmappedSku);
     let case = f.case();
     let exception = case.exception(&ex).unwrap();
-    assert!(exception.summary.contains("no supplier route matches SKU LAMP-9"));
+    assert!(
+        exception
+            .summary
+            .contains("no supplier route matches SKU LAMP-9")
+    );
     let hold = exception.hold.as_ref().unwrap();
     assert_eq!(hold.reason, "OTHER");
     assert_eq!(hold.handle, format!("shipgate-{ex}"));
     assert_eq!(f.pending_actions(), vec![format!("shopify_hold {ex}.hold")]);
 
-    let err = f.decide(&ex, Decision::ApproveSubstitute).await.unwrap_err();
+    let err = f
+        .decide(&ex, Decision::ApproveSubstitute)
+        .await
+        .unwrap_err();
     assert!(err.contains("allows route, cancel; not approve"), "{err}");
     let err = f
         .decide(
@@ -377,25 +387,39 @@ async fn an_unmapped_sku_is_held_until_routed_by_hand() {
     assert!(f.open_kinds().is_empty());
     let closed = case.exception(&ex).unwrap();
     assert_eq!(closed.closed.as_ref().unwrap().reason, "decided: route");
-    assert_eq!(closed.closed.as_ref().unwrap().by, Actor::Operator("ops".into()));
+    assert_eq!(
+        closed.closed.as_ref().unwrap().by,
+        Actor::Operator("ops".into())
+    );
     assert_eq!(case.shipments.len(), 1);
     assert_eq!(case.shipments[0].supplier, "charlie");
     // The release waits behind the hold in the fulfillment order's stream.
     let pending = f.pending_actions();
-    assert!(pending.contains(&format!("shopify_release_hold {ex}.release")), "{pending:?}");
+    assert!(
+        pending.contains(&format!("shopify_release_hold {ex}.release")),
+        "{pending:?}"
+    );
     assert!(pending.iter().any(|p| p.starts_with("supplier_submission")));
 }
 
 #[tokio::test]
 async fn cancelling_an_unmapped_line_drops_it_for_good() {
     let f = Fixture::new();
-    f.put(&order(1, &[line(1, None, 1), line(2, Some("MUG-RED"), 1)])).await;
+    f.put(&order(1, &[line(1, None, 1), line(2, Some("MUG-RED"), 1)]))
+        .await;
     let ex = f.exception_id(ExceptionKind::UnmappedSku);
-    assert!(f.case().exception(&ex).unwrap().summary.contains("has no SKU"));
+    assert!(
+        f.case()
+            .exception(&ex)
+            .unwrap()
+            .summary
+            .contains("has no SKU")
+    );
     f.decide(&ex, Decision::Cancel).await.unwrap();
     assert!(f.open_kinds().is_empty());
     // A later change of the order does not bring the dropped line back.
-    f.put(&order(2, &[line(1, None, 1), line(2, Some("MUG-RED"), 1)])).await;
+    f.put(&order(2, &[line(1, None, 1), line(2, Some("MUG-RED"), 1)]))
+        .await;
     assert!(f.open_kinds().is_empty());
     assert_eq!(f.case().shipments.len(), 1);
 }
@@ -410,7 +434,13 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
     assert_eq!(f.open_kinds(), vec![ExceptionKind::Stockout]);
     let ex = f.exception_id(ExceptionKind::Stockout);
     assert_eq!(
-        f.case().exception(&ex).unwrap().hold.as_ref().unwrap().reason,
+        f.case()
+            .exception(&ex)
+            .unwrap()
+            .hold
+            .as_ref()
+            .unwrap()
+            .reason,
         "INVENTORY_OUT_OF_STOCK"
     );
     assert_eq!(
@@ -432,7 +462,9 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
         .unwrap_err();
     assert!(err.contains("is not bravo's"), "{err}");
 
-    f.decide(&ex, Decision::Reroute { supplier: None }).await.unwrap();
+    f.decide(&ex, Decision::Reroute { supplier: None })
+        .await
+        .unwrap();
     let case = f.case();
     assert!(f.open_kinds().is_empty());
     assert_eq!(case.shipments.len(), 2);
@@ -443,10 +475,16 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
     assert_eq!(case.shipments[1].supplier, "bravo");
     // acme had the shipment: it is told to stop; bravo gets its own submission.
     let pending = f.pending_actions();
-    assert!(pending.contains(&format!("supplier_cancellation {sg}.cancel")), "{pending:?}");
+    assert!(
+        pending.contains(&format!("supplier_cancellation {sg}.cancel")),
+        "{pending:?}"
+    );
     assert!(pending.contains(&format!("supplier_submission {}.r1", case.shipments[1].id)));
     f.sender().run_due().await.unwrap();
-    assert_eq!(f.suppliers["acme"].received_keys(), vec![format!("{sg}.r1"), format!("{sg}.cancel")]);
+    assert_eq!(
+        f.suppliers["acme"].received_keys(),
+        vec![format!("{sg}.r1"), format!("{sg}.cancel")]
+    );
     assert_eq!(f.suppliers["bravo"].received_keys().len(), 1);
 }
 
@@ -458,13 +496,20 @@ async fn a_wait_keeps_the_exception_until_its_day_then_asks_again() {
     f.event("acme", &sg, "e1", 10, short(1)).await;
     let ex = f.exception_id(ExceptionKind::Stockout);
     let err = f
-        .decide(&ex, Decision::WaitUntil { day: Day::parse("2020-01-01").unwrap() })
+        .decide(
+            &ex,
+            Decision::WaitUntil {
+                day: Day::parse("2020-01-01").unwrap(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(err.contains("is not in the future"), "{err}");
     // START_MS is 2025-11-24; wait two days.
     let day = Day::parse("2025-11-26").unwrap();
-    f.decide(&ex, Decision::WaitUntil { day: day.clone() }).await.unwrap();
+    f.decide(&ex, Decision::WaitUntil { day: day.clone() })
+        .await
+        .unwrap();
     assert_eq!(f.open_kinds(), vec![ExceptionKind::Stockout]);
     assert!(f.case().exception(&ex).unwrap().decision.is_some());
     assert_eq!(f.workflow.next_timer_ms().unwrap(), Some(day.start_ms()));
@@ -474,15 +519,26 @@ async fn a_wait_keeps_the_exception_until_its_day_then_asks_again() {
     let case = f.case();
     let exception = case.exception(&ex).unwrap();
     assert!(exception.is_open());
-    assert!(exception.decision.is_none(), "the wait ran out: a new decision is needed");
+    assert!(
+        exception.decision.is_none(),
+        "the wait ran out: a new decision is needed"
+    );
     assert_eq!(exception.past_decisions.len(), 1);
 
     // The supplier restocks: a confirmation after the shortage closes it and releases the hold.
-    f.event("acme", &sg, "e2", 3 * 86_400, confirmed(1, "MUG-RED", 1)).await;
+    f.event("acme", &sg, "e2", 3 * 86_400, confirmed(1, "MUG-RED", 1))
+        .await;
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     let exception = case.exception(&ex).unwrap();
-    assert!(exception.closed.as_ref().unwrap().reason.starts_with("resolved"));
+    assert!(
+        exception
+            .closed
+            .as_ref()
+            .unwrap()
+            .reason
+            .starts_with("resolved")
+    );
     assert!(matches!(
         exception.hold.as_ref().unwrap().state,
         HoldState::ReleaseRequested { .. }
@@ -515,11 +571,14 @@ async fn a_substitute_is_approved_through_the_supplier() {
     assert!(f.open_kinds().is_empty());
     let pending = f.pending_actions();
     assert!(
-        pending.iter().any(|p| p.starts_with("supplier_decision") && p.ends_with(".approve")),
+        pending
+            .iter()
+            .any(|p| p.starts_with("supplier_decision") && p.ends_with(".approve")),
         "{pending:?}"
     );
     // The supplier confirms the substitute: the line counts as confirmed.
-    f.event("acme", &sg, "e2", 20, confirmed(1, "MUG-BLUE", 1)).await;
+    f.event("acme", &sg, "e2", 20, confirmed(1, "MUG-BLUE", 1))
+        .await;
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
@@ -533,20 +592,45 @@ async fn a_rejection_with_no_backup_left_becomes_unmapped() {
     let f = Fixture::new();
     f.put(&order(1, &[line(1, Some("TEE-M"), 1)])).await;
     let sg = f.case().shipments[0].id.clone();
-    f.event("bravo", &sg, "e1", 10, EventKind::Rejected { reason: "no stock in region".into() })
-        .await;
+    f.event(
+        "bravo",
+        &sg,
+        "e1",
+        10,
+        EventKind::Rejected {
+            reason: "no stock in region".into(),
+        },
+    )
+    .await;
     let ex = f.exception_id(ExceptionKind::SupplierRejected);
-    assert!(f.case().exception(&ex).unwrap().summary.contains("no stock in region"));
+    assert!(
+        f.case()
+            .exception(&ex)
+            .unwrap()
+            .summary
+            .contains("no stock in region")
+    );
     let err = f
-        .decide(&ex, Decision::Reroute { supplier: Some("bravo".into()) })
+        .decide(
+            &ex,
+            Decision::Reroute {
+                supplier: Some("bravo".into()),
+            },
+        )
         .await
         .unwrap_err();
     assert!(err.contains("reroute to another supplier"), "{err}");
-    f.decide(&ex, Decision::Reroute { supplier: None }).await.unwrap();
+    f.decide(&ex, Decision::Reroute { supplier: None })
+        .await
+        .unwrap();
     assert_eq!(f.open_kinds(), vec![ExceptionKind::UnmappedSku]);
     let unmapped = f.exception_id(ExceptionKind::UnmappedSku);
     assert!(
-        f.case().exception(&unmapped).unwrap().summary.contains("no supplier left for SKU TEE-M (tried bravo)")
+        f.case()
+            .exception(&unmapped)
+            .unwrap()
+            .summary
+            .contains("no supplier left for SKU TEE-M (tried bravo)")
     );
 }
 
@@ -559,12 +643,22 @@ async fn a_cancellation_after_submission_goes_to_the_supplier_and_waits_for_its_
     let mut cancelled = order(2, &[line(1, Some("MUG-RED"), 1)]);
     cancelled.cancelled_at = Some(Timestamp::from_unix_ms(START_MS + 2000));
     f.put(&cancelled).await;
-    assert_eq!(f.open_kinds(), vec![ExceptionKind::CancelledAfterSubmission]);
+    assert_eq!(
+        f.open_kinds(),
+        vec![ExceptionKind::CancelledAfterSubmission]
+    );
     let ex = f.exception_id(ExceptionKind::CancelledAfterSubmission);
-    assert!(f.case().exception(&ex).unwrap().hold.is_none(), "a cancelled order gets no hold");
+    assert!(
+        f.case().exception(&ex).unwrap().hold.is_none(),
+        "a cancelled order gets no hold"
+    );
     f.sender().run_due().await.unwrap();
-    assert_eq!(f.suppliers["acme"].received_keys(), vec![format!("{sg}.r1"), format!("{sg}.cancel")]);
-    f.event("acme", &sg, "e1", 30, EventKind::Cancelled { reason: None }).await;
+    assert_eq!(
+        f.suppliers["acme"].received_keys(),
+        vec![format!("{sg}.r1"), format!("{sg}.cancel")]
+    );
+    f.event("acme", &sg, "e1", 30, EventKind::Cancelled { reason: None })
+        .await;
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
@@ -583,7 +677,11 @@ async fn a_cancellation_before_anything_was_sent_sends_nothing() {
     assert!(f.open_kinds().is_empty());
     f.sender().run_due().await.unwrap();
     assert!(f.suppliers["acme"].received_keys().is_empty());
-    assert!(f.effects().iter().all(|e| matches!(e.state, EffectState::Superseded { .. })));
+    assert!(
+        f.effects()
+            .iter()
+            .all(|e| matches!(e.state, EffectState::Superseded { .. }))
+    );
 }
 
 #[tokio::test]
@@ -595,18 +693,25 @@ async fn an_edit_after_submission_sends_a_revision() {
     let (mut li, mut fol) = line(1, Some("MUG-RED"), 3);
     li.current_quantity = 1;
     fol.remaining_quantity = 1;
-    f.put(&order(2, &[(li, fol), line(2, Some("MUG-BLUE"), 1)])).await;
+    f.put(&order(2, &[(li, fol), line(2, Some("MUG-BLUE"), 1)]))
+        .await;
     f.sender().run_due().await.unwrap();
     let received = f.suppliers["acme"].received.lock().unwrap().clone();
     let keys: Vec<_> = received.iter().map(|m| m.key.clone()).collect();
     assert_eq!(keys.len(), 3, "{keys:?}");
-    assert_eq!(keys[1], format!("{sg}.r2"));
-    let crate::suppliers::MessageBody::Submission { lines, revision, .. } = &received[1].body else {
+    let amendment = received
+        .iter()
+        .find(|m| m.key == format!("{sg}.r2"))
+        .unwrap_or_else(|| panic!("no revision 2 in {keys:?}"));
+    let crate::suppliers::MessageBody::Submission {
+        lines, revision, ..
+    } = &amendment.body
+    else {
         panic!()
     };
     assert_eq!(*revision, 2);
     assert_eq!(lines[0].quantity, 1);
-    assert_eq!(received[1].kind(), "amendment");
+    assert_eq!(amendment.kind(), "amendment");
     // The added line is a new shipment with its own submission.
     assert_eq!(f.case().shipments.len(), 2);
 }
@@ -647,12 +752,17 @@ async fn holds_are_not_placed_when_switched_off() {
 async fn a_crash_at_any_point_of_the_send_path_neither_loses_nor_repeats_a_message() {
     for point in CrashPoint::ALL {
         let f = Fixture::new();
-        f.put(&order(1, &[line(1, Some("MUG-RED"), 1), line(2, Some("TEE-M"), 1)]))
-            .await;
-        let crashing = f.sender().with_crash_hook(Arc::new(move |at, _| at == point));
+        f.put(&order(
+            1,
+            &[line(1, Some("MUG-RED"), 1), line(2, Some("TEE-M"), 1)],
+        ))
+        .await;
+        let crashing = f
+            .sender()
+            .with_crash_hook(Arc::new(move |at, _| at == point));
         let crashed = crashing.run_due().await;
         assert!(
-            matches!(crashed, Err(super::sender::SendError::Crashed(c)) if c.0 == point),
+            matches!(&crashed, Err(super::sender::SendError::Crashed(c)) if c.0 == point),
             "{point:?}: {crashed:?}"
         );
         // The restarted sender finishes the job.
@@ -662,7 +772,10 @@ async fn a_crash_at_any_point_of_the_send_path_neither_loses_nor_repeats_a_messa
             assert_eq!(keys.len(), 1, "{point:?}: {name} received {keys:?}");
         }
         for effect in f.effects() {
-            assert!(matches!(effect.state, EffectState::Done { .. }), "{point:?}: {effect:?}");
+            assert!(
+                matches!(effect.state, EffectState::Done { .. }),
+                "{point:?}: {effect:?}"
+            );
         }
         for shipment in f.case().shipments {
             assert!(derive::is_delivered_to_supplier(&shipment), "{point:?}");
@@ -700,7 +813,13 @@ async fn a_supplier_down_for_a_day_gets_each_message_once_when_it_returns() {
     assert!(f.suppliers["acme"].received_keys().is_empty());
     let effect = f.effects().pop().unwrap();
     assert!(effect.is_pending());
-    assert!(effect.last_error.as_deref().unwrap().contains("connection refused"));
+    assert!(
+        effect
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("connection refused")
+    );
     *f.suppliers["acme"].down.lock().unwrap() = false;
     f.clock.advance(Duration::from_secs(31 * 60));
     sender.run_due().await.unwrap();

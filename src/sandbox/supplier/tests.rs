@@ -164,14 +164,14 @@ fn submission(shipment: &str, revision: u32, lines: &[(u32, &str, i64)]) -> Supp
                     quantity,
                 })
                 .collect(),
-            ship_to: Some(Address {
+            ship_to: Some(Box::new(Address {
                 name: Some("Ada Lovelace".into()),
                 address1: Some("1 Example Street".into()),
                 city: Some("London".into()),
                 zip: Some("N1 1AA".into()),
                 country_code: Some("GB".into()),
                 ..Address::default()
-            }),
+            })),
         },
     }
 }

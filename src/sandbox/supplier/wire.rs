@@ -202,15 +202,17 @@ fn submission(kind: &str, wire: WireSubmission) -> Result<SupplierMessage, Strin
             shop: wire.shop,
             order_name: wire.order_name,
             lines,
-            ship_to: wire.ship_to.map(|a| Address {
-                name: a.name,
-                address1: a.address1,
-                address2: a.address2,
-                city: a.city,
-                province_code: a.province_code,
-                zip: a.zip,
-                country_code: a.country_code,
-                phone: a.phone,
+            ship_to: wire.ship_to.map(|a| {
+                Box::new(Address {
+                    name: a.name,
+                    address1: a.address1,
+                    address2: a.address2,
+                    city: a.city,
+                    province_code: a.province_code,
+                    zip: a.zip,
+                    country_code: a.country_code,
+                    phone: a.phone,
+                })
             }),
         },
     })
