@@ -240,6 +240,10 @@ impl crate::workflow::Routes for Router {
     fn has_supplier(&self, name: &str) -> bool {
         self.entries.iter().any(|e| e.name == name)
     }
+
+    fn any(&self) -> bool {
+        !self.entries.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,11 @@ pub trait Routes: Send + Sync {
     fn chain(&self, sku: Option<&str>) -> Vec<String>;
     /// Whether a supplier of that name is configured.
     fn has_supplier(&self, name: &str) -> bool;
+    /// Whether any supplier is configured. Without one, shipgate only mirrors and reconciles:
+    /// holding every order as "unmapped" would disrupt a shop that does not use the workflow.
+    fn any(&self) -> bool {
+        true
+    }
 }
 
 /// Workflow switches from the configuration.
@@ -173,6 +178,9 @@ impl Workflow {
     /// Plans an order against its current mirror: creates, amends or cancels shipments and
     /// opens or closes exceptions.
     pub async fn plan(&self, shop: &str, order_gid: &str) -> Result<(), StoreError> {
+        if !self.inner.routes.any() {
+            return Ok(());
+        }
         let _guard = self.lock(shop, order_gid).lock().await;
         let store = &self.inner.store;
         let Some(order) = store.order(shop, order_gid)? else {
