@@ -59,6 +59,52 @@ impl ShopSpec {
     }
 }
 
+/// One supplier of a loopback configuration.
+#[derive(Debug, Clone)]
+pub struct SupplierSpec {
+    pub name: String,
+    /// `http`, `csv` or `manual`.
+    pub adapter: String,
+    /// The agent's endpoint (`http` only).
+    pub endpoint: Option<String>,
+    /// The shared secret (`http` only).
+    pub secret: Option<String>,
+    pub skus: Vec<String>,
+    pub backups: Vec<String>,
+}
+
+impl SupplierSpec {
+    /// An `http` supplier (a sandbox agent) for these SKU patterns.
+    pub fn http(name: &str, endpoint: &str, secret: &[u8], skus: &[&str]) -> SupplierSpec {
+        SupplierSpec {
+            name: name.into(),
+            adapter: "http".into(),
+            endpoint: Some(endpoint.into()),
+            secret: Some(String::from_utf8_lossy(secret).into_owned()),
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            backups: Vec::new(),
+        }
+    }
+
+    /// A `csv` or `manual` supplier for these SKU patterns.
+    pub fn offline(name: &str, adapter: &str, skus: &[&str]) -> SupplierSpec {
+        SupplierSpec {
+            name: name.into(),
+            adapter: adapter.into(),
+            endpoint: None,
+            secret: None,
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            backups: Vec::new(),
+        }
+    }
+
+    /// The same supplier with these backups.
+    pub fn with_backups(mut self, backups: &[&str]) -> SupplierSpec {
+        self.backups = backups.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
 /// A whole loopback configuration.
 #[derive(Debug, Clone)]
 pub struct LoopbackConfig {
@@ -72,6 +118,8 @@ pub struct LoopbackConfig {
     pub server_extra: String,
     /// More TOML sections (e.g. `[sync]`).
     pub extra_sections: String,
+    /// Suppliers, in routing order.
+    pub suppliers: Vec<SupplierSpec>,
 }
 
 impl LoopbackConfig {
@@ -84,6 +132,7 @@ impl LoopbackConfig {
             log_level: "warn".into(),
             server_extra: String::new(),
             extra_sections: String::new(),
+            suppliers: Vec::new(),
         }
     }
 
@@ -134,6 +183,29 @@ impl LoopbackConfig {
                 secrets.join(", "),
                 shop.requests_per_second
             );
+        }
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|s| quoted(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for supplier in &self.suppliers {
+            let _ = writeln!(
+                out,
+                "[[suppliers]]\nname = {}\nadapter = {}\nskus = [{}]\nbackups = [{}]",
+                quoted(&supplier.name),
+                quoted(&supplier.adapter),
+                list(&supplier.skus),
+                list(&supplier.backups)
+            );
+            if let Some(endpoint) = &supplier.endpoint {
+                let _ = writeln!(out, "endpoint = {}", quoted(endpoint));
+            }
+            if let Some(secret) = &supplier.secret {
+                let _ = writeln!(out, "secrets = [{{ value = {} }}]", quoted(secret));
+            }
         }
         out
     }

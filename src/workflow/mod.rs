@@ -94,6 +94,8 @@ struct Inner {
     locks: Vec<Mutex<()>>,
     /// Woken when intents were written, so the sender looks at once.
     intents: Notify,
+    /// Counts case and outbox writes, so that waiters can tell when work moved.
+    writes: tokio::sync::watch::Sender<u64>,
 }
 
 /// What applying a supplier event did.
@@ -121,6 +123,7 @@ impl Workflow {
                 settings,
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 intents: Notify::new(),
+                writes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -172,7 +175,34 @@ impl Workflow {
         if any_effects {
             self.inner.intents.notify_waiters();
         }
+        self.bump();
         Ok(())
+    }
+
+    /// Tells waiters that the workflow's state moved.
+    pub(crate) fn bump(&self) {
+        self.inner.writes.send_modify(|n| *n += 1);
+    }
+
+    /// How many writes the workflow made so far (a change detector for tests and the demo).
+    pub fn writes(&self) -> u64 {
+        *self.inner.writes.borrow()
+    }
+
+    /// Waits until no order waits to be planned and no effect is due now: everything the
+    /// workflow can do without news from outside (or the clock) is done.
+    pub async fn wait_quiet(&self) -> Result<(), StoreError> {
+        let mut rx = self.inner.writes.subscribe();
+        let store = &self.inner.store;
+        loop {
+            rx.mark_unchanged();
+            let now = self.inner.clock.now_ms();
+            if store.plan_queue_len() == 0 && store.due_effects(now, 1)?.is_empty() {
+                return Ok(());
+            }
+            // Each planning pass bumps the counter, so this wakes when the queue moved.
+            let _ = rx.changed().await;
+        }
     }
 
     /// Plans an order against its current mirror: creates, amends or cancels shipments and
@@ -222,6 +252,9 @@ impl Workflow {
                 store.planned(request)?;
                 planned += 1;
                 progress = true;
+            }
+            if progress {
+                self.bump();
             }
             if !progress || batch.len() < 256 {
                 return Ok(planned);

@@ -233,6 +233,7 @@ impl Sender {
                     updated_effects: vec![effect],
                     ..Default::default()
                 })?;
+                self.workflow.bump();
             }
             return Ok(false);
         }

@@ -9,3 +9,4 @@ mod intake;
 mod mirror;
 mod reconcile;
 mod shopify_client;
+mod suppliers;

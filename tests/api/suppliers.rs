@@ -1,0 +1,524 @@
+//! Suppliers end to end: the real daemon against the sandbox Shopify and sandbox supplier
+//! agents, with a manual clock for everything that waits (retries, stockout waits).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipgate::clock::Clock;
+use shipgate::daemon::{Daemon, Options};
+use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec, SupplierSpec};
+use shipgate::sandbox::shopify::{NewLine, NewOrder, OrderEdit, Plan, SandboxShopify};
+use shipgate::sandbox::supplier::{AgentSettings, SandboxAgent};
+use shipgate::suppliers::signature;
+use shipgate::workflow::derive::{self, ShipmentStatus};
+use shipgate::workflow::effect::EffectState;
+use shipgate::workflow::model::{Actor, Decision, ExceptionKind, HoldState, OrderCase};
+
+use crate::helpers::{SANDBOX_WEBHOOK_SECRET, SyncedApp, TestApp, sandbox_config};
+
+const ACME_SECRET: &[u8] = b"acme-agent-secret";
+const BRAVO_SECRET: &[u8] = b"bravo-agent-secret";
+
+/// The daemon with two agents (`acme` ships `MUG-*` with `bravo` as backup, `bravo` ships
+/// `TEE-*`) and a manual supplier (`charlie`, `SAMPLE-*`).
+struct Supplied {
+    synced: SyncedApp,
+    acme: SandboxAgent,
+    bravo: SandboxAgent,
+    clock: Clock,
+}
+
+async fn spawn_supplied() -> Supplied {
+    let sandbox = SandboxShopify::start(sandbox_config(Plan::Standard))
+        .await
+        .expect("sandbox starts");
+    let acme = SandboxAgent::start(AgentSettings {
+        name: "acme".into(),
+        secret: ACME_SECRET.to_vec(),
+    })
+    .await
+    .unwrap();
+    let bravo = SandboxAgent::start(AgentSettings {
+        name: "bravo".into(),
+        secret: BRAVO_SECRET.to_vec(),
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        ShopAuth::Token("shpat_sandbox".into()),
+        SANDBOX_WEBHOOK_SECRET,
+    )]);
+    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
+    loopback.suppliers = vec![
+        SupplierSpec::http("acme", &acme.endpoint(), ACME_SECRET, &["MUG-*"])
+            .with_backups(&["bravo"]),
+        SupplierSpec::http("bravo", &bravo.endpoint(), BRAVO_SECRET, &["TEE-*"]),
+        SupplierSpec::offline("charlie", "manual", &["SAMPLE-*"]),
+    ];
+    let config = loopback.load(dir.path()).expect("config loads");
+    let clock = Clock::manual(shipgate::delivery::now_ms() as i64);
+    let options = Options {
+        client: shipgate::shopify::client::ClientSettings {
+            base_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(100),
+            max_attempts: 12,
+            ..Default::default()
+        },
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let daemon = Daemon::start(&config, options)
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.public_addr());
+    sandbox.set_webhook_url(Some(format!("{base}/webhooks/shopify")));
+    acme.set_report_to(format!("{base}/webhooks/suppliers/acme"));
+    bravo.set_report_to(format!("{base}/webhooks/suppliers/bravo"));
+    Supplied {
+        synced: SyncedApp {
+            app: TestApp {
+                base,
+                daemon,
+                client: reqwest::Client::new(),
+                config,
+                _dir: dir,
+            },
+            sandbox,
+        },
+        acme,
+        bravo,
+        clock,
+    }
+}
+
+fn new_order(lines: &[(&str, i64)]) -> NewOrder {
+    NewOrder {
+        name: None,
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| NewLine {
+                sku: sku.to_string(),
+                quantity: *quantity,
+                location: 0,
+                variant_title: Some("Standard".into()),
+            })
+            .collect(),
+        customer_email: Some("ada@example.com".into()),
+        shipping_address: Some(json!({
+            "name": "Ada Lovelace", "address1": "1 Example Street", "city": "London",
+            "zip": "N1 1AA", "countryCodeV2": "GB"
+        })),
+    }
+}
+
+impl Supplied {
+    fn daemon(&self) -> &Daemon {
+        &self.synced.app.daemon
+    }
+
+    fn sandbox(&self) -> &SandboxShopify {
+        &self.synced.sandbox
+    }
+
+    /// Lets every party act on what it has until nothing moves: Shopify's webhooks, the mirror,
+    /// planning, the outbox at the current clock, and the agents' events.
+    async fn settle(&self) {
+        let workflow = self.daemon().workflow();
+        for _ in 0..40 {
+            let before = (
+                workflow.writes(),
+                self.acme.events_sent().len(),
+                self.bravo.events_sent().len(),
+            );
+            self.sandbox().flush_webhooks().await;
+            self.daemon().wait_idle().await;
+            self.synced.sync().await.expect("sync");
+            workflow.wait_quiet().await.unwrap();
+            self.acme.flush_events().await;
+            self.bravo.flush_events().await;
+            self.daemon().wait_idle().await;
+            workflow.wait_quiet().await.unwrap();
+            let after = (
+                workflow.writes(),
+                self.acme.events_sent().len(),
+                self.bravo.events_sent().len(),
+            );
+            if before == after {
+                return;
+            }
+        }
+        panic!("the system did not settle");
+    }
+
+    fn case(&self, order: &str) -> OrderCase {
+        self.daemon()
+            .store()
+            .case(self.sandbox().shop(), order)
+            .unwrap()
+            .expect("the order has a case")
+    }
+
+    fn open(&self, order: &str) -> Vec<ExceptionKind> {
+        self.case(order).open_exceptions().map(|e| e.kind).collect()
+    }
+
+    fn statuses(&self, order: &str) -> Vec<(String, ShipmentStatus)> {
+        let case = self.case(order);
+        case.shipments
+            .iter()
+            .map(|s| (s.supplier.clone(), derive::status(s, &case.exceptions)))
+            .collect()
+    }
+
+    fn holds(&self, order: &str) -> Vec<Value> {
+        let snapshot = self.sandbox().order_snapshot(order).unwrap();
+        snapshot["fulfillmentOrders"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|fo| fo["fulfillmentHolds"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    async fn decide(&self, order: &str, kind: ExceptionKind, decision: Decision) {
+        let case = self.case(order);
+        let id = case
+            .open_exceptions()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("no open {kind:?}: {:?}", case.exceptions))
+            .id
+            .clone();
+        self.daemon()
+            .workflow()
+            .decide(&id, decision, Actor::Operator("test".into()), None)
+            .await
+            .unwrap();
+        self.settle().await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_reaches_each_supplier_once_and_their_confirmations_come_back() {
+    let s = spawn_supplied().await;
+    let order = s
+        .sandbox()
+        .create_order(new_order(&[("MUG-RED", 2), ("TEE-M", 1)]));
+    s.settle().await;
+    let acme = s.acme.accepted_messages();
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0].kind, "submission");
+    assert_eq!(acme[0].body["lines"][0]["sku"], "MUG-RED");
+    assert_eq!(acme[0].body["lines"][0]["quantity"], 2);
+    assert_eq!(acme[0].body["ship_to"]["name"], "Ada Lovelace");
+    assert!(
+        acme[0].body.get("customer_email").is_none(),
+        "only what shipping needs"
+    );
+    assert_eq!(s.acme.posts_for(&acme[0].key), 1);
+    assert_eq!(s.bravo.accepted_messages().len(), 1);
+    let mut statuses = s.statuses(&order);
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            ("acme".into(), ShipmentStatus::AwaitingCheck),
+            ("bravo".into(), ShipmentStatus::AwaitingCheck)
+        ]
+    );
+    assert!(s.open(&order).is_empty());
+    // Every event came through the signed webhook and was stored once.
+    assert_eq!(s.acme.events_refused().len(), 0);
+    assert!(s.holds(&order).is_empty());
+}
+
+#[tokio::test]
+async fn a_stockout_is_held_in_shopify_until_rerouted_to_the_backup() {
+    let s = spawn_supplied().await;
+    s.acme.stockout("MUG-RED", None);
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::Stockout]);
+    let holds = s.holds(&order);
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0]["reason"], "INVENTORY_OUT_OF_STOCK");
+    let case = s.case(&order);
+    let exception = case.open_exceptions().next().unwrap();
+    assert_eq!(
+        holds[0]["handle"].as_str(),
+        Some(format!("shipgate-{}", exception.id).as_str())
+    );
+    assert!(matches!(
+        exception.hold.as_ref().unwrap().state,
+        HoldState::Placed { .. }
+    ));
+
+    s.decide(
+        &order,
+        ExceptionKind::Stockout,
+        Decision::Reroute { supplier: None },
+    )
+    .await;
+    assert!(s.open(&order).is_empty());
+    assert!(s.holds(&order).is_empty(), "the hold was released");
+    let kinds: Vec<_> = s
+        .acme
+        .accepted_messages()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(kinds, vec!["submission", "cancellation"]);
+    let bravo = s.bravo.accepted_messages();
+    assert_eq!(bravo.len(), 1);
+    assert_eq!(bravo[0].body["lines"][0]["sku"], "MUG-RED");
+    let mut statuses = s.statuses(&order);
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            ("acme".into(), ShipmentStatus::Cancelled),
+            ("bravo".into(), ShipmentStatus::AwaitingCheck)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unmapped_sku_is_held_and_routed_by_hand_to_a_manual_supplier() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("LAMP-9", 1)]));
+    s.settle().await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::UnmappedSku]);
+    assert_eq!(s.holds(&order)[0]["reason"], "OTHER");
+    s.decide(
+        &order,
+        ExceptionKind::UnmappedSku,
+        Decision::RouteTo {
+            supplier: "charlie".into(),
+        },
+    )
+    .await;
+    assert!(s.open(&order).is_empty());
+    assert!(s.holds(&order).is_empty());
+    assert_eq!(
+        s.statuses(&order),
+        vec![("charlie".into(), ShipmentStatus::AwaitingConfirmation)]
+    );
+}
+
+#[tokio::test]
+async fn a_substitute_is_approved_and_a_rejection_rerouted() {
+    let s = spawn_supplied().await;
+    s.acme
+        .substitute("MUG-RED", "MUG-CRIMSON", "crimson instead of red");
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::SubstituteOffered]);
+    s.decide(
+        &order,
+        ExceptionKind::SubstituteOffered,
+        Decision::ApproveSubstitute,
+    )
+    .await;
+    assert!(s.open(&order).is_empty());
+    let kinds: Vec<_> = s
+        .acme
+        .accepted_messages()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(kinds, vec!["submission", "decision"]);
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::AwaitingCheck)],
+        "the approved substitute counts as confirmed"
+    );
+    assert!(s.holds(&order).is_empty());
+
+    s.acme.clear_switches();
+    s.acme.reject(Some("we no longer ship to GB".into()));
+    let second = s.sandbox().create_order(new_order(&[("MUG-BLUE", 1)]));
+    s.settle().await;
+    assert_eq!(s.open(&second), vec![ExceptionKind::SupplierRejected]);
+    s.decide(
+        &second,
+        ExceptionKind::SupplierRejected,
+        Decision::Reroute { supplier: None },
+    )
+    .await;
+    assert!(s.open(&second).is_empty());
+    assert_eq!(s.bravo.accepted_messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_cancellation_in_shopify_reaches_the_supplier_and_closes_on_its_answer() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    s.sandbox().cancel_order(&order, "CUSTOMER").unwrap();
+    s.settle().await;
+    let kinds: Vec<_> = s
+        .acme
+        .accepted_messages()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(kinds, vec!["submission", "cancellation"]);
+    let case = s.case(&order);
+    let exception = case
+        .exceptions
+        .iter()
+        .find(|e| e.kind == ExceptionKind::CancelledAfterSubmission)
+        .expect("the cancellation opened an exception");
+    assert!(
+        !exception.is_open(),
+        "the supplier's `cancelled` event closed it: {exception:?}"
+    );
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Cancelled)]
+    );
+}
+
+#[tokio::test]
+async fn an_edit_in_shopify_reaches_the_supplier_as_a_revision() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 3)]));
+    s.settle().await;
+    s.sandbox()
+        .edit_order(
+            &order,
+            OrderEdit::SetQuantity {
+                sku: "MUG-RED".into(),
+                quantity: 1,
+            },
+        )
+        .unwrap();
+    s.settle().await;
+    let messages = s.acme.accepted_messages();
+    let kinds: Vec<_> = messages.iter().map(|m| m.kind.clone()).collect();
+    assert_eq!(kinds, vec!["submission", "amendment"]);
+    assert_eq!(messages[1].body["revision"], 2);
+    assert_eq!(messages[1].body["lines"][0]["quantity"], 1);
+    assert!(s.open(&order).is_empty());
+}
+
+#[tokio::test]
+async fn a_supplier_down_for_a_day_gets_each_submission_once_when_it_returns() {
+    let s = spawn_supplied().await;
+    s.acme.set_down(true);
+    let orders: Vec<String> = (0..3)
+        .map(|_| s.sandbox().create_order(new_order(&[("MUG-RED", 1)])))
+        .collect();
+    s.settle().await;
+    let workflow = s.daemon().workflow();
+    // A simulated day in quarter hours: every due retry runs at each step.
+    for _ in 0..96 {
+        s.clock.advance(Duration::from_secs(15 * 60));
+        workflow.wait_quiet().await.unwrap();
+    }
+    assert!(s.acme.accepted_messages().is_empty());
+    let keys: Vec<String> = orders
+        .iter()
+        .map(|o| format!("{}.r1", s.case(o).shipments[0].id))
+        .collect();
+    for key in &keys {
+        let posts = s.acme.posts_for(key);
+        assert!(
+            posts >= 24,
+            "{key} was retried through the day: {posts} attempts"
+        );
+    }
+    s.acme.set_down(false);
+    s.clock.advance(Duration::from_secs(31 * 60));
+    s.settle().await;
+    let accepted = s.acme.accepted_messages();
+    assert_eq!(accepted.len(), 3, "each submission arrived");
+    assert_eq!(s.acme.duplicates(), 0, "and none twice");
+    for order in &orders {
+        assert_eq!(
+            s.statuses(order),
+            vec![("acme".into(), ShipmentStatus::AwaitingCheck)]
+        );
+    }
+    let effects: Vec<_> = s.daemon().store().effects().map(|e| e.unwrap()).collect();
+    assert!(
+        effects
+            .iter()
+            .all(|e| matches!(e.state, EffectState::Done { .. }))
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_looked_up_instead_of_sent_again() {
+    let s = spawn_supplied().await;
+    s.acme.drop_next_responses(1);
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let effect = s.daemon().store().effects().next().unwrap().unwrap();
+    assert!(effect.is_pending() && effect.maybe_delivered, "{effect:?}");
+    s.clock.advance(Duration::from_secs(60));
+    s.settle().await;
+    assert_eq!(s.acme.lookups(), 1);
+    assert_eq!(s.acme.duplicates(), 0);
+    assert_eq!(s.acme.posts_for(&effect.key), 1, "sent once");
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::AwaitingCheck)]
+    );
+}
+
+#[tokio::test]
+async fn supplier_events_are_verified_stored_once_and_checked_against_the_shipment() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let shipment = s.case(&order).shipments[0].id.clone();
+    let url = format!("{}/webhooks/suppliers/acme", s.synced.app.base);
+    let client = &s.synced.app.client;
+    let post = |body: String, secret: &'static [u8]| {
+        let header = signature::sign(secret, signature::now_secs(), body.as_bytes());
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("shipgate-signature", header)
+            .body(body)
+            .send()
+    };
+    let event = |id: &str, shipment: &str| {
+        json!({"id": id, "type": "received", "shipment_id": shipment,
+               "occurred_at": "2026-11-25T10:00:00Z"})
+        .to_string()
+    };
+    let r = post(event("evt-x1", &shipment), BRAVO_SECRET)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "signed with another supplier's secret");
+    let r = post(event("evt-x2", "SG-9999999999"), ACME_SECRET)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("unknown shipment SG-9999999999")
+    );
+    let r = post("{\"id\":\"e\"}".into(), ACME_SECRET).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("`shipment_id` is missing"));
+    let r = post(event("evt-x3", &shipment), ACME_SECRET).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(event("evt-x3", &shipment), ACME_SECRET).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("duplicate"));
+    s.settle().await;
+    let evidence: Vec<_> = s.case(&order).shipments[0]
+        .evidence
+        .iter()
+        .filter(|e| e.id == "evt-x3")
+        .cloned()
+        .collect();
+    assert_eq!(evidence.len(), 1);
+}
