@@ -54,8 +54,13 @@ impl Action {
 pub enum EffectState {
     /// To be sent at `next_attempt_ms` (when its turn in the stream comes).
     Pending,
-    /// Done: the remote side has it. `note` says how we know (answer, lookup).
-    Done { at_ms: i64, note: String },
+    /// Done: the remote side has it. `reference` is what it named it (the supplier's order
+    /// reference, Shopify's hold id); `note` says how we know (its answer, a lookup).
+    Done {
+        at_ms: i64,
+        reference: Option<String>,
+        note: String,
+    },
     /// Refused for good; the workflow turned the refusal into an exception or a note.
     Failed { at_ms: i64, reason: String },
     /// No longer needed, and never sent (for example a submission cancelled before its turn).

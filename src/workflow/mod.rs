@@ -98,6 +98,23 @@ struct Inner {
     writes: tokio::sync::watch::Sender<u64>,
 }
 
+/// What a sheet import recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub recorded: usize,
+    /// Rows whose event was already recorded (the same sheet imported again).
+    pub already_recorded: usize,
+}
+
+/// Why a sheet import recorded nothing (rows) or stopped (the store).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailure {
+    #[error("{0}")]
+    Rows(crate::suppliers::csv::ImportErrors),
+    #[error(transparent)]
+    Workflow(WorkflowError),
+}
+
 /// What applying a supplier event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventApplied {
@@ -299,6 +316,109 @@ impl Workflow {
         event: SupplierEvent,
         source: Source,
     ) -> Result<EventApplied, WorkflowError> {
+        let actor = Actor::Supplier(supplier.to_string());
+        self.apply_event_as(supplier, event, source, actor).await
+    }
+
+    /// Records an event an operator relays for a supplier (the `manual` adapter, and any
+    /// supplier's event entered by hand), with the operator as its actor. The same door as
+    /// the webhook: the same checks, the same effects.
+    pub async fn record_event(
+        &self,
+        supplier: &str,
+        event: SupplierEvent,
+        by: Actor,
+    ) -> Result<EventApplied, WorkflowError> {
+        self.apply_event_as(supplier, event, Source::Manual, by)
+            .await
+    }
+
+    /// Imports an agent's CSV sheet: every row is checked against the shipments first, and
+    /// one bad row refuses the whole file (nothing is recorded). Importing the same file again
+    /// records nothing new.
+    pub async fn import_sheet(
+        &self,
+        supplier: &str,
+        file_name: &str,
+        bytes: &[u8],
+        by: Actor,
+    ) -> Result<ImportReport, ImportFailure> {
+        let imported_at = crate::order::Timestamp::from_unix_ms(self.inner.clock.now_ms());
+        let lookup = |id: &str| self.shipment_view(id).ok().flatten();
+        let events =
+            crate::suppliers::csv::import(supplier, file_name, bytes, imported_at, &lookup)
+                .map_err(ImportFailure::Rows)?;
+        let mut report = ImportReport::default();
+        for event in events {
+            let source = Source::CsvImport {
+                file: file_name.to_string(),
+            };
+            match self
+                .apply_event_as(supplier, event, source, by.clone())
+                .await
+                .map_err(ImportFailure::Workflow)?
+            {
+                EventApplied::Recorded => report.recorded += 1,
+                EventApplied::AlreadyRecorded => report.already_recorded += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The shipments waiting for a supplier's action, for the CSV export and the manual
+    /// adapter's listing: those not yet confirmed, and those asked to cancel and not yet
+    /// confirmed cancelled.
+    pub fn pending_for(
+        &self,
+        supplier: &str,
+    ) -> Result<Vec<crate::suppliers::csv::PendingSubmission>, StoreError> {
+        let mut out = Vec::new();
+        for case in self.inner.store.cases() {
+            let case = case?;
+            for shipment in case.shipments.iter().filter(|s| s.supplier == supplier) {
+                let cancel_pending = shipment
+                    .evidence
+                    .iter()
+                    .any(|e| matches!(e.kind, EvidenceKind::CancelRequested { .. }))
+                    && !derive::is_cancelled(shipment);
+                let awaiting = matches!(
+                    derive::status(shipment, &case.exceptions),
+                    derive::ShipmentStatus::AwaitingSubmission
+                        | derive::ShipmentStatus::AwaitingConfirmation
+                );
+                if !cancel_pending && !awaiting {
+                    continue;
+                }
+                let Some(view) = self.shipment_view(&shipment.id)? else {
+                    continue;
+                };
+                let ship_to = if cancel_pending {
+                    None
+                } else {
+                    self.inner
+                        .store
+                        .order(&case.shop, &case.order_gid)?
+                        .and_then(|o| o.shipping_address)
+                };
+                out.push(crate::suppliers::csv::PendingSubmission {
+                    shipment_id: view.shipment_id,
+                    order_name: view.order_name,
+                    lines: view.lines,
+                    ship_to,
+                    cancelled: cancel_pending,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn apply_event_as(
+        &self,
+        supplier: &str,
+        event: SupplierEvent,
+        source: Source,
+        actor: Actor,
+    ) -> Result<EventApplied, WorkflowError> {
         let store = &self.inner.store;
         let located = store
             .case_of(&event.shipment_id)?
@@ -317,7 +437,7 @@ impl Workflow {
             id: event.id.clone(),
             at_ms: event.occurred_at.unix_ms,
             recorded_ms: now,
-            actor: Actor::Supplier(supplier.to_string()),
+            actor,
             source,
             kind: EvidenceKind::Supplier(event),
         });
@@ -447,12 +567,10 @@ impl Workflow {
                     && let Some(shipment) = case.shipment_mut(&message.shipment_id)
                 {
                     match state {
-                        EffectState::Done { note, .. } => {
+                        EffectState::Done { reference, .. } => {
                             shipment.record(outcome(EvidenceKind::SubmissionDelivered {
                                 revision: *revision,
-                                supplier_ref: note
-                                    .strip_prefix("supplier_ref=")
-                                    .map(str::to_string),
+                                supplier_ref: reference.clone(),
                             }));
                         }
                         EffectState::Failed { reason, .. } => {
@@ -473,8 +591,8 @@ impl Workflow {
                     .and_then(|e| e.hold.as_mut())
                 {
                     match state {
-                        EffectState::Done { note, .. } => {
-                            let hold_id = note.strip_prefix("hold_id=").unwrap_or(note).to_string();
+                        EffectState::Done { reference, .. } => {
+                            let hold_id = reference.clone().unwrap_or_default();
                             match &mut hold.state {
                                 HoldState::Requested => hold.state = HoldState::Placed { hold_id },
                                 // Closed before the hold was confirmed: the release needs the id.

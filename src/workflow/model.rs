@@ -212,6 +212,47 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Builds a decision from its name and options, as the CLI and the admin API receive it:
+    /// `route --supplier S`, `reroute [--supplier S]`, `wait --until YYYY-MM-DD`, `cancel`,
+    /// `approve`, `reject`, `intercepted`, `accept_loss`.
+    pub fn parse(
+        name: &str,
+        supplier: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Decision, String> {
+        let no_supplier = |d: Decision| match supplier {
+            Some(_) => Err(format!("`{name}` takes no supplier")),
+            None => Ok(d),
+        };
+        let decision = match name {
+            "route" => Decision::RouteTo {
+                supplier: supplier
+                    .ok_or("`route` needs the supplier to route to")?
+                    .to_string(),
+            },
+            "reroute" => Decision::Reroute {
+                supplier: supplier.map(str::to_string),
+            },
+            "wait" => Decision::WaitUntil {
+                day: Day::parse(until.ok_or("`wait` needs the day to wait until")?)?,
+            },
+            "cancel" => no_supplier(Decision::Cancel)?,
+            "approve" => no_supplier(Decision::ApproveSubstitute)?,
+            "reject" => no_supplier(Decision::RejectSubstitute)?,
+            "intercepted" => no_supplier(Decision::Intercepted)?,
+            "accept_loss" => no_supplier(Decision::AcceptLoss)?,
+            other => {
+                return Err(format!(
+                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss)"
+                ));
+            }
+        };
+        if until.is_some() && name != "wait" {
+            return Err(format!("`{name}` takes no day"));
+        }
+        Ok(decision)
+    }
+
     /// The decision's name, as `ExceptionKind::decisions` lists it.
     pub fn name(&self) -> &'static str {
         match self {

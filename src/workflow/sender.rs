@@ -93,8 +93,8 @@ pub fn backoff(settings: &SenderSettings, attempts: u32) -> Duration {
 
 /// What a remote read found about an effect.
 enum Remote {
-    /// The remote side has it; the note says what we learned (a reference, a hold id).
-    Has(String),
+    /// The remote side has it, under this reference (the supplier's, a hold id) if known.
+    Has(Option<String>),
     /// It does not: sending is safe.
     HasNot,
     /// The remote side could not be asked.
@@ -252,12 +252,13 @@ impl Sender {
                 return Ok(false);
             }
             match remote {
-                Remote::Has(note) => {
+                Remote::Has(reference) => {
                     tracing::info!(effect = %current.key, action = current.action.name(),
                         "found at the remote side after an unknown outcome; not sent again");
                     current.state = EffectState::Done {
                         at_ms: self.workflow.clock().now_ms(),
-                        note,
+                        reference,
+                        note: "found by a lookup after an unknown outcome".into(),
                     };
                     current.maybe_delivered = false;
                     self.record(&current)?;
@@ -314,7 +315,8 @@ impl Sender {
             SendOutcome::Accepted { supplier_ref } => {
                 current.state = EffectState::Done {
                     at_ms: now,
-                    note: supplier_ref.unwrap_or_else(|| "accepted".into()),
+                    reference: supplier_ref,
+                    note: "accepted".into(),
                 };
                 current.maybe_delivered = false;
                 current.last_error = None;
@@ -419,9 +421,7 @@ impl Sender {
                     {
                         // Our handle is already there: the earlier attempt landed.
                         match self.find_hold(effect, fulfillment_order_id, handle).await {
-                            Remote::Has(id) => SendOutcome::Accepted {
-                                supplier_ref: Some(id),
-                            },
+                            Remote::Has(id) => SendOutcome::Accepted { supplier_ref: id },
                             Remote::HasNot | Remote::Unknown(_) => SendOutcome::Retry {
                                 reason: "the hold exists but could not be read".into(),
                                 maybe_delivered: true,
@@ -444,11 +444,9 @@ impl Sender {
                 // Always read first: only a hold of ours that is still there is released, by
                 // its id, so nobody else's hold is touched.
                 let hold_id = match self.find_hold(effect, fulfillment_order_id, handle).await {
-                    Remote::Has(id) => id,
-                    Remote::HasNot => {
-                        return SendOutcome::Accepted {
-                            supplier_ref: Some("no hold left to release".into()),
-                        };
+                    Remote::Has(Some(id)) => id,
+                    Remote::HasNot | Remote::Has(None) => {
+                        return SendOutcome::Accepted { supplier_ref: None };
                     }
                     Remote::Unknown(reason) => {
                         return SendOutcome::Retry {
@@ -483,9 +481,7 @@ impl Sender {
                     return Remote::Unknown(format!("no supplier named {supplier} is configured"));
                 };
                 match adapter.lookup(&message.key).await {
-                    LookupOutcome::Received { supplier_ref } => {
-                        Remote::Has(supplier_ref.unwrap_or_else(|| "found by lookup".into()))
-                    }
+                    LookupOutcome::Received { supplier_ref } => Remote::Has(supplier_ref),
                     LookupOutcome::NotReceived => Remote::HasNot,
                     LookupOutcome::Unknown { reason } => Remote::Unknown(reason),
                 }
@@ -521,7 +517,7 @@ impl Sender {
             .flat_map(|fo| &fo.holds)
             .find(|h| h.handle.as_deref() == Some(handle));
         match found {
-            Some(hold) => Remote::Has(hold.id.clone()),
+            Some(hold) => Remote::Has(Some(hold.id.clone())),
             None => Remote::HasNot,
         }
     }

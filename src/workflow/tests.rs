@@ -795,7 +795,10 @@ async fn a_lost_answer_is_looked_up_not_sent_again() {
     f.sender().run_due().await.unwrap();
     assert_eq!(f.suppliers["acme"].received_keys().len(), 1);
     let effect = f.effects().pop().unwrap();
-    assert!(matches!(effect.state, EffectState::Done { ref note, .. } if note.starts_with("PO-")));
+    assert!(matches!(
+        effect.state,
+        EffectState::Done { reference: Some(ref r), .. } if r.starts_with("PO-")
+    ));
 }
 
 #[tokio::test]
