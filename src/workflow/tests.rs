@@ -828,3 +828,89 @@ async fn a_supplier_down_for_a_day_gets_each_message_once_when_it_returns() {
     sender.run_due().await.unwrap();
     assert_eq!(f.suppliers["acme"].received_keys().len(), 1);
 }
+
+mod any_order {
+    //! Invariant 6 through the whole workflow: the same supplier events, applied in any order
+    //! through `apply_event`, leave the same status and the same open exceptions.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn pool(n: u8, at_s: i64) -> EventKind {
+        match n % 10 {
+            0 => EventKind::Received { supplier_ref: Some("PO-1".into()) },
+            1 => confirmed(1, "MUG-RED", 2),
+            2 => short(1),
+            3 => confirmed(2, "MUG-BLUE", 1),
+            4 => EventKind::SubstituteOffered {
+                line_id: "gid://shopify/LineItem/2".into(),
+                offered_sku: "MUG-NAVY".into(),
+                offered_variant: None,
+                differences: "navy".into(),
+                photos: vec![],
+                price_change: None,
+                expires_at: None,
+            },
+            5 => EventKind::CheckReported {
+                check_json: format!(r#"{{"result":"pass","at":{at_s}}}"#),
+            },
+            6 => EventKind::Rejected { reason: "closed".into() },
+            7 => confirmed(1, "MUG-PINK", 2),
+            8 => EventKind::LabelCreated {
+                parcel_id: None,
+                carrier: "UPS".into(),
+                tracking_number: "1Z".into(),
+                tracking_url: None,
+            },
+            _ => EventKind::Cancelled { reason: None },
+        }
+    }
+
+    fn outcome(events: &[(String, i64, EventKind)]) -> (ShipmentStatus, Vec<(ExceptionKind, Option<String>)>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let f = Fixture::new();
+            f.put(&order(1, &[line(1, Some("MUG-RED"), 2), line(2, Some("MUG-BLUE"), 1)]))
+                .await;
+            let sg = f.case().shipments[0].id.clone();
+            for (id, at_s, kind) in events {
+                f.event("acme", &sg, id, *at_s, kind.clone()).await;
+            }
+            let case = f.case();
+            let mut open: Vec<_> = case
+                .open_exceptions()
+                .map(|e| (e.kind, e.subject.line_item_id.clone()))
+                .collect();
+            open.sort();
+            (derive::status(&case.shipments[0], &case.exceptions), open)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn the_same_events_in_any_order_leave_the_same_status_and_exceptions(
+            picks in prop::collection::vec((any::<u8>(), 1i64..50), 1..8),
+            seed in any::<u64>(),
+        ) {
+            use rand::SeedableRng;
+            use rand::seq::SliceRandom;
+            let events: Vec<(String, i64, EventKind)> = picks
+                .iter()
+                .enumerate()
+                .map(|(i, (n, at))| (format!("evt-{i}"), *at, pool(*n, *at)))
+                .collect();
+            let expected = outcome(&events);
+            let mut shuffled = events.clone();
+            shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            prop_assert_eq!(outcome(&shuffled), expected.clone());
+            shuffled.reverse();
+            prop_assert_eq!(outcome(&shuffled), expected);
+        }
+    }
+}
