@@ -492,10 +492,38 @@ fn index_mirror(
     };
     for order in store.orders(shop) {
         let order = order?;
+        // A hold of ours is accounted for while an open exception owns its handle, or while
+        // the release of a closed one is on its way (an outbox intent).
+        let case = if order
+            .fulfillment_orders
+            .iter()
+            .any(|fo| fo.holds.iter().any(|h| h.held_by_us))
+        {
+            store.case(shop, &order.id)?
+        } else {
+            None
+        };
+        let owned = |handle: Option<&str>| {
+            case.as_ref().is_some_and(|case| {
+                case.exceptions.iter().any(|e| {
+                    e.hold.as_ref().is_some_and(|h| {
+                        Some(h.handle.as_str()) == handle
+                            && (e.is_open()
+                                || matches!(
+                                    h.state,
+                                    crate::workflow::model::HoldState::ReleaseRequested { .. }
+                                ))
+                    })
+                })
+            })
+        };
         for fo in &order.fulfillment_orders {
-            // Shipgate has no exceptions yet, so every hold it placed lacks one. Counted per
-            // fulfillment order, since that is what a release names.
-            if let Some(hold) = fo.holds.iter().find(|h| h.held_by_us) {
+            // Counted per fulfillment order, since that is what a release names.
+            if let Some(hold) = fo
+                .holds
+                .iter()
+                .find(|h| h.held_by_us && !owned(h.handle.as_deref()))
+            {
                 index.holds.add(&fo.id, || {
                     format!(
                         "{} (order {}, hold {})",

@@ -839,7 +839,9 @@ mod any_order {
 
     fn pool(n: u8, at_s: i64) -> EventKind {
         match n % 10 {
-            0 => EventKind::Received { supplier_ref: Some("PO-1".into()) },
+            0 => EventKind::Received {
+                supplier_ref: Some("PO-1".into()),
+            },
             1 => confirmed(1, "MUG-RED", 2),
             2 => short(1),
             3 => confirmed(2, "MUG-BLUE", 1),
@@ -855,7 +857,9 @@ mod any_order {
             5 => EventKind::CheckReported {
                 check_json: format!(r#"{{"result":"pass","at":{at_s}}}"#),
             },
-            6 => EventKind::Rejected { reason: "closed".into() },
+            6 => EventKind::Rejected {
+                reason: "closed".into(),
+            },
             7 => confirmed(1, "MUG-PINK", 2),
             8 => EventKind::LabelCreated {
                 parcel_id: None,
@@ -867,15 +871,20 @@ mod any_order {
         }
     }
 
-    fn outcome(events: &[(String, i64, EventKind)]) -> (ShipmentStatus, Vec<(ExceptionKind, Option<String>)>) {
+    fn outcome(
+        events: &[(String, i64, EventKind)],
+    ) -> (ShipmentStatus, Vec<(ExceptionKind, Option<String>)>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
             let f = Fixture::new();
-            f.put(&order(1, &[line(1, Some("MUG-RED"), 2), line(2, Some("MUG-BLUE"), 1)]))
-                .await;
+            f.put(&order(
+                1,
+                &[line(1, Some("MUG-RED"), 2), line(2, Some("MUG-BLUE"), 1)],
+            ))
+            .await;
             let sg = f.case().shipments[0].id.clone();
             for (id, at_s, kind) in events {
                 f.event("acme", &sg, id, *at_s, kind.clone()).await;

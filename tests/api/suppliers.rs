@@ -254,6 +254,18 @@ async fn a_stockout_is_held_in_shopify_until_rerouted_to_the_backup() {
         exception.hold.as_ref().unwrap().state,
         HoldState::Placed { .. }
     ));
+    // Reconciliation sees the hold as owned by the open exception: no drift.
+    let shop = s.sandbox().shop();
+    let report = shipgate::reconcile::reconcile(
+        s.daemon().store(),
+        &s.daemon().shop_sync(shop).unwrap().client,
+        &reqwest::Client::new(),
+        &shipgate::reconcile::ReconcileOptions::default(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.class("holds_without_exception").unwrap().count, 0);
 
     s.decide(
         &order,
