@@ -14,8 +14,8 @@
 //!   `substitute_offered` (substitute switch); with the reject switch on, only `rejected`;
 //! - an amendment: `received` again and an event per line of the new list whose quantity is not 0;
 //!   a revision older than the one it holds changes nothing;
-//! - a cancellation: `cancelled` (with a reason saying it was too late if [`SandboxAgent::ship`]
-//!   already ran);
+//! - a cancellation: `cancelled`, unless [`SandboxAgent::ship`] already ran (a parcel that left
+//!   cannot be stopped by the agent: it says nothing and the owner decides);
 //! - a decision: `line_confirmed` with the offered SKU, or `line_short`; a decision for a line
 //!   with no substitute on offer is refused with 422;
 //! - a key it already has with the same message: the same answer again and nothing else; a key

@@ -389,17 +389,13 @@ impl State {
             return None;
         };
         let supplier_ref = shipment.supplier_ref.clone();
-        let reason = match &shipment.status {
-            // docs/suppliers.md 2.1: a shipment that already left gets a `cancelled` event whose
-            // reason says so.
-            Status::Shipped { tracking_number } => Some(format!(
-                "too late: already handed to {CARRIER} as {tracking_number}"
-            )),
-            _ => {
-                shipment.status = Status::Cancelled;
-                None
-            }
-        };
+        // docs/suppliers.md 2.1: a shipment that already left cannot be stopped by the agent,
+        // so it sends no `cancelled` (that would claim it was stopped); the owner decides.
+        if let Status::Shipped { .. } = &shipment.status {
+            return Some(supplier_ref);
+        }
+        shipment.status = Status::Cancelled;
+        let reason = None;
         self.queue(shipment_id, EventKind::Cancelled { reason });
         Some(supplier_ref)
     }
