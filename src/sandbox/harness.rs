@@ -216,6 +216,39 @@ impl LoopbackConfig {
     }
 }
 
+/// Lets the daemon, a sandbox Shopify and sandbox agents act on what they have until nothing
+/// moves: Shopify's webhooks, the mirror, planning, the outbox at the current clock, and the
+/// agents' events. Returns false if it did not settle within `rounds` rounds.
+pub async fn settle(
+    daemon: &crate::daemon::Daemon,
+    shopify: &crate::sandbox::shopify::SandboxShopify,
+    agents: &[&crate::sandbox::supplier::SandboxAgent],
+    rounds: usize,
+) -> anyhow::Result<bool> {
+    let workflow = daemon.workflow();
+    let moved = || {
+        let mut marks = vec![workflow.writes() as usize];
+        marks.extend(agents.iter().map(|a| a.events_sent().len()));
+        marks
+    };
+    for _ in 0..rounds {
+        let before = moved();
+        shopify.flush_webhooks().await;
+        daemon.wait_idle().await;
+        daemon.sync_now(shopify.shop()).await?;
+        workflow.wait_quiet().await?;
+        for agent in agents {
+            agent.flush_events().await;
+        }
+        daemon.wait_idle().await;
+        workflow.wait_quiet().await?;
+        if moved() == before {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A TOML basic string.
 fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))

@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod compliance;
+mod demo;
 mod helpers;
 mod intake;
 mod mirror;

@@ -443,7 +443,8 @@ async fn a_supplier_down_for_a_day_gets_each_submission_once_when_it_returns() {
         );
     }
     s.acme.set_down(false);
-    s.clock.advance(Duration::from_secs(31 * 60));
+    // The longest pause is 30 minutes plus up to 20% jitter.
+    s.clock.advance(Duration::from_secs(37 * 60));
     s.settle().await;
     let accepted = s.acme.accepted_messages();
     assert_eq!(accepted.len(), 3, "each submission arrived");

@@ -2,13 +2,20 @@
 //!
 //! The demo starts the daemon exactly as `shipgate run` does (port 0, a temporary store), pushes
 //! deliveries through every intake path (valid, duplicate, rotated secret, each kind of bad input,
-//! compliance erasure and export, uninstall, a failing store), prints a timeline and a summary,
-//! and returns `false` when any step ended differently than it must. It grows with every part of
-//! shipgate that lands.
+//! compliance erasure and export, uninstall, a failing store), mirrors a sandbox shop through lost
+//! webhooks and failing calls, sends its orders to sandbox supplier agents and walks every
+//! supplier exception path (`suppliers.rs`), prints a timeline and a summary, and returns `false`
+//! when any step ended differently than it must. It grows with every part of shipgate that lands.
+
+mod suppliers;
 
 use std::time::Instant;
 
 use anyhow::Context as _;
+
+use crate::clock::Clock;
+use crate::sandbox::harness::SupplierSpec;
+use crate::sandbox::supplier::{AgentSettings, SandboxAgent};
 
 use crate::daemon::{Daemon, Options};
 use crate::delivery::Origin;
@@ -65,12 +72,66 @@ pub async fn run() -> anyhow::Result<bool> {
         },
     ]);
     loopback.server_extra = "body_limit = 65536".into();
+    let agents = suppliers::Agents {
+        shenzhen: SandboxAgent::start(AgentSettings {
+            name: "shenzhen".into(),
+            secret: b"demo-shenzhen-secret".to_vec(),
+        })
+        .await?,
+        la: SandboxAgent::start(AgentSettings {
+            name: "la-3pl".into(),
+            secret: b"demo-la-secret".to_vec(),
+        })
+        .await?,
+    };
+    // The sample catalogue ships from Shenzhen (location 0) or a Los Angeles 3PL (location 1).
+    loopback.suppliers = vec![
+        SupplierSpec::http(
+            "shenzhen",
+            &agents.shenzhen.endpoint(),
+            b"demo-shenzhen-secret",
+            &[
+                "PHN-*",
+                "LED-*",
+                "PET-*",
+                "POSTURE-*",
+                "KITCHEN-*",
+                "CAR-*",
+                "SUNSET-*",
+                "NECK-*",
+            ],
+        )
+        .with_backups(&["la-3pl"]),
+        SupplierSpec::http(
+            "la-3pl",
+            &agents.la.endpoint(),
+            b"demo-la-secret",
+            &["MASSAGE-*", "EARBUDS-*", "YOGA-*", "BABY-*"],
+        )
+        .with_backups(&["sheets"]),
+        SupplierSpec::offline("sheets", "csv", &[]),
+    ];
     let config = loopback
         .load(dir.path())
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     crate::telemetry::init(&config.log.format, &config.log.level);
-    let daemon = Daemon::start(&config, Options::default()).await?;
+    // Retries and waits run on a manual clock, so that a supplier's day-long outage takes no time.
+    let clock = Clock::manual(crate::delivery::now_ms() as i64);
+    let daemon = Daemon::start(
+        &config,
+        Options {
+            clock: clock.clone(),
+            ..Options::default()
+        },
+    )
+    .await?;
     let base = format!("http://{}", daemon.public_addr());
+    agents
+        .shenzhen
+        .set_report_to(format!("{base}/webhooks/suppliers/shenzhen"));
+    agents
+        .la
+        .set_report_to(format!("{base}/webhooks/suppliers/la-3pl"));
     let client = reqwest::Client::new();
     println!("shipgate demo: daemon on {base}, store in a temporary folder\n");
     let mut t = Timeline {
@@ -285,7 +346,8 @@ pub async fn run() -> anyhow::Result<bool> {
         format!("{status}"),
     );
 
-    mirror_demo(&mut t, &daemon, &sandbox, &base).await?;
+    let sample_ids = mirror_demo(&mut t, &daemon, &sandbox, &base).await?;
+    suppliers::run(&mut t, &daemon, &sandbox, &agents, &clock, &sample_ids).await?;
 
     let counters = daemon.counters();
     let (accepted, duplicates, refused) = (
@@ -318,7 +380,7 @@ async fn mirror_demo(
     daemon: &Daemon,
     sandbox: &SandboxShopify,
     base: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     sandbox.set_webhook_url(Some(format!("{base}/webhooks/shopify")));
     sandbox.set_faults(Faults {
         throttled: 0.15,
@@ -382,7 +444,7 @@ async fn mirror_demo(
         cancelled,
         format!("{} cancelled={cancelled}", ids[1]),
     );
-    Ok(())
+    Ok(ids)
 }
 
 fn first_sku(order: &serde_json::Value) -> Option<String> {

@@ -1,0 +1,392 @@
+//! The supplier part of the demo: sandbox agents behind the `http` adapter, a spreadsheet agent
+//! behind `csv`, and every exception path, with a manual clock for the waits.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::Timeline;
+use crate::clock::Clock;
+use crate::daemon::Daemon;
+use crate::sandbox::harness::settle;
+use crate::sandbox::shopify::{NewLine, NewOrder, OrderEdit, SandboxShopify};
+use crate::sandbox::supplier::SandboxAgent;
+use crate::workflow::derive::{self, ShipmentStatus};
+use crate::workflow::effect::EffectState;
+use crate::workflow::model::{Actor, Decision, ExceptionKind, OrderCase};
+
+pub(super) struct Agents {
+    pub shenzhen: SandboxAgent,
+    pub la: SandboxAgent,
+}
+
+struct Ctx<'a> {
+    daemon: &'a Daemon,
+    sandbox: &'a SandboxShopify,
+    agents: &'a Agents,
+}
+
+impl Ctx<'_> {
+    async fn settle(&self) -> anyhow::Result<bool> {
+        settle(
+            self.daemon,
+            self.sandbox,
+            &[&self.agents.shenzhen, &self.agents.la],
+            40,
+        )
+        .await
+    }
+
+    fn case(&self, order: &str) -> Option<OrderCase> {
+        self.daemon
+            .store()
+            .case(self.sandbox.shop(), order)
+            .ok()
+            .flatten()
+    }
+
+    fn statuses(&self, order: &str) -> Vec<(String, ShipmentStatus)> {
+        let Some(case) = self.case(order) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = case
+            .shipments
+            .iter()
+            .map(|s| (s.supplier.clone(), derive::status(s, &case.exceptions)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn open(&self, order: &str) -> Vec<(String, ExceptionKind)> {
+        self.case(order)
+            .map(|c| {
+                c.open_exceptions()
+                    .map(|e| (e.id.clone(), e.kind))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn holds(&self, order: &str) -> Vec<String> {
+        self.sandbox
+            .order_snapshot(order)
+            .map(|o| {
+                o["fulfillmentOrders"]["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|fo| {
+                        fo["fulfillmentHolds"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .map(|h| {
+                        format!(
+                            "{} {}",
+                            h["reason"].as_str().unwrap_or(""),
+                            h["handle"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn decide(&self, exception: &str, decision: Decision) -> anyhow::Result<()> {
+        self.daemon
+            .workflow()
+            .decide(exception, decision, Actor::Operator("demo".into()), None)
+            .await?;
+        self.settle().await?;
+        Ok(())
+    }
+}
+
+fn order(lines: &[(&str, i64)]) -> NewOrder {
+    NewOrder {
+        name: None,
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| NewLine {
+                sku: sku.to_string(),
+                quantity: *quantity,
+                location: 0,
+                variant_title: None,
+            })
+            .collect(),
+        customer_email: Some("grace@example.org".into()),
+        shipping_address: Some(json!({
+            "name": "Grace Hopper", "address1": "1 Harbor Way", "city": "Arlington",
+            "provinceCode": "VA", "zip": "22201", "countryCodeV2": "US"
+        })),
+    }
+}
+
+pub(super) async fn run(
+    t: &mut Timeline,
+    daemon: &Daemon,
+    sandbox: &SandboxShopify,
+    agents: &Agents,
+    clock: &Clock,
+    sample_ids: &[String],
+) -> anyhow::Result<()> {
+    let c = Ctx {
+        daemon,
+        sandbox,
+        agents,
+    };
+    sandbox.set_faults(Default::default());
+    let settled = c.settle().await?;
+    let live: Vec<&String> = sample_ids
+        .iter()
+        .filter(|id| {
+            sandbox
+                .order_snapshot(id)
+                .is_some_and(|o| o["cancelledAt"].is_null())
+        })
+        .collect();
+    let waiting_for_check = live
+        .iter()
+        .filter(|id| {
+            let s = c.statuses(id);
+            !s.is_empty() && s.iter().all(|(_, st)| *st == ShipmentStatus::AwaitingCheck)
+        })
+        .count();
+    let submissions =
+        agents.shenzhen.accepted_messages().len() + agents.la.accepted_messages().len();
+    let duplicates = agents.shenzhen.duplicates() + agents.la.duplicates();
+    t.check(
+        "every live sample order was routed by SKU, submitted once and confirmed by its agents",
+        settled && waiting_for_check == live.len() && duplicates == 0,
+        format!(
+            "{waiting_for_check} of {} orders awaiting the physical check; {submissions} messages, {duplicates} duplicates",
+            live.len()
+        ),
+    );
+
+    // A stockout: held in Shopify, rerouted to the backup, released.
+    agents.shenzhen.stockout("SUNSET-LAMP-16C", None);
+    let lamp = sandbox.create_order(order(&[("SUNSET-LAMP-16C", 1)]));
+    c.settle().await?;
+    let open = c.open(&lamp);
+    let holds = c.holds(&lamp);
+    t.check(
+        "a stockout opens an exception and holds the order in Shopify",
+        open.len() == 1
+            && open[0].1 == ExceptionKind::Stockout
+            && holds.len() == 1
+            && holds[0].starts_with("INVENTORY_OUT_OF_STOCK shipgate-EX-"),
+        format!("open {open:?}, Shopify holds {holds:?}"),
+    );
+    if let Some((id, _)) = open.first() {
+        c.decide(id, Decision::Reroute { supplier: None }).await?;
+    }
+    t.check(
+        "rerouted to the backup: the first agent is told to stop, the hold is released",
+        c.open(&lamp).is_empty()
+            && c.holds(&lamp).is_empty()
+            && c.statuses(&lamp)
+                == vec![
+                    ("la-3pl".into(), ShipmentStatus::AwaitingCheck),
+                    ("shenzhen".into(), ShipmentStatus::Cancelled),
+                ],
+        format!("shipments {:?}", c.statuses(&lamp)),
+    );
+    agents.shenzhen.clear_switches();
+
+    // An unmapped SKU: routed by hand to the spreadsheet agent, who answers with a sheet.
+    let mystery = sandbox.create_order(order(&[("MYSTERY-BOX-XL", 2)]));
+    c.settle().await?;
+    let open = c.open(&mystery);
+    t.check(
+        "an unmapped SKU opens an exception with a hold",
+        open.len() == 1 && open[0].1 == ExceptionKind::UnmappedSku && c.holds(&mystery).len() == 1,
+        format!("open {open:?}, Shopify holds {:?}", c.holds(&mystery)),
+    );
+    if let Some((id, _)) = open.first() {
+        c.decide(
+            id,
+            Decision::RouteTo {
+                supplier: "sheets".into(),
+            },
+        )
+        .await?;
+    }
+    let pending = daemon.workflow().pending_for("sheets")?;
+    let export = crate::suppliers::csv::export(&pending);
+    let workflow = daemon.workflow();
+    let shipment = pending
+        .first()
+        .map(|p| p.shipment_id.clone())
+        .unwrap_or_default();
+    let line = pending
+        .first()
+        .and_then(|p| p.lines.first())
+        .map(|l| l.line_id.clone())
+        .unwrap_or_default();
+    let header = "shipment_id,event,line_id,sku,variant,quantity,date,parcel_id,carrier,tracking_number,tracking_url,weight_grams,note";
+    let bad = format!(
+        "{header}\n{shipment},received,,,,,,,,,,,PO-55\n{shipment},confirmed,{line},MYSTERY-BOX-XL,,5,,,,,,,\n{shipment},confirmed,gid://shopify/LineItem/1,MYSTERY-BOX-XL,,1,,,,,,,\n"
+    );
+    let refused = workflow
+        .import_sheet(
+            "sheets",
+            "bad.csv",
+            bad.as_bytes(),
+            Actor::Operator("demo".into()),
+        )
+        .await;
+    let refusal = refused
+        .as_ref()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    t.check(
+        "the agent's sheet with two bad rows is refused whole, naming the rows",
+        refusal.contains("row 3") && refusal.contains("row 4") && !refusal.contains("row 2"),
+        refusal.replace('\n', "; "),
+    );
+    let good = format!(
+        "{header}\n{shipment},received,,,,,,,,,,,PO-55\n{shipment},confirmed,{line},MYSTERY-BOX-XL,,2,2026-12-01,,,,,,\n"
+    );
+    let imported = workflow
+        .import_sheet(
+            "sheets",
+            "good.csv",
+            good.as_bytes(),
+            Actor::Operator("demo".into()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    c.settle().await?;
+    t.check(
+        "routed by hand to the spreadsheet agent, exported, and confirmed by its sheet",
+        export.contains(&shipment)
+            && imported.recorded == 2
+            && c.open(&mystery).is_empty()
+            && c.holds(&mystery).is_empty()
+            && c.statuses(&mystery) == vec![("sheets".into(), ShipmentStatus::AwaitingCheck)],
+        format!(
+            "export {} bytes, {} events recorded, shipments {:?}",
+            export.len(),
+            imported.recorded,
+            c.statuses(&mystery)
+        ),
+    );
+
+    // A substitute offered and approved.
+    agents.la.substitute(
+        "YOGA-MAT-6MM",
+        "YOGA-MAT-8MM",
+        "8 mm instead of 6 mm, same colour",
+    );
+    let mat = sandbox.create_order(order(&[("YOGA-MAT-6MM", 1)]));
+    c.settle().await?;
+    let open = c.open(&mat);
+    let offered = open.len() == 1 && open[0].1 == ExceptionKind::SubstituteOffered;
+    if let Some((id, _)) = open.first() {
+        c.decide(id, Decision::ApproveSubstitute).await?;
+    }
+    t.check(
+        "a substitute offer is held until approved, then confirmed as the substitute",
+        offered
+            && c.open(&mat).is_empty()
+            && c.statuses(&mat) == vec![("la-3pl".into(), ShipmentStatus::AwaitingCheck)],
+        format!("shipments {:?}", c.statuses(&mat)),
+    );
+    agents.la.clear_switches();
+
+    // Changes made in Shopify after submission.
+    let scale = sandbox.create_order(order(&[("KITCHEN-SCALE-5KG", 3)]));
+    let roller = sandbox.create_order(order(&[("PET-HAIR-ROLLER", 1)]));
+    c.settle().await?;
+    sandbox.edit_order(
+        &scale,
+        OrderEdit::SetQuantity {
+            sku: "KITCHEN-SCALE-5KG".into(),
+            quantity: 1,
+        },
+    )?;
+    sandbox.cancel_order(&roller, "CUSTOMER")?;
+    c.settle().await?;
+    let kinds: Vec<(String, String)> = agents
+        .shenzhen
+        .accepted_messages()
+        .into_iter()
+        .map(|m| (m.shipment_id, m.kind))
+        .collect();
+    let scale_sg = c
+        .case(&scale)
+        .and_then(|c| c.shipments.first().map(|s| s.id.clone()));
+    let roller_case = c.case(&roller);
+    let roller_sg = roller_case
+        .as_ref()
+        .and_then(|c| c.shipments.first().map(|s| s.id.clone()));
+    let amended = kinds
+        .iter()
+        .any(|(s, k)| Some(s) == scale_sg.as_ref() && k == "amendment");
+    let cancel_sent = kinds
+        .iter()
+        .any(|(s, k)| Some(s) == roller_sg.as_ref() && k == "cancellation");
+    let cancel_closed = roller_case.as_ref().is_some_and(|c| {
+        c.exceptions
+            .iter()
+            .any(|e| e.kind == ExceptionKind::CancelledAfterSubmission && !e.is_open())
+    });
+    t.check(
+        "an edit after submission reaches the agent as a revision; a cancellation as a cancel, closed by its answer",
+        amended && cancel_sent && cancel_closed,
+        format!("amendment {amended}, cancellation {cancel_sent}, exception closed {cancel_closed}"),
+    );
+
+    // A supplier down for a simulated day.
+    agents.la.set_down(true);
+    let earbuds = sandbox.create_order(order(&[("EARBUDS-TWS-X3", 2)]));
+    c.settle().await?;
+    for _ in 0..96 {
+        clock.advance(Duration::from_secs(15 * 60));
+        daemon.workflow().wait_quiet().await?;
+    }
+    let key = c
+        .case(&earbuds)
+        .and_then(|c| c.shipments.first().map(|s| format!("{}.r1", s.id)))
+        .unwrap_or_default();
+    let attempts = agents.la.posts_for(&key);
+    agents.la.set_down(false);
+    // The longest pause is 30 minutes plus up to 20% jitter.
+    clock.advance(Duration::from_secs(37 * 60));
+    c.settle().await?;
+    let delivered = agents
+        .la
+        .accepted_messages()
+        .iter()
+        .filter(|m| m.key == key)
+        .count();
+    t.check(
+        "an agent down for a simulated day gets the submission once when it is back",
+        attempts >= 24
+            && delivered == 1
+            && agents.la.duplicates() == 0
+            && c.statuses(&earbuds) == vec![("la-3pl".into(), ShipmentStatus::AwaitingCheck)],
+        format!("{attempts} attempts while down, delivered {delivered} time(s)"),
+    );
+
+    let effects: Vec<_> = daemon.store().effects().collect::<Result<_, _>>()?;
+    let failed = effects
+        .iter()
+        .filter(|e| matches!(e.state, EffectState::Failed { .. }))
+        .count();
+    let pending = effects.iter().filter(|e| e.is_pending()).count();
+    let open_total = daemon.store().open_exception_count();
+    t.check(
+        "nothing left open or unsent: every exception decided or resolved, every effect delivered",
+        failed == 0 && pending == 0 && open_total == 0,
+        format!(
+            "{} outbox effects ({pending} pending, {failed} failed), {open_total} open exceptions",
+            effects.len()
+        ),
+    );
+    Ok(())
+}
