@@ -48,6 +48,8 @@ pub struct Options {
     pub clock: Clock,
     /// Retry pacing of the outbox.
     pub sender: SenderSettings,
+    /// Whether the outbox sender runs (tests that drive a sender themselves switch it off).
+    pub outbox: bool,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             client: ClientSettings::default(),
             clock: Clock::system(),
             sender: SenderSettings::default(),
+            outbox: true,
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct Daemon {
     tasks: TaskTracker,
     ready: Arc<AtomicBool>,
     workflow: Workflow,
+    sender: Sender,
 }
 
 /// One shop's Admin API client and mirror.
@@ -240,11 +244,14 @@ impl Daemon {
                 heartbeats.register("workflow timers"),
                 crate::workflow::run_timers(workflow.clone(), cancel.clone()),
             ));
-            let clients = shops
-                .iter()
-                .map(|(domain, sync)| (domain.clone(), sync.client.clone()))
-                .collect();
-            let sender = Sender::new(workflow.clone(), adapters, clients, options.sender.clone());
+        }
+        let clients = shops
+            .iter()
+            .map(|(domain, sync)| (domain.clone(), sync.client.clone()))
+            .collect();
+        let sender = Sender::new(workflow.clone(), adapters, clients, options.sender.clone());
+        if options.processor && options.outbox {
+            let sender = sender.clone();
             let cancel = cancel.clone();
             tasks.spawn(supervised(
                 heartbeats.register("outbox sender"),
@@ -283,7 +290,14 @@ impl Daemon {
             tasks,
             ready,
             workflow,
+            sender,
         })
+    }
+
+    /// An outbox sender like the daemon's own (for tests that run it themselves, with the
+    /// daemon's sender switched off by `Options::outbox`).
+    pub fn sender(&self) -> &Sender {
+        &self.sender
     }
 
     /// The supplier workflow.

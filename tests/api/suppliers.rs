@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use shipgate::clock::Clock;
 use shipgate::daemon::{Daemon, Options};
 use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec, SupplierSpec};
-use shipgate::sandbox::shopify::{NewLine, NewOrder, OrderEdit, Plan, SandboxShopify};
+use shipgate::sandbox::shopify::{Faults, NewLine, NewOrder, OrderEdit, Plan, SandboxShopify};
 use shipgate::sandbox::supplier::{AgentSettings, SandboxAgent};
 use shipgate::suppliers::signature;
 use shipgate::workflow::derive::{self, ShipmentStatus};
@@ -29,6 +29,11 @@ struct Supplied {
 }
 
 async fn spawn_supplied() -> Supplied {
+    spawn_supplied_with(true).await
+}
+
+/// `outbox`: whether the daemon runs its own outbox sender (off for tests that drive one).
+async fn spawn_supplied_with(outbox: bool) -> Supplied {
     let sandbox = SandboxShopify::start(sandbox_config(Plan::Standard))
         .await
         .expect("sandbox starts");
@@ -68,6 +73,7 @@ async fn spawn_supplied() -> Supplied {
             ..Default::default()
         },
         clock: clock.clone(),
+        outbox,
         ..Options::default()
     };
     let daemon = Daemon::start(&config, options)
@@ -534,4 +540,93 @@ async fn supplier_events_are_verified_stored_once_and_checked_against_the_shipme
         .cloned()
         .collect();
     assert_eq!(evidence.len(), 1);
+}
+
+#[tokio::test]
+async fn a_hold_whose_answer_was_lost_is_read_back_and_never_placed_twice() {
+    let s = spawn_supplied().await;
+    // Every mutation is executed by Shopify but its answer replaced by a 502.
+    s.sandbox().set_faults(Faults {
+        lost_response: 1.0,
+        ..Faults::default()
+    });
+    let order = s.sandbox().create_order(new_order(&[("LAMP-9", 1)]));
+    s.settle().await;
+    assert_eq!(s.holds(&order).len(), 1, "Shopify placed the hold");
+    let hold = |s: &Supplied| s.case(&order).exceptions[0].hold.clone().unwrap();
+    assert_eq!(
+        hold(&s).state,
+        HoldState::Requested,
+        "but shipgate does not know yet"
+    );
+    s.clock.advance(Duration::from_secs(60));
+    s.settle().await;
+    assert_eq!(s.holds(&order).len(), 1, "read back, not placed again");
+    let HoldState::Placed { hold_id } = hold(&s).state else {
+        panic!("{:?}", hold(&s));
+    };
+    assert!(
+        hold_id.starts_with("gid://shopify/FulfillmentHold/"),
+        "{hold_id}"
+    );
+
+    s.decide(
+        &order,
+        ExceptionKind::UnmappedSku,
+        Decision::RouteTo {
+            supplier: "charlie".into(),
+        },
+    )
+    .await;
+    assert!(s.holds(&order).is_empty(), "Shopify released it");
+    s.clock.advance(Duration::from_secs(60));
+    s.settle().await;
+    assert_eq!(hold(&s).state, HoldState::Released);
+    assert!(s.sandbox().stats().lost_responses >= 2);
+    let effects: Vec<_> = s.daemon().store().effects().map(|e| e.unwrap()).collect();
+    assert!(
+        effects
+            .iter()
+            .all(|e| matches!(e.state, EffectState::Done { .. })),
+        "{effects:?}"
+    );
+}
+
+/// Invariant 2 for Shopify holds: a crash at any point of the send path, then a restarted
+/// sender, leaves exactly one hold in Shopify, known to shipgate by its id.
+#[tokio::test]
+async fn a_crash_at_any_point_while_holding_leaves_exactly_one_hold() {
+    use shipgate::workflow::sender::{CrashPoint, SendError};
+    use std::sync::Arc;
+    for point in CrashPoint::ALL {
+        let s = spawn_supplied_with(false).await;
+        let order = s.sandbox().create_order(new_order(&[("LAMP-9", 1)]));
+        s.sandbox().flush_webhooks().await;
+        s.daemon().wait_idle().await;
+        s.synced.sync().await.unwrap();
+        s.daemon().workflow().plan_pending().await.unwrap();
+        assert_eq!(s.open(&order), vec![ExceptionKind::UnmappedSku]);
+
+        let crashing = s
+            .daemon()
+            .sender()
+            .clone()
+            .with_crash_hook(Arc::new(move |at, _| at == point));
+        let crashed = crashing.run_due().await;
+        assert!(
+            matches!(&crashed, Err(SendError::Crashed(c)) if c.0 == point),
+            "{point:?}: {crashed:?}"
+        );
+        s.daemon().sender().run_due().await.unwrap();
+        assert_eq!(s.holds(&order).len(), 1, "{point:?}");
+        let case = s.case(&order);
+        assert!(
+            matches!(
+                case.exceptions[0].hold.as_ref().unwrap().state,
+                HoldState::Placed { .. }
+            ),
+            "{point:?}: {:?}",
+            case.exceptions[0].hold
+        );
+    }
 }
