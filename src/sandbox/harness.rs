@@ -71,6 +71,8 @@ pub struct SupplierSpec {
     pub secret: Option<String>,
     pub skus: Vec<String>,
     pub backups: Vec<String>,
+    /// `request_timeout_secs` (`http` only; None: the default).
+    pub request_timeout_secs: Option<u64>,
 }
 
 impl SupplierSpec {
@@ -83,6 +85,7 @@ impl SupplierSpec {
             secret: Some(String::from_utf8_lossy(secret).into_owned()),
             skus: skus.iter().map(|s| s.to_string()).collect(),
             backups: Vec::new(),
+            request_timeout_secs: None,
         }
     }
 
@@ -95,6 +98,7 @@ impl SupplierSpec {
             secret: None,
             skus: skus.iter().map(|s| s.to_string()).collect(),
             backups: Vec::new(),
+            request_timeout_secs: None,
         }
     }
 
@@ -205,6 +209,9 @@ impl LoopbackConfig {
             }
             if let Some(secret) = &supplier.secret {
                 let _ = writeln!(out, "secrets = [{{ value = {} }}]", quoted(secret));
+            }
+            if let Some(timeout) = supplier.request_timeout_secs {
+                let _ = writeln!(out, "request_timeout_secs = {timeout}");
             }
         }
         out

@@ -58,8 +58,12 @@ async fn spawn_supplied_with(outbox: bool) -> Supplied {
     )]);
     loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
     loopback.suppliers = vec![
-        SupplierSpec::http("acme", &acme.endpoint(), ACME_SECRET, &["MUG-*"])
-            .with_backups(&["bravo"]),
+        SupplierSpec {
+            // Short, so that the slow-agent test waits one second, not twenty.
+            request_timeout_secs: Some(1),
+            ..SupplierSpec::http("acme", &acme.endpoint(), ACME_SECRET, &["MUG-*"])
+                .with_backups(&["bravo"])
+        },
         SupplierSpec::http("bravo", &bravo.endpoint(), BRAVO_SECRET, &["TEE-*"]),
         SupplierSpec::offline("charlie", "manual", &["SAMPLE-*"]),
     ];
@@ -629,4 +633,32 @@ async fn a_crash_at_any_point_while_holding_leaves_exactly_one_hold() {
             case.exceptions[0].hold
         );
     }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_timeout_is_looked_up_not_sent_again() {
+    let s = spawn_supplied().await;
+    // The agent acts on the message at once but answers after the adapter gave up (1 s).
+    s.acme.set_slow(Some(Duration::from_secs(3)));
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let effect = s.daemon().store().effects().next().unwrap().unwrap();
+    assert!(effect.is_pending() && effect.maybe_delivered, "{effect:?}");
+    assert!(
+        effect
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no answer within 1s"),
+        "{effect:?}"
+    );
+    s.acme.set_slow(None);
+    s.clock.advance(Duration::from_secs(60));
+    s.settle().await;
+    assert_eq!(s.acme.posts_for(&effect.key), 1, "sent once");
+    assert_eq!(s.acme.lookups(), 1);
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::AwaitingCheck)]
+    );
 }
