@@ -86,7 +86,11 @@ const SUPPLIER_KEYS: &[&str] = &[
     "backups",
     "request_timeout_secs",
 ];
-const WORKFLOW_KEYS: &[&str] = &["hold_on_exceptions", "notify_merchant"];
+const WORKFLOW_KEYS: &[&str] = &[
+    "hold_on_exceptions",
+    "notify_merchant",
+    "route_orders_created_after",
+];
 
 /// The longest supplier name: it becomes a URL path segment and a field of every shipment
 /// record, so it stays short enough to read in a table.
@@ -373,6 +377,10 @@ pub struct WorkflowConfig {
     /// The `notifyMerchant` flag of `fulfillmentOrderHold`: whether Shopify also notifies the
     /// merchant about each hold shipgate places.
     pub notify_merchant: bool,
+    /// Only orders created at or after this instant are routed to suppliers. Unset: those
+    /// created after shipgate first planned an order of the shop, so that connecting a store
+    /// does not send its backlog (handled elsewhere until then) to suppliers.
+    pub route_orders_created_after: Option<crate::order::Timestamp>,
 }
 
 impl Default for WorkflowConfig {
@@ -380,6 +388,7 @@ impl Default for WorkflowConfig {
         WorkflowConfig {
             hold_on_exceptions: true,
             notify_merchant: false,
+            route_orders_created_after: None,
         }
     }
 }
@@ -682,6 +691,22 @@ impl Walker<'_> {
                 defaults.hold_on_exceptions,
             ),
             notify_merchant: self.boolean(t, p, "notify_merchant", defaults.notify_merchant),
+            route_orders_created_after: match t.get("route_orders_created_after") {
+                None => None,
+                Some(value) => {
+                    let path = format!("{p}.route_orders_created_after");
+                    match self.string(value, &path) {
+                        Some(text) => match crate::order::Timestamp::parse(text) {
+                            Ok(at) => Some(at),
+                            Err(e) => {
+                                self.error(path, e);
+                                None
+                            }
+                        },
+                        None => None,
+                    }
+                }
+            },
         }
     }
 
@@ -2780,7 +2805,7 @@ mod tests {
     #[test]
     fn suppliers_and_workflow_parse_with_all_values() {
         let text = format!(
-            "{}\n[workflow]\nhold_on_exceptions = false\nnotify_merchant = true\n",
+            "{}\n[workflow]\nhold_on_exceptions = false\nnotify_merchant = true\nroute_orders_created_after = \"2026-11-01T00:00:00Z\"\n",
             with_suppliers(SUPPLIERS)
         );
         let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
@@ -2798,6 +2823,9 @@ mod tests {
             WorkflowConfig {
                 hold_on_exceptions: false,
                 notify_merchant: true,
+                route_orders_created_after: Some(
+                    crate::order::Timestamp::parse("2026-11-01T00:00:00Z").unwrap()
+                ),
             }
         );
         assert_eq!(c.suppliers.len(), 3);
@@ -2842,6 +2870,7 @@ mod tests {
             WorkflowConfig {
                 hold_on_exceptions: true,
                 notify_merchant: false,
+                route_orders_created_after: None,
             }
         );
 

@@ -147,6 +147,11 @@ impl Daemon {
             WorkflowSettings {
                 hold_on_exceptions: config.workflow.hold_on_exceptions,
                 notify_merchant: config.workflow.notify_merchant,
+                route_orders_created_after_ms: config
+                    .workflow
+                    .route_orders_created_after
+                    .as_ref()
+                    .map(|t| t.unix_ms),
             },
         );
         let http_client = reqwest::Client::builder()

@@ -454,6 +454,27 @@ impl Store {
         Box::pin(self.inner.plan_queued.notified())
     }
 
+    /// When shipgate began routing the shop's orders: set to `now_ms` the first time this is
+    /// asked, then kept (it survives restarts; `shop/redact` removes it with the shop).
+    pub fn routing_start_ms(&self, shop: &str, now_ms: i64) -> Result<i64, StoreError> {
+        let key = composite_key(&["workflow.routing_start", shop]);
+        let value = now_ms.to_be_bytes();
+        let stored =
+            match self
+                .inner
+                .meta
+                .compare_and_swap(&key, None::<&[u8]>, Some(value.as_slice()))?
+            {
+                Ok(()) => return Ok(now_ms),
+                Err(current) => current.current,
+            };
+        let mut be = [0u8; 8];
+        if let Some(v) = stored.filter(|v| v.len() == 8) {
+            be.copy_from_slice(&v);
+        }
+        Ok(i64::from_be_bytes(be))
+    }
+
     /// Removes a shop's cases, indexes and effects (shop/redact). Returns how many entries went.
     pub(super) fn erase_cases(&self, shop: &str) -> Result<usize, StoreError> {
         let t = self.case_trees();
@@ -478,6 +499,14 @@ impl Store {
         for entry in t.plan_queue.scan_prefix(&prefix) {
             let (k, _) = entry?;
             t.plan_queue.remove(k)?;
+            erased += 1;
+        }
+        if self
+            .inner
+            .meta
+            .remove(composite_key(&["workflow.routing_start", shop]))?
+            .is_some()
+        {
             erased += 1;
         }
         let mut doomed = Vec::new();

@@ -48,6 +48,9 @@ pub struct WorkflowSettings {
     pub hold_on_exceptions: bool,
     /// Whether Shopify notifies the merchant of a hold.
     pub notify_merchant: bool,
+    /// Orders created before this (Unix ms) are mirrored but not routed. None: before the
+    /// shop's routing start, the first time shipgate planned an order of the shop.
+    pub route_orders_created_after_ms: Option<i64>,
 }
 
 impl Default for WorkflowSettings {
@@ -55,6 +58,7 @@ impl Default for WorkflowSettings {
         WorkflowSettings {
             hold_on_exceptions: true,
             notify_merchant: false,
+            route_orders_created_after_ms: None,
         }
     }
 }
@@ -234,6 +238,23 @@ impl Workflow {
             return Ok(());
         };
         let existing = store.case(shop, order_gid)?;
+        if existing.is_none() {
+            // An order from before routing began for the shop belongs to whoever handled
+            // orders then: it is mirrored, never sent to a supplier.
+            let since = match self.inner.settings.route_orders_created_after_ms {
+                Some(since) => since,
+                None => store.routing_start_ms(shop, self.inner.clock.now_ms())?,
+            };
+            // A minute's grace: Shopify's times are whole seconds, and an order placed just as
+            // shipgate started is new business, not backlog.
+            if order
+                .created_at
+                .as_ref()
+                .is_some_and(|c| c.unix_ms < since - 60_000)
+            {
+                return Ok(());
+            }
+        }
         let mut case = existing
             .clone()
             .unwrap_or_else(|| OrderCase::new(shop, order_gid, &order.name));

@@ -735,10 +735,38 @@ async fn a_fulfillment_order_held_by_someone_else_is_not_submitted() {
 }
 
 #[tokio::test]
+async fn orders_from_before_routing_began_are_mirrored_but_not_routed() {
+    let f = Fixture::new();
+    // The shop's routing starts at the first planning: START_MS on the manual clock.
+    let mut old = order(1, &[line(1, Some("MUG-RED"), 1)]);
+    old.created_at = Some(Timestamp::from_unix_ms(START_MS - 86_400_000));
+    f.put(&old).await;
+    assert!(
+        f.store.case(SHOP, ORDER).unwrap().is_none(),
+        "the backlog is left alone"
+    );
+    let mut later = old.clone();
+    later.updated_at = Timestamp::from_unix_ms(START_MS + 5_000);
+    f.put(&later).await;
+    assert!(
+        f.store.case(SHOP, ORDER).unwrap().is_none(),
+        "an update does not change that"
+    );
+
+    // An owner who wants the backlog routed says from when.
+    let f = Fixture::with_settings(WorkflowSettings {
+        route_orders_created_after_ms: Some(START_MS - 2 * 86_400_000),
+        ..WorkflowSettings::default()
+    });
+    f.put(&old).await;
+    assert_eq!(f.case().shipments.len(), 1);
+}
+
+#[tokio::test]
 async fn holds_are_not_placed_when_switched_off() {
     let f = Fixture::with_settings(WorkflowSettings {
         hold_on_exceptions: false,
-        notify_merchant: false,
+        ..WorkflowSettings::default()
     });
     f.put(&order(1, &[line(1, Some("LAMP"), 1)])).await;
     assert_eq!(f.open_kinds(), vec![ExceptionKind::UnmappedSku]);
