@@ -283,6 +283,7 @@ enum SheetEvent {
     Confirmed,
     Short,
     Substitute,
+    Check,
     Packed,
     Label,
     HandedOver,
@@ -290,12 +291,13 @@ enum SheetEvent {
 }
 
 impl SheetEvent {
-    const ALL: [SheetEvent; 9] = [
+    const ALL: [SheetEvent; 10] = [
         SheetEvent::Received,
         SheetEvent::Rejected,
         SheetEvent::Confirmed,
         SheetEvent::Short,
         SheetEvent::Substitute,
+        SheetEvent::Check,
         SheetEvent::Packed,
         SheetEvent::Label,
         SheetEvent::HandedOver,
@@ -309,6 +311,7 @@ impl SheetEvent {
             SheetEvent::Confirmed => "confirmed",
             SheetEvent::Short => "short",
             SheetEvent::Substitute => "substitute",
+            SheetEvent::Check => "check",
             SheetEvent::Packed => "packed",
             SheetEvent::Label => "label",
             SheetEvent::HandedOver => "handed_over",
@@ -327,6 +330,7 @@ impl SheetEvent {
             "line_short" => Some(SheetEvent::Short),
             "substitute_offered" => Some(SheetEvent::Substitute),
             "label_created" => Some(SheetEvent::Label),
+            "check_reported" => Some(SheetEvent::Check),
             _ => None,
         };
         alias.or_else(|| SheetEvent::ALL.into_iter().find(|e| e.name() == name))
@@ -347,6 +351,13 @@ impl SheetEvent {
             ],
             SheetEvent::Short => &[Col::LineId, Col::Quantity, Col::Date, Col::Note],
             SheetEvent::Substitute => &[Col::LineId, Col::Sku, Col::Variant, Col::Note],
+            SheetEvent::Check => &[
+                Col::LineId,
+                Col::Sku,
+                Col::Variant,
+                Col::Quantity,
+                Col::Note,
+            ],
             SheetEvent::Packed => &[Col::ParcelId, Col::LineId, Col::Quantity, Col::WeightGrams],
             SheetEvent::Label => &[
                 Col::ParcelId,
@@ -366,9 +377,19 @@ struct Header {
     width: usize,
 }
 
-/// What one valid row says, before rows of one parcel are joined into one event.
+/// What one valid row says, before rows of one parcel (or one shipment's check) are joined
+/// into one event.
 enum RowEvent {
     Single(EventKind),
+    /// One line of a physical check: what was found and how many passed.
+    CheckLine {
+        line_id: String,
+        sku_found: Option<String>,
+        variant_found: Option<String>,
+        quantity_passed: i64,
+        result: CheckResult,
+        note: Option<String>,
+    },
     PackedLine {
         parcel_id: String,
         line_id: String,
@@ -798,6 +819,54 @@ fn read_row(
     (problems, row_event.map(|e| (shipment_id, e)))
 }
 
+/// The result of one checked line, from the `note` cell: `pass`, `fail: <what is wrong>` or
+/// `pass_with_deviation: <who approved, and why>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CheckResult {
+    Pass,
+    PassWithDeviation,
+    Fail,
+}
+
+impl CheckResult {
+    fn name(self) -> &'static str {
+        match self {
+            CheckResult::Pass => "pass",
+            CheckResult::PassWithDeviation => "pass_with_deviation",
+            CheckResult::Fail => "fail",
+        }
+    }
+
+    /// Reads a `note` cell of a `check` row; a deviation or a failure must say why.
+    fn parse(note: &str) -> Result<(CheckResult, Option<String>), String> {
+        let (head, rest) = match note.split_once(':') {
+            Some((head, rest)) => (
+                head,
+                Some(rest.trim().to_string()).filter(|r| !r.is_empty()),
+            ),
+            None => (note, None),
+        };
+        let result = match head.trim().to_lowercase().replace([' ', '-'], "_").as_str() {
+            "pass" => CheckResult::Pass,
+            "pass_with_deviation" => CheckResult::PassWithDeviation,
+            "fail" => CheckResult::Fail,
+            other => {
+                return Err(format!(
+                    "`note` of a `check` row starts with pass, fail or pass_with_deviation, not `{other}`"
+                ));
+            }
+        };
+        if result != CheckResult::Pass && rest.is_none() {
+            return Err(format!(
+                "`note` of a `{}` check must say why after a colon (e.g. `{}: …`)",
+                result.name(),
+                result.name()
+            ));
+        }
+        Ok((result, rest))
+    }
+}
+
 fn read_event(event: SheetEvent, cells: &mut Cells<'_>) -> Option<RowEvent> {
     let kind = match event {
         SheetEvent::Received => EventKind::Received {
@@ -845,6 +914,28 @@ fn read_event(event: SheetEvent, cells: &mut Cells<'_>) -> Option<RowEvent> {
                 price_change: None,
                 expires_at: None,
             }
+        }
+        SheetEvent::Check => {
+            let line_id = cells.required(Col::LineId);
+            let quantity = cells.number(Col::Quantity, true);
+            let note = cells.required(Col::Note);
+            let parsed = match note.as_deref().map(CheckResult::parse) {
+                Some(Ok(parsed)) => Some(parsed),
+                Some(Err(problem)) => {
+                    cells.problems.push(problem);
+                    None
+                }
+                None => None,
+            };
+            let (result, note) = parsed?;
+            return Some(RowEvent::CheckLine {
+                line_id: line_id?,
+                sku_found: cells.get(Col::Sku),
+                variant_found: cells.get(Col::Variant),
+                quantity_passed: quantity?,
+                result,
+                note,
+            });
         }
         SheetEvent::Packed => {
             let parcel_id = cells.required(Col::ParcelId);
@@ -895,6 +986,11 @@ fn check_line(shipment: &ShipmentView, event: &RowEvent, problems: &mut Vec<Stri
         RowEvent::PackedLine {
             line_id, quantity, ..
         } => (line_id, Some(*quantity)),
+        RowEvent::CheckLine {
+            line_id,
+            quantity_passed,
+            ..
+        } => (line_id, Some(*quantity_passed)),
         RowEvent::Single(_) => return,
     };
     let shipment_id = &shipment.shipment_id;
@@ -932,8 +1028,10 @@ fn join_rows(
         rows: Vec<(usize, String)>,
         weight_row: Option<usize>,
     }
-    // Events are kept by the row they start at; a parcel's place is its first row.
+    // Events are kept by the row they start at; a parcel's place is its first row, and so is
+    // a shipment's check (its rows, one per line, are one check record).
     let mut singles: Vec<(usize, String, EventKind)> = Vec::new();
+    let mut checks: Vec<(usize, String, Vec<serde_json::Value>, CheckResult)> = Vec::new();
     let mut parcels: Vec<Parcel> = Vec::new();
     let mut parcel_index: HashMap<(String, String), usize> = HashMap::new();
     // Per shipment and line: the packed rows and their running total.
@@ -953,6 +1051,40 @@ fn join_rows(
     {
         match event {
             RowEvent::Single(kind) => singles.push((row, shipment_id, kind)),
+            RowEvent::CheckLine {
+                line_id,
+                sku_found,
+                variant_found,
+                quantity_passed,
+                result,
+                note,
+            } => {
+                let line = serde_json::json!({
+                    "line_id": line_id,
+                    "sku_found": sku_found,
+                    "variant_found": variant_found,
+                    "quantity_passed": quantity_passed,
+                    "result": result.name(),
+                    "note": note,
+                    "row": row,
+                });
+                match checks.iter_mut().find(|(_, s, _, _)| *s == shipment_id) {
+                    Some((_, _, lines, worst)) => {
+                        if let Some(other) = lines.iter().find(|l| l["line_id"] == line_id) {
+                            problem(
+                                row,
+                                format!(
+                                    "line `{line_id}` is already checked in row {}; give each line one `check` row",
+                                    other["row"]
+                                ),
+                            );
+                        }
+                        lines.push(line);
+                        *worst = (*worst).max(result);
+                    }
+                    None => checks.push((row, shipment_id, vec![line], result)),
+                }
+            }
             RowEvent::PackedLine {
                 parcel_id,
                 line_id,
@@ -1056,6 +1188,24 @@ fn join_rows(
             )
         })
         .collect();
+    events.extend(checks.into_iter().map(|(row, shipment_id, lines, worst)| {
+        let check = serde_json::json!({
+            "source": "csv",
+            "result": worst.name(),
+            "lines": lines,
+        });
+        (
+            row,
+            SupplierEvent {
+                id: event_id(row),
+                shipment_id,
+                occurred_at: imported_at.clone(),
+                kind: EventKind::CheckReported {
+                    check_json: check.to_string(),
+                },
+            },
+        )
+    }));
     events.extend(parcels.into_iter().map(|p| {
         (
             p.first_row,
@@ -1520,6 +1670,45 @@ mod tests {
                 .contains("already in parcel `P1` (row 2)")
         );
         assert!(errors.problems[1].message.contains("differs from the 500"));
+    }
+
+    #[test]
+    fn the_check_rows_of_a_shipment_are_one_check_record_with_its_worst_result() {
+        let text = sheet(&[
+            &format!("SG-1,check,{L1},MUG-RED,Red,2,,,,,,,pass"),
+            &format!(
+                "SG-1,check,{L2},MUG-BLUE,,3,,,,,,,pass_with_deviation: box dented; approved by Mia"
+            ),
+        ]);
+        let events = run(text.as_bytes()).unwrap();
+        assert_eq!(events.len(), 1);
+        let EventKind::CheckReported { check_json } = &events[0].kind else {
+            panic!("{:?}", events[0]);
+        };
+        let check: serde_json::Value = serde_json::from_str(check_json).unwrap();
+        assert_eq!(check["result"], "pass_with_deviation");
+        assert_eq!(check["lines"][0]["sku_found"], "MUG-RED");
+        assert_eq!(check["lines"][1]["note"], "box dented; approved by Mia");
+        assert_eq!(events[0].id, format!("csv:{}:2", file_id(text.as_bytes())));
+
+        let bad = sheet(&[
+            &format!("SG-1,check,{L1},MUG-RED,,2,,,,,,,looks fine"),
+            &format!("SG-1,check,{L2},MUG-BLUE,,3,,,,,,,fail"),
+            &format!("SG-1,check,{L2},MUG-BLUE,,9,,,,,,,pass"),
+        ]);
+        let errors = run(bad.as_bytes()).unwrap_err().to_string();
+        assert!(
+            errors.contains("row 2: `note` of a `check` row starts with pass"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("row 3: `note` of a `fail` check must say why"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("row 4: `quantity` 9 is more than the 3"),
+            "{errors}"
+        );
     }
 
     #[test]
