@@ -439,6 +439,41 @@ fn supersede_unsent(
     Ok(())
 }
 
+/// Asks the supplier of a shipment to stop: the request as evidence, the message as an intent.
+fn request_cancel(
+    case: &mut OrderCase,
+    index: usize,
+    reason: &str,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let shipment = &mut case.shipments[index];
+    let key = format!("{}.cancel", shipment.id);
+    shipment.record(ctx.evidence(
+        format!("{key}.requested"),
+        EvidenceKind::CancelRequested {
+            reason: reason.to_string(),
+        },
+    ));
+    let message = SupplierMessage {
+        key: key.clone(),
+        shipment_id: shipment.id.clone(),
+        sent_at: ctx.timestamp(),
+        body: MessageBody::Cancellation {
+            reason: reason.to_string(),
+        },
+    };
+    let action = Action::Supplier {
+        supplier: shipment.supplier.clone(),
+        message,
+    };
+    let stream = shipment_stream(&shipment.id);
+    changes
+        .new_effects
+        .push(ctx.effect(case, key, stream, action)?);
+    Ok(())
+}
+
 /// The order was cancelled in Shopify: stop every shipment.
 fn cancel_all(
     case: &mut OrderCase,
@@ -456,29 +491,7 @@ fn cancel_all(
             continue;
         }
         if may_have_reached(&shipment, ctx)? {
-            let key = format!("{}.cancel", shipment.id);
-            let reason = "order cancelled in Shopify".to_string();
-            case.shipments[index].record(ctx.evidence(
-                format!("{key}.requested"),
-                EvidenceKind::CancelRequested {
-                    reason: reason.clone(),
-                },
-            ));
-            let message = SupplierMessage {
-                key: key.clone(),
-                shipment_id: shipment.id.clone(),
-                sent_at: ctx.timestamp(),
-                body: MessageBody::Cancellation { reason },
-            };
-            changes.new_effects.push(ctx.effect(
-                case,
-                key,
-                shipment_stream(&shipment.id),
-                Action::Supplier {
-                    supplier: shipment.supplier.clone(),
-                    message,
-                },
-            )?);
+            request_cancel(case, index, "order cancelled in Shopify", ctx, changes)?;
         } else {
             supersede_unsent(
                 &shipment,
@@ -548,29 +561,8 @@ fn sync_revisions(
             // refused the shipment anyway.
             supersede_unsent(&shipment, "no lines left", ctx, changes)?;
             if reached && !refused {
-                let key = format!("{}.cancel", shipment.id);
-                let reason = "every line was removed or moved to another supplier".to_string();
-                case.shipments[index].record(ctx.evidence(
-                    format!("{key}.requested"),
-                    EvidenceKind::CancelRequested {
-                        reason: reason.clone(),
-                    },
-                ));
-                let message = SupplierMessage {
-                    key: key.clone(),
-                    shipment_id: shipment.id.clone(),
-                    sent_at: ctx.timestamp(),
-                    body: MessageBody::Cancellation { reason },
-                };
-                changes.new_effects.push(ctx.effect(
-                    case,
-                    key,
-                    shipment_stream(&shipment.id),
-                    Action::Supplier {
-                        supplier: shipment.supplier.clone(),
-                        message,
-                    },
-                )?);
+                let reason = "every line was removed or moved to another supplier";
+                request_cancel(case, index, reason, ctx, changes)?;
             }
             continue;
         }
