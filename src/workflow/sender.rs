@@ -241,16 +241,9 @@ impl Sender {
 
         if effect.maybe_delivered {
             let remote = self.read_remote(&effect).await;
-            let _guard = self
-                .workflow
-                .lock_case(&effect.shop, &effect.order_gid)
-                .await;
-            let Some(mut current) = store.effect(effect.id)? else {
+            let Some((_guard, mut current)) = self.relock(&effect).await? else {
                 return Ok(false);
             };
-            if !current.is_pending() {
-                return Ok(false);
-            }
             match remote {
                 Remote::Has(reference) => {
                     tracing::info!(effect = %current.key, action = current.action.name(),
@@ -277,16 +270,9 @@ impl Sender {
 
         // Mark, and make the mark durable before anything leaves.
         {
-            let _guard = self
-                .workflow
-                .lock_case(&effect.shop, &effect.order_gid)
-                .await;
-            let Some(mut current) = store.effect(effect.id)? else {
+            let Some((_guard, mut current)) = self.relock(&effect).await? else {
                 return Ok(false);
             };
-            if !current.is_pending() {
-                return Ok(false);
-            }
             current.maybe_delivered = true;
             current.attempts += 1;
             store.write_case(CaseWrite {
@@ -342,6 +328,25 @@ impl Sender {
         self.record(&current)?;
         self.crash_at(CrashPoint::AfterRecord, &current)?;
         Ok(true)
+    }
+
+    /// Takes the effect's case lock and reads the effect again: while it was unlocked, the
+    /// workflow may have superseded it or another pass recorded it. None when it is no longer
+    /// pending.
+    async fn relock(
+        &self,
+        effect: &Effect,
+    ) -> Result<Option<(tokio::sync::MutexGuard<'_, ()>, Effect)>, StoreError> {
+        let guard = self
+            .workflow
+            .lock_case(&effect.shop, &effect.order_gid)
+            .await;
+        Ok(self
+            .workflow
+            .store()
+            .effect(effect.id)?
+            .filter(Effect::is_pending)
+            .map(|current| (guard, current)))
     }
 
     fn record(&self, effect: &Effect) -> Result<(), StoreError> {
