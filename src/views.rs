@@ -965,8 +965,7 @@ impl Operations {
         } else {
             self.store().cases_with_open_exceptions()?
         };
-        let mut rows = Vec::new();
-        let mut order = Vec::new();
+        let mut rows: Vec<(i64, ExceptionRow)> = Vec::new();
         for case in cases
             .iter()
             .filter(|c| shop.as_ref().is_none_or(|s| c.shop == *s))
@@ -976,13 +975,11 @@ impl Operations {
                 .iter()
                 .filter(|e| (filter.all || e.is_open()) && kind.is_none_or(|k| e.kind == k))
             {
-                order.push(e.opened_ms);
-                rows.push(self.exception_row(case, e)?);
+                rows.push((e.opened_ms, self.exception_row(case, e)?));
             }
         }
-        let mut keyed: Vec<(i64, ExceptionRow)> = order.into_iter().zip(rows).collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
-        Ok(keyed.into_iter().map(|(_, row)| row).collect())
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
 
     fn exception_detail(&self, case: &OrderCase, id: &str) -> Result<ExceptionDetail, OpError> {
@@ -1113,20 +1110,21 @@ impl Operations {
         self.workflow
             .validate_event(supplier, &event)
             .map_err(OpError::Unfit)?;
-        let recorded = EventRecorded {
-            supplier: supplier.to_string(),
-            id: event.id.clone(),
-            shipment_id: event.shipment_id.clone(),
-            kind: event.kind.name().to_string(),
-            result: String::new(),
-        };
+        let (id, shipment_id, kind) = (
+            event.id.clone(),
+            event.shipment_id.clone(),
+            event.kind.name().to_string(),
+        );
         let result = match self.workflow.record_event(supplier, event, by).await? {
             EventApplied::Recorded => "recorded",
             EventApplied::AlreadyRecorded => "already_recorded",
         };
         Ok(EventRecorded {
+            supplier: supplier.to_string(),
+            id,
+            shipment_id,
+            kind,
             result: result.to_string(),
-            ..recorded
         })
     }
 
@@ -1186,17 +1184,19 @@ impl Operations {
 
     /// The outbox, newest first, at most `limit`: every effect, or those that failed for good.
     pub fn outbox(&self, failed: bool, limit: usize) -> Result<Vec<EffectRow>, OpError> {
-        let mut rows = Vec::new();
+        // Only the newest `limit` are kept while reading, so a long history costs no memory.
+        let mut newest: std::collections::VecDeque<Effect> = std::collections::VecDeque::new();
         for effect in self.store().effects() {
             let effect = effect?;
             if failed && !matches!(effect.state, EffectState::Failed { .. }) {
                 continue;
             }
-            rows.push(effect_row(&effect));
+            newest.push_back(effect);
+            if newest.len() > limit {
+                newest.pop_front();
+            }
         }
-        rows.reverse();
-        rows.truncate(limit);
-        Ok(rows)
+        Ok(newest.iter().rev().map(effect_row).collect())
     }
 }
 

@@ -778,6 +778,14 @@ async fn metrics_show_open_exceptions_by_kind_and_outbox_counts() {
     assert!(text.contains("# HELP shipgate_exceptions_open "));
     let failed = s.cli_ok(&["outbox", "list", "--failed", "--json"]).await;
     assert_eq!(serde_json::from_str::<Value>(&failed).unwrap(), json!([]));
+    let all: Value = serde_json::from_str(&s.cli_ok(&["outbox", "list", "--json"]).await).unwrap();
+    let newest: Value = serde_json::from_str(
+        &s.cli_ok(&["outbox", "list", "--limit", "1", "--json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(newest, json!([all[0].clone()]), "newest first");
+    assert!(all[0]["id"].as_u64() > all[1]["id"].as_u64());
     let table = s.cli_ok(&["outbox", "list"]).await;
     assert!(table.contains("shopify_hold") && table.contains("supplier_submission"));
     assert!(table.contains("2 effect(s)"), "{table}");
