@@ -850,6 +850,11 @@ impl Ops {
                     crate::workflow::WorkflowSettings {
                         hold_on_exceptions: config.workflow.hold_on_exceptions,
                         notify_merchant: config.workflow.notify_merchant,
+                        route_orders_created_after_ms: config
+                            .workflow
+                            .route_orders_created_after
+                            .as_ref()
+                            .map(|t| t.unix_ms),
                     },
                 );
                 Ops::Local(crate::views::Operations::new(workflow, &config))
