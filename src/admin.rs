@@ -35,6 +35,9 @@ pub struct AdminState {
     pub(crate) shops: Arc<HashMap<String, ShopSync>>,
     pub(crate) shop_domains: Arc<Vec<String>>,
     pub(crate) token: Option<Secret>,
+    /// The supplier workflow's operator surface, over the daemon's own workflow: decisions and
+    /// events taken here share its per-order locks and wake its outbox sender at once.
+    pub(crate) operations: views::Operations,
 }
 
 /// The admin routes.
@@ -45,6 +48,21 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/order", get(show_order))
         .route("/api/shops/{shop}/sync", post(sync_shop))
         .route("/api/shops/{shop}/reconcile", post(reconcile_shop))
+        .route("/api/exceptions", get(list_exceptions))
+        .route("/api/exceptions/{id}", get(show_exception))
+        .route("/api/exceptions/{id}/decide", post(decide_exception))
+        .route("/api/suppliers/{supplier}/export", get(export_sheet))
+        .route(
+            "/api/suppliers/{supplier}/import",
+            // A sheet may be as large as the importer accepts; a larger body is refused with
+            // 413 before it is read.
+            post(import_sheet).layer(axum::extract::DefaultBodyLimit::max(
+                crate::suppliers::csv::MAX_SHEET_BYTES + 1,
+            )),
+        )
+        .route("/api/suppliers/{supplier}/events", post(record_event))
+        .route("/api/shipments/{id}", get(show_shipment))
+        .route("/api/outbox", get(list_outbox))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -66,6 +84,21 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "admin request failed in the store");
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable".into())
+    }
+}
+
+impl From<views::OpError> for ApiError {
+    fn from(e: views::OpError) -> Self {
+        use views::OpError;
+        match e {
+            OpError::NotFound(text) => ApiError(StatusCode::NOT_FOUND, text),
+            OpError::BadInput(text) => ApiError(StatusCode::BAD_REQUEST, text),
+            OpError::Unfit(text) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, text),
+            OpError::Refused(refusal) => {
+                ApiError(StatusCode::UNPROCESSABLE_ENTITY, refusal.to_string())
+            }
+            OpError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -241,6 +274,171 @@ async fn reconcile_shop(
     Ok(Json(report))
 }
 
+/// Reads a yes/no query parameter. An empty value counts as absent (as for every parameter
+/// here), so a script that fills a URL template with empty values gets the defaults.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("" | "false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("`{name}` must be true or false, not `{other}`"),
+        )),
+    }
+}
+
+/// A text parameter, with an empty value counting as absent.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// Parameters are taken as text and checked here, so that a bad one is answered like every
+/// other error: JSON naming the parameter.
+#[derive(Deserialize)]
+struct ExceptionsQuery {
+    all: Option<String>,
+    kind: Option<String>,
+    shop: Option<String>,
+}
+
+async fn list_exceptions(
+    State(state): State<AdminState>,
+    Query(q): Query<ExceptionsQuery>,
+) -> Result<Json<Vec<views::ExceptionRow>>, ApiError> {
+    let filter = views::ExceptionFilter {
+        all: flag("all", q.all.as_deref())?,
+        kind: given(q.kind),
+        shop: given(q.shop),
+    };
+    Ok(Json(state.operations.list_exceptions(&filter)?))
+}
+
+async fn show_exception(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<views::ExceptionDetail>, ApiError> {
+    Ok(Json(state.operations.show_exception(&id)?))
+}
+
+/// Parses a JSON body; the error names what is wrong without echoing the body.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn decide_exception(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::ExceptionDetail>, ApiError> {
+    let request: views::DecideRequest = json_body(&body)?;
+    Ok(Json(state.operations.decide(&id, &request).await?))
+}
+
+async fn export_sheet(
+    State(state): State<AdminState>,
+    Path(supplier): Path<String>,
+) -> Result<Response, ApiError> {
+    let sheet = state.operations.export(&supplier)?;
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            // The sheet holds customers' addresses: no cache may keep a copy.
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        sheet,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    file_name: Option<String>,
+    by: Option<String>,
+}
+
+async fn import_sheet(
+    State(state): State<AdminState>,
+    Path(supplier): Path<String>,
+    Query(q): Query<ImportQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let file_name = given(q.file_name).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "`file_name` is missing: name the sheet, e.g. ?file_name=sheet.csv".into(),
+        )
+    })?;
+    match state
+        .operations
+        .import(&supplier, &file_name, &body, given(q.by).as_deref())
+        .await
+    {
+        Ok(summary) => Ok(Json(summary).into_response()),
+        // The problems go along as data too, so the CLI can print them exactly as it does
+        // when it imports on the store directly.
+        Err(views::OpError::Refused(refusal)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({
+                "error": refusal.to_string(),
+                "file_name": refusal.file_name,
+                "problems": refusal.problems,
+            })),
+        )
+            .into_response()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventQuery {
+    by: Option<String>,
+}
+
+async fn record_event(
+    State(state): State<AdminState>,
+    Path(supplier): Path<String>,
+    Query(q): Query<EventQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EventRecorded>, ApiError> {
+    Ok(Json(
+        state
+            .operations
+            .record_event(&supplier, &body, given(q.by).as_deref())
+            .await?,
+    ))
+}
+
+async fn show_shipment(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<views::ShipmentDetail>, ApiError> {
+    Ok(Json(state.operations.show_shipment(&id)?))
+}
+
+#[derive(Deserialize)]
+struct OutboxQuery {
+    failed: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_outbox(
+    State(state): State<AdminState>,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<Vec<views::EffectRow>>, ApiError> {
+    let failed = flag("failed", q.failed.as_deref())?;
+    let limit = match given(q.limit).as_deref() {
+        None => 100,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("`limit` must be a whole number, not `{text}`"),
+            )
+        })?,
+    };
+    Ok(Json(state.operations.outbox(failed, limit)?))
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     let mut out = String::new();
     let counters = &state.counters;
@@ -370,6 +568,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             }
         }
     }
+    workflow_metrics(&mut out, &state.store);
     family(
         &mut out,
         "shipgate_workers_stale",
@@ -389,6 +588,57 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// The supplier workflow's gauges. Every kind and every state is written, 0 included, so that
+/// an alert on a series never sees it vanish. A store that cannot be read leaves the samples out
+/// (the family stays, so a scrape still shows the metric exists) and logs why.
+fn workflow_metrics(out: &mut String, store: &Store) {
+    use crate::workflow::model::ExceptionKind;
+    family(
+        out,
+        "shipgate_exceptions_open",
+        "gauge",
+        "Open exceptions, by kind.",
+    );
+    match store.cases_with_open_exceptions() {
+        Ok(cases) => {
+            for kind in ExceptionKind::ALL {
+                let n = cases
+                    .iter()
+                    .flat_map(|c| c.open_exceptions())
+                    .filter(|e| e.kind == kind)
+                    .count();
+                let _ = writeln!(
+                    out,
+                    "shipgate_exceptions_open{{kind=\"{}\"}} {n}",
+                    kind.name()
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "metrics: cannot count open exceptions"),
+    }
+    family(
+        out,
+        "shipgate_outbox_effects",
+        "gauge",
+        "Outbound effects, by state.",
+    );
+    match store.effect_counts() {
+        Ok(counts) => {
+            for (state, n) in counts {
+                let _ = writeln!(out, "shipgate_outbox_effects{{state=\"{state}\"}} {n}");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "metrics: cannot count outbox effects"),
+    }
+    family(
+        out,
+        "shipgate_plan_queue_depth",
+        "gauge",
+        "Orders whose mirror changed and that wait to be planned.",
+    );
+    let _ = writeln!(out, "shipgate_plan_queue_depth {}", store.plan_queue_len());
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

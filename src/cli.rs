@@ -1,4 +1,5 @@
-//! The command line: `shipgate run`, `config check`, `version` and `demo`.
+//! The command line: `shipgate run`, `config check`, `version`, `demo`, and the operator
+//! commands (`orders`, `reconcile`, `exceptions`, `supplier`, `shipments`, `outbox`).
 //!
 //! Every command exits 0 on success and non-zero with a one-line reason (per problem, for
 //! `config check`) on failure: 1 for a runtime failure, 2 for a configuration that does not load.
@@ -73,8 +74,168 @@ enum Command {
         #[command(subcommand)]
         command: OrdersCommand,
     },
+    /// Exceptions of the supplier workflow: what stops an order, and the decisions it allows.
+    Exceptions {
+        #[command(subcommand)]
+        command: ExceptionsCommand,
+    },
+    /// Suppliers: CSV sheets for agents, and events entered by hand.
+    Supplier {
+        #[command(subcommand)]
+        command: SupplierCommand,
+    },
+    /// Shipments: lines, evidence, derived status and outbound effects.
+    Shipments {
+        #[command(subcommand)]
+        command: ShipmentsCommand,
+    },
+    /// The outbox: effects sent, or to be sent, to suppliers and Shopify.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExceptionsCommand {
+    /// List exceptions, oldest first: the open ones, or all with --all.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Closed exceptions too.
+        #[arg(long)]
+        all: bool,
+        /// Only this kind: unmapped_sku, supplier_rejected, stockout, substitute_offered,
+        /// cancelled_after_submission.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this shop.
+        #[arg(long)]
+        shop: Option<String>,
+    },
+    /// Show one exception: its subject, the decisions it allows, past decisions, its Shopify
+    /// hold, and the order's shipments with their status.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        /// The exception (EX-…).
+        id: String,
+    },
+    /// Take a decision on an open exception. With the daemon stopped, the decision is recorded
+    /// in the store, and the messages and Shopify hold releases it calls for are sent when the
+    /// daemon starts.
+    Decide {
+        #[command(flatten)]
+        common: Common,
+        /// The exception (EX-…).
+        id: String,
+        /// route, reroute, wait, cancel, approve, reject, intercepted or accept_loss (the
+        /// exception lists those it allows).
+        decision: String,
+        /// The supplier to route or reroute to (reroute without it takes the next backup).
+        #[arg(long)]
+        supplier: Option<String>,
+        /// The day to wait until (YYYY-MM-DD), for wait.
+        #[arg(long)]
+        until: Option<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        note: Option<String>,
+        /// Who decides (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SupplierCommand {
+    /// Write the CSV sheet of the shipments waiting for a supplier (docs/suppliers.md section
+    /// 4), to stdout or to a file readable only by its owner, since it holds addresses.
+    Export {
+        #[command(flatten)]
+        target: ConfigArg,
+        /// The supplier, as named in the configuration.
+        supplier: String,
+        /// Write to this file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import a supplier's sheet of events. Every row is checked first: one bad row refuses
+    /// the whole file, with the row numbers. Importing the same file again records nothing new.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        /// The supplier, as named in the configuration.
+        supplier: String,
+        /// The CSV file.
+        file: PathBuf,
+        /// Who imports (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Record one supplier event by hand: the JSON of docs/suppliers.md section 3. An event
+    /// without `id` gets `manual-<unix ms>-<random>`, so running the command twice records it
+    /// twice: give an `id` to make a retry safe. An event without `occurred_at` happened now.
+    Event {
+        #[command(flatten)]
+        target: ConfigArg,
+        /// The supplier, as named in the configuration.
+        supplier: String,
+        /// The event's JSON.
+        #[arg(
+            long = "json",
+            value_name = "EVENT",
+            conflicts_with = "file",
+            required_unless_present = "file"
+        )]
+        event: Option<String>,
+        /// A file holding the event's JSON.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Who records it (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShipmentsCommand {
+    /// Show one shipment: lines, evidence timeline, status, exceptions and outbound effects.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        /// The shipment (SG-…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List outbound effects, newest first, with state, attempts, next attempt and last error.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Only effects refused for good.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// The configuration file alone, for commands whose output has one format.
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The configuration file (to find the admin API, or the store when the daemon is stopped).
+    #[arg(
+        long,
+        env = "SHIPGATE_CONFIG",
+        default_value = "/etc/shipgate/shipgate.toml"
+    )]
+    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +350,10 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(&format!("{e:#}")),
             }
         }
+        Command::Exceptions { command } => operate(exceptions(command)),
+        Command::Supplier { command } => operate(supplier(command)),
+        Command::Shipments { command } => operate(shipments(command)),
+        Command::Outbox { command } => operate(outbox(command)),
         Command::Demo => match runtime().and_then(|rt| rt.block_on(crate::demo::run())) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
@@ -631,4 +796,465 @@ async fn subscribe(common: &Common, url: &str, shop: Option<&str>) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Runs an operator command to its exit code.
+fn operate(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+/// The name recorded for an operator: `--by`, else `$USER`, else `operator`.
+fn operator_name(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| "operator".to_string())
+}
+
+/// Where the supplier workflow's commands are answered: the running daemon's admin API, or the
+/// workflow over the store opened directly. Both end in [`crate::views::Operations`], so both
+/// give the same answer.
+enum Ops {
+    Api {
+        client: reqwest::Client,
+        base: reqwest::Url,
+        token: String,
+    },
+    Local(crate::views::Operations),
+}
+
+impl Ops {
+    async fn connect(path: &Path) -> anyhow::Result<Ops> {
+        let config = Config::load(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .config;
+        Ok(match Source::connect(&config).await? {
+            Source::Api {
+                client,
+                base,
+                token,
+            } => Ops::Api {
+                client,
+                base: reqwest::Url::parse(&base)?,
+                token,
+            },
+            Source::Store(store, _) => {
+                // Built like the daemon builds it, so that a decision or an event taken here
+                // plans and records exactly what it would have through the daemon.
+                let workflow = crate::workflow::Workflow::new(
+                    store,
+                    crate::clock::Clock::system(),
+                    std::sync::Arc::new(crate::suppliers::routing::Router::from_config(&config)),
+                    crate::workflow::WorkflowSettings {
+                        hold_on_exceptions: config.workflow.hold_on_exceptions,
+                        notify_merchant: config.workflow.notify_merchant,
+                        route_orders_created_after_ms: config
+                            .workflow
+                            .route_orders_created_after
+                            .as_ref()
+                            .map(|t| t.unix_ms),
+                    },
+                );
+                Ops::Local(crate::views::Operations::new(workflow, &config))
+            }
+        })
+    }
+
+    /// Whether the command works on the store because the daemon is stopped.
+    fn is_local(&self) -> bool {
+        matches!(self, Ops::Local(_))
+    }
+
+    /// Flushes what a store-direct command wrote and closes the store, so that nothing of it
+    /// is lost when the process exits.
+    async fn close(self) -> anyhow::Result<()> {
+        if let Ops::Local(ops) = self {
+            let store = ops.workflow().store();
+            store.flush().await.context("flushing the store")?;
+            store.close();
+        }
+        Ok(())
+    }
+
+    /// An admin API address: `segments` are escaped one by one, so an id cannot change the path.
+    fn url(base: &reqwest::Url, segments: &[&str], query: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = base.clone();
+        url.path_segments_mut()
+            .expect("an http base URL")
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// Sends a request to the admin API; a refusal becomes its one-line reason.
+    async fn send(
+        request: reqwest::RequestBuilder,
+        token: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("the daemon's admin API did not answer")?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        anyhow::bail!(
+            "{}",
+            body["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the admin API answered {status}"))
+        )
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        request: reqwest::RequestBuilder,
+        token: &str,
+    ) -> anyhow::Result<T> {
+        Ok(Self::send(request, token).await?.json().await?)
+    }
+}
+
+/// Prints a value as JSON for scripts.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    crate::clock::Clock::system().now_ms()
+}
+
+/// Says on stderr (stdout stays the command's answer) that a change waits for the daemon.
+fn note_stopped_daemon(ops: &Ops, what: &str) {
+    if ops.is_local() {
+        eprintln!(
+            "shipgate: the daemon is not running: {what} is recorded in the store, and what it calls for is sent when the daemon starts"
+        );
+    }
+}
+
+async fn exceptions(command: ExceptionsCommand) -> anyhow::Result<()> {
+    let common = match &command {
+        ExceptionsCommand::List { common, .. }
+        | ExceptionsCommand::Show { common, .. }
+        | ExceptionsCommand::Decide { common, .. } => common,
+    };
+    let ops = Ops::connect(&common.config).await?;
+    let result = exceptions_on(&ops, &command).await;
+    ops.close().await?;
+    result
+}
+
+async fn exceptions_on(ops: &Ops, command: &ExceptionsCommand) -> anyhow::Result<()> {
+    use crate::views::{self, DecideRequest, ExceptionDetail, ExceptionFilter, ExceptionRow};
+    match command {
+        ExceptionsCommand::List {
+            common,
+            all,
+            kind,
+            shop,
+        } => {
+            let filter = ExceptionFilter {
+                all: *all,
+                kind: kind.clone(),
+                shop: shop.clone(),
+            };
+            let rows: Vec<ExceptionRow> = match ops {
+                Ops::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let mut query = vec![("all", if *all { "true" } else { "false" })];
+                    if let Some(kind) = kind {
+                        query.push(("kind", kind));
+                    }
+                    if let Some(shop) = shop {
+                        query.push(("shop", shop));
+                    }
+                    let url = Ops::url(base, &["api", "exceptions"], &query);
+                    Ops::json(client.get(url), token).await?
+                }
+                Ops::Local(o) => o.list_exceptions(&filter)?,
+            };
+            if common.json {
+                print_json(&rows)?;
+            } else {
+                print!("{}", views::exceptions_table(&rows, now_ms()));
+            }
+        }
+        ExceptionsCommand::Show { common, id } => {
+            let detail: ExceptionDetail = match ops {
+                Ops::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let url = Ops::url(base, &["api", "exceptions", id], &[]);
+                    Ops::json(client.get(url), token).await?
+                }
+                Ops::Local(o) => o.show_exception(id)?,
+            };
+            if common.json {
+                print_json(&detail)?;
+            } else {
+                print!("{}", views::exception_text(&detail));
+            }
+        }
+        ExceptionsCommand::Decide {
+            common,
+            id,
+            decision,
+            supplier,
+            until,
+            note,
+            by,
+        } => {
+            let request = DecideRequest {
+                decision: decision.clone(),
+                supplier: supplier.clone(),
+                until: until.clone(),
+                note: note.clone(),
+                by: Some(operator_name(by.clone())),
+            };
+            let detail: ExceptionDetail = match ops {
+                Ops::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let url = Ops::url(base, &["api", "exceptions", id, "decide"], &[]);
+                    Ops::json(client.post(url).json(&request), token).await?
+                }
+                Ops::Local(o) => o.decide(id, &request).await?,
+            };
+            note_stopped_daemon(ops, "the decision");
+            if common.json {
+                print_json(&detail)?;
+            } else {
+                print!("{}", views::exception_text(&detail));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn supplier(command: SupplierCommand) -> anyhow::Result<()> {
+    let config = match &command {
+        SupplierCommand::Export { target, .. } | SupplierCommand::Event { target, .. } => {
+            &target.config
+        }
+        SupplierCommand::Import { common, .. } => &common.config,
+    };
+    // Read the input before reaching the store, so that a missing file opens nothing.
+    let input = match &command {
+        SupplierCommand::Import { file, .. } => {
+            Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?)
+        }
+        SupplierCommand::Event {
+            event: Some(text), ..
+        } => Some(text.as_bytes().to_vec()),
+        SupplierCommand::Event {
+            file: Some(file), ..
+        } => Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?),
+        _ => None,
+    };
+    let ops = Ops::connect(config).await?;
+    let result = supplier_on(&ops, &command, input.unwrap_or_default()).await;
+    ops.close().await?;
+    result
+}
+
+async fn supplier_on(ops: &Ops, command: &SupplierCommand, input: Vec<u8>) -> anyhow::Result<()> {
+    use crate::views::{EventRecorded, ImportSummary};
+    match command {
+        SupplierCommand::Export { supplier, out, .. } => {
+            let sheet = match ops {
+                Ops::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let url = Ops::url(base, &["api", "suppliers", supplier, "export"], &[]);
+                    Ops::send(client.get(url), token).await?.text().await?
+                }
+                Ops::Local(o) => o.export(supplier)?,
+            };
+            match out {
+                None => print!("{sheet}"),
+                Some(path) => {
+                    write_private(path, sheet.as_bytes())?;
+                    let rows = sheet.lines().count().saturating_sub(1);
+                    eprintln!("shipgate: wrote {rows} row(s) to {}", path.display());
+                }
+            }
+        }
+        SupplierCommand::Import {
+            common,
+            supplier,
+            file,
+            by,
+        } => {
+            let file_name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| file.display().to_string());
+            let by = operator_name(by.clone());
+            let summary: ImportSummary = match ops {
+                Ops::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let url = Ops::url(
+                        base,
+                        &["api", "suppliers", supplier, "import"],
+                        &[("file_name", &file_name), ("by", &by)],
+                    );
+                    let request = client
+                        .post(url)
+                        .header(http::header::CONTENT_TYPE, "text/csv")
+                        .body(input);
+                    Ops::json(request, token).await?
+                }
+                Ops::Local(o) => o.import(supplier, &file_name, &input, Some(&by)).await?,
+            };
+            note_stopped_daemon(ops, "the sheet");
+            if common.json {
+                print_json(&summary)?;
+            } else {
+                println!(
+                    "{}: {} event(s) recorded, {} already recorded",
+                    summary.file_name, summary.recorded, summary.already_recorded
+                );
+            }
+        }
+        SupplierCommand::Event { supplier, by, .. } => {
+            let by = operator_name(by.clone());
+            let recorded: EventRecorded = match ops {
+                Ops::Api {
+                    client,
+                    base,
+                    token,
+                } => {
+                    let url = Ops::url(
+                        base,
+                        &["api", "suppliers", supplier, "events"],
+                        &[("by", &by)],
+                    );
+                    let request = client
+                        .post(url)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(input);
+                    Ops::json(request, token).await?
+                }
+                Ops::Local(o) => o.record_event(supplier, &input, Some(&by)).await?,
+            };
+            note_stopped_daemon(ops, "the event");
+            let what = if recorded.result == "recorded" {
+                "recorded"
+            } else {
+                "already recorded"
+            };
+            println!(
+                "{what}: {} {} for {}",
+                recorded.kind, recorded.id, recorded.shipment_id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read: a sheet holds customers' names and addresses. A file
+/// that existed with wider permissions is narrowed before anything is written to it.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    file.set_len(0)?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn shipments(command: ShipmentsCommand) -> anyhow::Result<()> {
+    let ShipmentsCommand::Show { common, id } = &command;
+    let ops = Ops::connect(&common.config).await?;
+    let result = async {
+        let detail: crate::views::ShipmentDetail = match &ops {
+            Ops::Api {
+                client,
+                base,
+                token,
+            } => {
+                let url = Ops::url(base, &["api", "shipments", id], &[]);
+                Ops::json(client.get(url), token).await?
+            }
+            Ops::Local(o) => o.show_shipment(id)?,
+        };
+        if common.json {
+            print_json(&detail)
+        } else {
+            print!("{}", crate::views::shipment_text(&detail));
+            Ok(())
+        }
+    }
+    .await;
+    ops.close().await?;
+    result
+}
+
+async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
+    let OutboxCommand::List {
+        common,
+        failed,
+        limit,
+    } = &command;
+    let ops = Ops::connect(&common.config).await?;
+    let result = async {
+        let rows: Vec<crate::views::EffectRow> = match &ops {
+            Ops::Api {
+                client,
+                base,
+                token,
+            } => {
+                let limit = limit.to_string();
+                let url = Ops::url(
+                    base,
+                    &["api", "outbox"],
+                    &[
+                        ("failed", if *failed { "true" } else { "false" }),
+                        ("limit", &limit),
+                    ],
+                );
+                Ops::json(client.get(url), token).await?
+            }
+            Ops::Local(o) => o.outbox(*failed, *limit)?,
+        };
+        if common.json {
+            print_json(&rows)
+        } else {
+            print!("{}", crate::views::outbox_table(&rows));
+            Ok(())
+        }
+    }
+    .await;
+    ops.close().await?;
+    result
 }

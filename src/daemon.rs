@@ -277,6 +277,7 @@ impl Daemon {
                 shops: shops.clone(),
                 shop_domains: Arc::new(config.shops.iter().map(|s| s.domain.clone()).collect()),
                 token: config.admin.token.clone(),
+                operations: crate::views::Operations::new(workflow.clone(), config),
             }),
             http,
             cancel.clone(),

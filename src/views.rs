@@ -3,10 +3,21 @@
 //! The CLI works through the daemon's admin API when the daemon runs and on the store directly
 //! when it does not; both call these functions, so both give the same answer.
 
-use serde::Serialize;
+use std::sync::Arc;
 
-use crate::order::OrderMirror;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AdapterKind, Config};
+use crate::order::{OrderMirror, Timestamp};
 use crate::store::{Store, StoreError};
+use crate::suppliers::{EventKind, SupplierEvent};
+use crate::workflow::derive::{self, ShipmentStatus};
+use crate::workflow::effect::{Action, Effect, EffectState};
+use crate::workflow::model::{
+    Actor, Closed, Decided, Decision, Evidence, EvidenceKind, Exception, ExceptionKind, HoldRecord,
+    HoldState, OrderCase, Shipment, Source,
+};
+use crate::workflow::{EventApplied, ImportFailure, Workflow, WorkflowError};
 
 /// One line of `orders list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -220,5 +231,1245 @@ pub fn order_text(order: &OrderMirror) -> String {
             ));
         }
     }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supplier workflow's operator surface (SPEC section 8): exceptions, supplier sheets and
+// events, shipments and the outbox. `Operations` does the work for both the admin API and the
+// CLI's store-direct path, so the two cannot drift apart; the CLI through the daemon receives
+// these same types as JSON.
+
+/// Why an operator request failed. The admin API answers each with its status (404, 400, 422,
+/// 422, 503); the CLI prints the text. Store errors keep their cause for the CLI and the log,
+/// and the API answers them with a plain "store unavailable".
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// No such exception, shipment, supplier or shop.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is malformed; the text names the field.
+    #[error("{0}")]
+    BadInput(String),
+    /// Well formed, but it does not fit the state of things (a decision the exception does not
+    /// allow, an event about a shipment that is not the supplier's).
+    #[error("{0}")]
+    Unfit(String),
+    /// A sheet was refused whole: nothing of it was recorded.
+    #[error("{0}")]
+    Refused(ImportRefusal),
+    #[error("the store is unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<WorkflowError> for OpError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::Invalid(text) => OpError::Unfit(text),
+            // The workflow's "not found" is about the subject of an event or decision that
+            // the caller named inside the request, so it is an unfit request, not a missing
+            // resource; callers that look an id up in the path check it first.
+            WorkflowError::NotFound(what) => OpError::Unfit(format!("unknown {what}")),
+            WorkflowError::Store(e) => OpError::Store(e),
+        }
+    }
+}
+
+/// The problems of a refused sheet, row by row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRefusal {
+    pub file_name: String,
+    pub problems: Vec<ImportProblemView>,
+}
+
+/// One problem of a refused sheet; `row` is the spreadsheet row (the header is row 1), absent
+/// for a problem with the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportProblemView {
+    pub row: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ImportRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} refused, nothing recorded:", self.file_name)?;
+        for p in &self.problems {
+            match p.row {
+                Some(row) => write!(f, "\n  row {row}: {}", p.message)?,
+                None => write!(f, "\n  {}", p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a sheet import recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    pub supplier: String,
+    pub file_name: String,
+    pub recorded: usize,
+    /// Events already recorded by an earlier import of the same rows.
+    pub already_recorded: usize,
+}
+
+/// What recording one supplier event did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecorded {
+    pub supplier: String,
+    /// The event's id: as given, or the one generated for it.
+    pub id: String,
+    pub shipment_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `recorded`, or `already_recorded` for an id that was recorded before.
+    pub result: String,
+}
+
+/// Which exceptions to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionFilter {
+    /// Closed ones too.
+    #[serde(default)]
+    pub all: bool,
+    /// Only this kind (its name, e.g. `stockout`).
+    pub kind: Option<String>,
+    /// Only this shop.
+    pub shop: Option<String>,
+}
+
+/// A decision as the CLI and the admin API receive it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    /// `route`, `reroute`, `wait`, `cancel`, `approve`, `reject`, `intercepted`, `accept_loss`.
+    pub decision: String,
+    pub supplier: Option<String>,
+    /// `YYYY-MM-DD`, for `wait`.
+    pub until: Option<String>,
+    pub note: Option<String>,
+    /// Who decides; `operator` when absent.
+    pub by: Option<String>,
+}
+
+/// What an exception is about, with the line's SKU when it names a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectView {
+    pub fulfillment_order_id: String,
+    pub shipment_id: Option<String>,
+    pub line_id: Option<String>,
+    pub sku: Option<String>,
+}
+
+/// A decision taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionView {
+    pub name: String,
+    pub supplier: Option<String>,
+    pub until: Option<String>,
+    pub by: String,
+    pub at: String,
+    pub note: Option<String>,
+}
+
+/// The Shopify hold placed for an exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    /// Stable per exception, so a retried hold cannot be placed twice.
+    pub handle: String,
+    pub reason: String,
+    pub fulfillment_order_id: String,
+    /// `requested`, `placed`, `refused`, `release_requested` or `released`.
+    pub state: String,
+    /// Shopify's id of the hold, once known.
+    pub hold_id: Option<String>,
+    /// Shopify's message when it refused the hold.
+    pub refused_reason: Option<String>,
+}
+
+/// How an exception ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedView {
+    pub at: String,
+    pub by: String,
+    pub reason: String,
+}
+
+/// One line of `exceptions list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionRow {
+    pub id: String,
+    pub kind: String,
+    pub shop: String,
+    pub order_id: String,
+    pub order_name: String,
+    pub subject: SubjectView,
+    pub summary: String,
+    pub opened_at: String,
+    pub open: bool,
+    pub decision: Option<DecisionView>,
+    pub hold: Option<HoldView>,
+}
+
+/// A shipment in brief, with its derived status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentBrief {
+    pub id: String,
+    pub supplier: String,
+    pub status: String,
+    pub lines: Vec<ShipmentLineView>,
+}
+
+/// One line of a shipment: as planned, and its current quantity after edits and decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLineView {
+    pub line_id: String,
+    pub fulfillment_order_line_id: String,
+    pub sku: String,
+    pub variant: Option<String>,
+    pub planned: i64,
+    pub current: i64,
+}
+
+/// Everything about one exception (`exceptions show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionDetail {
+    #[serde(flatten)]
+    pub exception: ExceptionRow,
+    /// The decisions it allows while open (none once closed).
+    pub allowed_decisions: Vec<String>,
+    pub opened_by: String,
+    /// Decisions that ran out (a wait whose day came while the problem remained).
+    pub past_decisions: Vec<DecisionView>,
+    pub closed: Option<ClosedView>,
+    /// The order's shipments with their derived status.
+    pub shipments: Vec<ShipmentBrief>,
+}
+
+/// One evidence record of a shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceView {
+    pub id: String,
+    /// When it happened (for supplier events: as the supplier says).
+    pub at: String,
+    /// When shipgate recorded it.
+    pub recorded_at: String,
+    pub actor: String,
+    pub source: String,
+    pub kind: String,
+    /// What it says, in a line.
+    pub what: String,
+    /// For supplier events: the event as docs/suppliers.md section 3 writes it.
+    pub event: Option<serde_json::Value>,
+}
+
+/// An exception in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionBrief {
+    pub id: String,
+    pub kind: String,
+    pub open: bool,
+    pub summary: String,
+}
+
+/// One outbound effect (`outbox list`, `shipments show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectRow {
+    pub id: u64,
+    /// The idempotency key.
+    pub key: String,
+    pub shop: String,
+    pub order_id: String,
+    /// `supplier_submission`, `shopify_hold`, …
+    pub action: String,
+    /// The supplier, or the fulfillment order a hold is about.
+    pub target: String,
+    /// `pending`, `done`, `failed` or `superseded`.
+    pub state: String,
+    pub attempts: u32,
+    /// For a pending effect: when it is tried next.
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    /// How it ended: the remote reference and how we know, the refusal, or why it was not needed.
+    pub outcome: Option<String>,
+    pub created_at: String,
+}
+
+/// Everything about one shipment (`shipments show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentDetail {
+    pub id: String,
+    pub supplier: String,
+    pub shop: String,
+    pub order_id: String,
+    pub order_name: String,
+    pub fulfillment_order_id: String,
+    pub status: String,
+    pub created_at: String,
+    /// The current revision of the submission (0: none intended yet).
+    pub revision: u32,
+    pub lines: Vec<ShipmentLineView>,
+    /// In the order things happened (then by id), as the status reads them.
+    pub evidence: Vec<EvidenceView>,
+    pub exceptions: Vec<ExceptionBrief>,
+    pub effects: Vec<EffectRow>,
+}
+
+fn time_text(ms: i64) -> String {
+    Timestamp::from_unix_ms(ms).text
+}
+
+fn decision_view(d: &Decided) -> DecisionView {
+    let (supplier, until) = match &d.decision {
+        Decision::RouteTo { supplier } => (Some(supplier.clone()), None),
+        Decision::Reroute { supplier } => (supplier.clone(), None),
+        Decision::WaitUntil { day } => (None, Some(day.to_string())),
+        _ => (None, None),
+    };
+    DecisionView {
+        name: d.decision.name().to_string(),
+        supplier,
+        until,
+        by: d.by.to_string(),
+        at: time_text(d.at_ms),
+        note: d.note.clone(),
+    }
+}
+
+fn hold_view(h: &HoldRecord) -> HoldView {
+    let (state, hold_id, refused_reason) = match &h.state {
+        HoldState::Requested => ("requested", None, None),
+        HoldState::Placed { hold_id } => ("placed", Some(hold_id.clone()), None),
+        HoldState::Refused { reason } => ("refused", None, Some(reason.clone())),
+        HoldState::ReleaseRequested { hold_id } => ("release_requested", hold_id.clone(), None),
+        HoldState::Released => ("released", None, None),
+    };
+    HoldView {
+        handle: h.handle.clone(),
+        reason: h.reason.clone(),
+        fulfillment_order_id: h.fulfillment_order_id.clone(),
+        state: state.to_string(),
+        hold_id,
+        refused_reason,
+    }
+}
+
+fn closed_view(c: &Closed) -> ClosedView {
+    ClosedView {
+        at: time_text(c.at_ms),
+        by: c.by.to_string(),
+        reason: c.reason.clone(),
+    }
+}
+
+fn line_views(shipment: &Shipment) -> Vec<ShipmentLineView> {
+    let current = derive::current_lines(shipment);
+    shipment
+        .lines
+        .iter()
+        .map(|l| ShipmentLineView {
+            line_id: l.line_item_id.clone(),
+            fulfillment_order_line_id: l.fulfillment_order_line_id.clone(),
+            sku: l.sku.clone(),
+            variant: l.variant_title.clone(),
+            planned: l.quantity,
+            current: current
+                .iter()
+                .find(|(id, _)| *id == l.line_item_id)
+                .map_or(0, |(_, q)| *q),
+        })
+        .collect()
+}
+
+fn status_of(shipment: &Shipment, case: &OrderCase) -> ShipmentStatus {
+    derive::status(shipment, &case.exceptions)
+}
+
+fn source_text(source: &Source) -> String {
+    match source {
+        Source::SupplierWebhook { delivery_seq } => format!("webhook delivery {delivery_seq}"),
+        Source::CsvImport { file } => format!("sheet {file}"),
+        Source::Manual => "manual entry".into(),
+        Source::Workflow => "workflow".into(),
+        Source::Outbox { effect_id } => format!("outbox effect {effect_id}"),
+    }
+}
+
+fn opt(label: &str, value: &Option<String>) -> String {
+    value
+        .as_deref()
+        .map(|v| format!(", {label} {v}"))
+        .unwrap_or_default()
+}
+
+/// One line about a supplier event.
+fn event_text(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Received { supplier_ref } => format!("received{}", opt("ref", supplier_ref)),
+        EventKind::Rejected { reason } => format!("rejected: {reason}"),
+        EventKind::LineConfirmed {
+            line_id,
+            sku,
+            quantity,
+            ship_by,
+            ..
+        } => format!(
+            "confirmed {quantity} × {sku} for line {line_id}{}",
+            opt("ship by", &ship_by.as_ref().map(|d| d.to_string()))
+        ),
+        EventKind::LineShort {
+            line_id,
+            quantity_short,
+            restock_date,
+            reason,
+        } => format!(
+            "short {quantity_short} of line {line_id}{}{}",
+            opt("restock", &restock_date.as_ref().map(|d| d.to_string())),
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        EventKind::SubstituteOffered {
+            line_id,
+            offered_sku,
+            differences,
+            ..
+        } => format!("offers {offered_sku} for line {line_id}: {differences}"),
+        EventKind::CheckReported { check_json } => {
+            let result = serde_json::from_str::<serde_json::Value>(check_json)
+                .ok()
+                .and_then(|v| v.get("result").and_then(|r| r.as_str()).map(String::from));
+            format!(
+                "physical check reported: {}",
+                result.as_deref().unwrap_or("no result")
+            )
+        }
+        EventKind::Packed { parcels } => format!(
+            "packed in {} parcel(s): {}",
+            parcels.len(),
+            parcels
+                .iter()
+                .map(|p| p.parcel_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        EventKind::LabelCreated {
+            carrier,
+            tracking_number,
+            parcel_id,
+            ..
+        } => format!(
+            "label {carrier} {tracking_number}{}",
+            opt("parcel", parcel_id)
+        ),
+        EventKind::HandedOver {
+            carrier,
+            tracking_number,
+            parcel_id,
+        } => format!(
+            "handed over (a claim, not acceptance){}{}{}",
+            opt("carrier", carrier),
+            opt("tracking", tracking_number),
+            opt("parcel", parcel_id)
+        ),
+        EventKind::Cancelled { reason } => format!(
+            "cancelled{}",
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn evidence_view(e: &Evidence) -> EvidenceView {
+    let (kind, what, event) = match &e.kind {
+        EvidenceKind::SubmissionIntended {
+            revision,
+            key,
+            lines,
+        } => (
+            "submission_intended".to_string(),
+            format!(
+                "revision {revision} to be sent ({key}): {}",
+                lines
+                    .iter()
+                    .map(|(line, q)| format!("{q} × line {line}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None,
+        ),
+        EvidenceKind::SubmissionDelivered {
+            revision,
+            supplier_ref,
+        } => (
+            "submission_delivered".to_string(),
+            format!(
+                "revision {revision} delivered{}",
+                opt("supplier ref", supplier_ref)
+            ),
+            None,
+        ),
+        EvidenceKind::SubmissionRefused { revision, reason } => (
+            "submission_refused".to_string(),
+            format!("revision {revision} refused: {reason}"),
+            None,
+        ),
+        EvidenceKind::Supplier(event) => (
+            event.kind.name().to_string(),
+            event_text(&event.kind),
+            serde_json::from_slice(&event.to_json()).ok(),
+        ),
+        EvidenceKind::LineChanged {
+            line_item_id,
+            quantity,
+            reason,
+        } => (
+            "line_changed".to_string(),
+            format!("line {line_item_id} now {quantity}: {reason}"),
+            None,
+        ),
+        EvidenceKind::CancelRequested { reason } => (
+            "cancel_requested".to_string(),
+            format!("cancellation asked of the supplier: {reason}"),
+            None,
+        ),
+        EvidenceKind::SubstituteDecided {
+            line_item_id,
+            approve,
+            ..
+        } => (
+            "substitute_decided".to_string(),
+            format!(
+                "substitute for line {line_item_id} {}",
+                if *approve { "approved" } else { "rejected" }
+            ),
+            None,
+        ),
+        EvidenceKind::Abandoned { reason } => {
+            ("abandoned".to_string(), format!("given up: {reason}"), None)
+        }
+    };
+    EvidenceView {
+        id: e.id.clone(),
+        at: time_text(e.at_ms),
+        recorded_at: time_text(e.recorded_ms),
+        actor: e.actor.to_string(),
+        source: source_text(&e.source),
+        kind,
+        what,
+        event,
+    }
+}
+
+fn effect_row(e: &Effect) -> EffectRow {
+    let target = match &e.action {
+        Action::Supplier { supplier, .. } => supplier.clone(),
+        Action::PlaceHold {
+            fulfillment_order_id,
+            ..
+        }
+        | Action::ReleaseHold {
+            fulfillment_order_id,
+            ..
+        } => fulfillment_order_id.clone(),
+    };
+    let (state, outcome) = match &e.state {
+        EffectState::Pending => ("pending", None),
+        EffectState::Done {
+            reference, note, ..
+        } => (
+            "done",
+            Some(match reference {
+                Some(r) => format!("{note} (ref {r})"),
+                None => note.clone(),
+            }),
+        ),
+        EffectState::Failed { reason, .. } => ("failed", Some(reason.clone())),
+        EffectState::Superseded { reason, .. } => ("superseded", Some(reason.clone())),
+    };
+    EffectRow {
+        id: e.id,
+        key: e.key.clone(),
+        shop: e.shop.clone(),
+        order_id: e.order_gid.clone(),
+        action: e.action.name().to_string(),
+        target,
+        state: state.to_string(),
+        attempts: e.attempts,
+        next_attempt_at: e.is_pending().then(|| time_text(e.next_attempt_ms)),
+        last_error: e.last_error.clone(),
+        outcome,
+        created_at: time_text(e.created_ms),
+    }
+}
+
+/// Checks an operator's name (`--by`, `by`): `operator` when absent.
+fn operator(by: Option<&str>) -> Result<Actor, OpError> {
+    let name = by.map(str::trim).unwrap_or("operator");
+    if name.is_empty() {
+        return Err(OpError::BadInput("`by` is empty".into()));
+    }
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(OpError::BadInput(
+            "`by` must be a name of at most 100 characters on one line".into(),
+        ));
+    }
+    Ok(Actor::Operator(name.to_string()))
+}
+
+/// Makes a manually entered event complete: an event without `id` gets
+/// `manual-<unix ms>-<8 hex digits>`, and one without `occurred_at` happened now. A generated
+/// id is new on every call, so retrying a command that relied on it records the event twice;
+/// give an `id` to make retries safe.
+pub fn complete_manual_event(body: &[u8], now_ms: i64) -> Result<Vec<u8>, OpError> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| OpError::BadInput(format!("the event is not JSON: {e}")))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| OpError::BadInput("the event is not a JSON object".into()))?;
+    if object.get("id").is_none_or(serde_json::Value::is_null) {
+        let random: u32 = rand::random();
+        object.insert("id".into(), format!("manual-{now_ms}-{random:08x}").into());
+    }
+    if object
+        .get("occurred_at")
+        .is_none_or(serde_json::Value::is_null)
+    {
+        object.insert("occurred_at".into(), time_text(now_ms).into());
+    }
+    Ok(serde_json::to_vec(&value).expect("a JSON value serializes"))
+}
+
+/// The supplier workflow as operators see it: the same answers through the admin API and on
+/// the store directly.
+#[derive(Clone)]
+pub struct Operations {
+    workflow: Workflow,
+    shops: Arc<Vec<String>>,
+    suppliers: Arc<Vec<(String, AdapterKind)>>,
+}
+
+impl std::fmt::Debug for Operations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operations")
+            .field("shops", &self.shops)
+            .field("suppliers", &self.suppliers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Operations {
+    /// Operations over a workflow, with the shops and suppliers of the configuration.
+    pub fn new(workflow: Workflow, config: &Config) -> Operations {
+        Operations {
+            workflow,
+            shops: Arc::new(config.shops.iter().map(|s| s.domain.clone()).collect()),
+            suppliers: Arc::new(
+                config
+                    .suppliers
+                    .iter()
+                    .map(|s| (s.name.clone(), s.adapter_kind()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The workflow.
+    pub fn workflow(&self) -> &Workflow {
+        &self.workflow
+    }
+
+    fn store(&self) -> &Store {
+        self.workflow.store()
+    }
+
+    fn supplier(&self, name: &str) -> Result<AdapterKind, OpError> {
+        self.suppliers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| OpError::NotFound(format!("supplier {name} is not configured")))
+    }
+
+    fn exception_row(&self, case: &OrderCase, e: &Exception) -> Result<ExceptionRow, OpError> {
+        let line_id = e.subject.line_item_id.clone();
+        let mut sku = line_id.as_ref().and_then(|line| {
+            case.shipments
+                .iter()
+                .flat_map(|s| &s.lines)
+                .find(|l| l.line_item_id == *line)
+                .map(|l| l.sku.clone())
+        });
+        // A line no shipment took (an unmapped SKU) is only in the mirror.
+        if sku.is_none()
+            && let Some(line) = &line_id
+            && let Some(order) = self.store().order(&case.shop, &case.order_gid)?
+        {
+            sku = order
+                .line_items
+                .iter()
+                .find(|l| l.id == *line)
+                .and_then(|l| l.sku.clone());
+        }
+        Ok(ExceptionRow {
+            id: e.id.clone(),
+            kind: e.kind.name().to_string(),
+            shop: case.shop.clone(),
+            order_id: case.order_gid.clone(),
+            order_name: case.order_name.clone(),
+            subject: SubjectView {
+                fulfillment_order_id: e.subject.fulfillment_order_id.clone(),
+                shipment_id: e.subject.shipment_id.clone(),
+                line_id,
+                sku,
+            },
+            summary: e.summary.clone(),
+            opened_at: time_text(e.opened_ms),
+            open: e.is_open(),
+            decision: e.decision.as_ref().map(decision_view),
+            hold: e.hold.as_ref().map(hold_view),
+        })
+    }
+
+    /// The exceptions that match, oldest first: the open ones, or all with `filter.all`.
+    pub fn list_exceptions(&self, filter: &ExceptionFilter) -> Result<Vec<ExceptionRow>, OpError> {
+        let kind = match filter.kind.as_deref() {
+            None => None,
+            Some(name) => Some(
+                ExceptionKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == name)
+                    .ok_or_else(|| {
+                        OpError::BadInput(format!(
+                            "`kind`: no exception kind `{name}` ({})",
+                            ExceptionKind::ALL.map(|k| k.name()).join(", ")
+                        ))
+                    })?,
+            ),
+        };
+        let shop = match filter.shop.as_deref() {
+            None => None,
+            Some(s) => {
+                let s = s.to_ascii_lowercase();
+                if !self.shops.contains(&s) {
+                    return Err(OpError::NotFound(format!("shop {s} is not configured")));
+                }
+                Some(s)
+            }
+        };
+        let cases: Vec<OrderCase> = if filter.all {
+            self.store().cases().collect::<Result<_, _>>()?
+        } else {
+            self.store().cases_with_open_exceptions()?
+        };
+        let mut rows: Vec<(i64, ExceptionRow)> = Vec::new();
+        for case in cases
+            .iter()
+            .filter(|c| shop.as_ref().is_none_or(|s| c.shop == *s))
+        {
+            for e in case
+                .exceptions
+                .iter()
+                .filter(|e| (filter.all || e.is_open()) && kind.is_none_or(|k| e.kind == k))
+            {
+                rows.push((e.opened_ms, self.exception_row(case, e)?));
+            }
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
+
+    fn exception_detail(&self, case: &OrderCase, id: &str) -> Result<ExceptionDetail, OpError> {
+        let e = case
+            .exception(id)
+            .ok_or_else(|| OpError::NotFound(format!("no exception {id}")))?;
+        Ok(ExceptionDetail {
+            exception: self.exception_row(case, e)?,
+            allowed_decisions: if e.is_open() {
+                e.kind.decisions().iter().map(|d| d.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            opened_by: e.opened_by.to_string(),
+            past_decisions: e.past_decisions.iter().map(decision_view).collect(),
+            closed: e.closed.as_ref().map(closed_view),
+            shipments: case
+                .shipments
+                .iter()
+                .map(|s| ShipmentBrief {
+                    id: s.id.clone(),
+                    supplier: s.supplier.clone(),
+                    status: status_of(s, case).name().to_string(),
+                    lines: line_views(s),
+                })
+                .collect(),
+        })
+    }
+
+    /// One exception in full.
+    pub fn show_exception(&self, id: &str) -> Result<ExceptionDetail, OpError> {
+        let case = self
+            .store()
+            .case_of(id)?
+            .ok_or_else(|| OpError::NotFound(format!("no exception {id}")))?;
+        self.exception_detail(&case, id)
+    }
+
+    /// Takes a decision on an open exception; answers the exception as it stands after it.
+    pub async fn decide(
+        &self,
+        id: &str,
+        request: &DecideRequest,
+    ) -> Result<ExceptionDetail, OpError> {
+        let decision = Decision::parse(
+            request.decision.trim(),
+            request.supplier.as_deref(),
+            request.until.as_deref(),
+        )
+        .map_err(OpError::BadInput)?;
+        let by = operator(request.by.as_deref())?;
+        let note = request
+            .note
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        // An id that names a shipment (or nothing) is not an exception to decide on.
+        match self.store().case_of(id)? {
+            Some(case) if case.exception(id).is_some() => {}
+            _ => return Err(OpError::NotFound(format!("no exception {id}"))),
+        }
+        let case = self.workflow.decide(id, decision, by, note).await?;
+        self.exception_detail(&case, id)
+    }
+
+    /// The CSV sheet of the shipments waiting for a supplier (docs/suppliers.md section 4).
+    pub fn export(&self, supplier: &str) -> Result<String, OpError> {
+        self.supplier(supplier)?;
+        let pending = self.workflow.pending_for(supplier)?;
+        Ok(crate::suppliers::csv::export(&pending))
+    }
+
+    /// Imports a supplier's sheet, whole or not at all.
+    pub async fn import(
+        &self,
+        supplier: &str,
+        file_name: &str,
+        bytes: &[u8],
+        by: Option<&str>,
+    ) -> Result<ImportSummary, OpError> {
+        self.supplier(supplier)?;
+        let file_name = file_name.trim();
+        if file_name.is_empty() {
+            return Err(OpError::BadInput("`file_name` is empty".into()));
+        }
+        let by = operator(by)?;
+        match self
+            .workflow
+            .import_sheet(supplier, file_name, bytes, by)
+            .await
+        {
+            Ok(report) => Ok(ImportSummary {
+                supplier: supplier.to_string(),
+                file_name: file_name.to_string(),
+                recorded: report.recorded,
+                already_recorded: report.already_recorded,
+            }),
+            Err(ImportFailure::Rows(errors)) => Err(OpError::Refused(ImportRefusal {
+                file_name: errors.file_name.clone(),
+                problems: errors
+                    .problems
+                    .iter()
+                    .map(|p| ImportProblemView {
+                        row: p.row,
+                        message: p.message.clone(),
+                    })
+                    .collect(),
+            })),
+            Err(ImportFailure::Workflow(e)) => Err(e.into()),
+        }
+    }
+
+    /// Records one supplier event entered by an operator (see [`complete_manual_event`] for
+    /// what is filled in).
+    pub async fn record_event(
+        &self,
+        supplier: &str,
+        body: &[u8],
+        by: Option<&str>,
+    ) -> Result<EventRecorded, OpError> {
+        self.supplier(supplier)?;
+        let by = operator(by)?;
+        let body = complete_manual_event(body, self.workflow.clock().now_ms())?;
+        let event = SupplierEvent::from_json(&body).map_err(|e| OpError::BadInput(e.0))?;
+        // Read first, so that a store failure answers as one, not as an unfit event.
+        self.store().case_of(&event.shipment_id)?;
+        self.workflow
+            .validate_event(supplier, &event)
+            .map_err(OpError::Unfit)?;
+        let (id, shipment_id, kind) = (
+            event.id.clone(),
+            event.shipment_id.clone(),
+            event.kind.name().to_string(),
+        );
+        let result = match self.workflow.record_event(supplier, event, by).await? {
+            EventApplied::Recorded => "recorded",
+            EventApplied::AlreadyRecorded => "already_recorded",
+        };
+        Ok(EventRecorded {
+            supplier: supplier.to_string(),
+            id,
+            shipment_id,
+            kind,
+            result: result.to_string(),
+        })
+    }
+
+    /// One shipment in full: lines, evidence, status, exceptions and effects.
+    pub fn show_shipment(&self, id: &str) -> Result<ShipmentDetail, OpError> {
+        let not_found = || OpError::NotFound(format!("no shipment {id}"));
+        let case = self.store().case_of(id)?.ok_or_else(not_found)?;
+        let shipment = case.shipment(id).ok_or_else(not_found)?;
+        let mut evidence: Vec<&Evidence> = shipment.evidence.iter().collect();
+        evidence.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+        let exceptions: Vec<&Exception> = case
+            .exceptions
+            .iter()
+            .filter(|e| e.subject.shipment_id.as_deref() == Some(id))
+            .collect();
+        let mut effects = Vec::new();
+        for effect in self.store().effects() {
+            let effect = effect?;
+            if effect.shop != case.shop || effect.order_gid != case.order_gid {
+                continue;
+            }
+            let about = match &effect.action {
+                Action::Supplier { message, .. } => message.shipment_id == id,
+                Action::PlaceHold { exception_id, .. }
+                | Action::ReleaseHold { exception_id, .. } => {
+                    exceptions.iter().any(|e| e.id == *exception_id)
+                }
+            };
+            if about {
+                effects.push(effect_row(&effect));
+            }
+        }
+        Ok(ShipmentDetail {
+            id: shipment.id.clone(),
+            supplier: shipment.supplier.clone(),
+            shop: case.shop.clone(),
+            order_id: case.order_gid.clone(),
+            order_name: case.order_name.clone(),
+            fulfillment_order_id: shipment.fulfillment_order_id.clone(),
+            status: status_of(shipment, &case).name().to_string(),
+            created_at: time_text(shipment.created_ms),
+            revision: derive::revision(shipment),
+            lines: line_views(shipment),
+            evidence: evidence.into_iter().map(evidence_view).collect(),
+            exceptions: exceptions
+                .into_iter()
+                .map(|e| ExceptionBrief {
+                    id: e.id.clone(),
+                    kind: e.kind.name().to_string(),
+                    open: e.is_open(),
+                    summary: e.summary.clone(),
+                })
+                .collect(),
+            effects,
+        })
+    }
+
+    /// The outbox, newest first, at most `limit`: every effect, or those that failed for good.
+    pub fn outbox(&self, failed: bool, limit: usize) -> Result<Vec<EffectRow>, OpError> {
+        // Only the newest `limit` are kept while reading, so a long history costs no memory.
+        let mut newest: std::collections::VecDeque<Effect> = std::collections::VecDeque::new();
+        for effect in self.store().effects() {
+            let effect = effect?;
+            if failed && !matches!(effect.state, EffectState::Failed { .. }) {
+                continue;
+            }
+            newest.push_back(effect);
+            if newest.len() > limit {
+                newest.pop_front();
+            }
+        }
+        Ok(newest.iter().rev().map(effect_row).collect())
+    }
+}
+
+/// How long ago, for people: `45s`, `12m`, `5h`, `3d`.
+fn age(at: &str, now_ms: i64) -> String {
+    let Ok(at) = Timestamp::parse(at) else {
+        return "?".into();
+    };
+    let secs = (now_ms - at.unix_ms).max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn decision_text(d: &DecisionView) -> String {
+    let mut out = d.name.clone();
+    if let Some(s) = &d.supplier {
+        out.push_str(&format!(" to {s}"));
+    }
+    if let Some(u) = &d.until {
+        out.push_str(&format!(" until {u}"));
+    }
+    out
+}
+
+fn subject_text(s: &SubjectView) -> String {
+    // A line no shipment took yet (an unmapped SKU) is named by its SKU alone.
+    let head = s.shipment_id.as_deref().unwrap_or("unrouted");
+    match (&s.sku, &s.line_id) {
+        (Some(sku), _) => format!("{head} {sku}"),
+        (None, Some(line)) => format!("{head} line {}", numeric_id(line)),
+        (None, None) => head.to_string(),
+    }
+}
+
+/// The number at the end of a Shopify gid, for narrow columns.
+fn numeric_id(gid: &str) -> &str {
+    gid.rsplit('/').next().unwrap_or(gid)
+}
+
+fn shop_text(shop: &str) -> &str {
+    shop.strip_suffix(".myshopify.com").unwrap_or(shop)
+}
+
+/// Renders `exceptions list` for people; `now_ms` dates the ages.
+pub fn exceptions_table(rows: &[ExceptionRow], now_ms: i64) -> String {
+    let mut out = format!(
+        "{:<14} {:<26} {:<16} {:<8} {:<28} {:>5} {:<22} {:<18} {}\n",
+        "ID", "KIND", "SHOP", "ORDER", "SUBJECT", "AGE", "DECISION", "HOLD", "SUMMARY"
+    );
+    for r in rows {
+        let kind = if r.open {
+            r.kind.clone()
+        } else {
+            format!("{} (closed)", r.kind)
+        };
+        out.push_str(&format!(
+            "{:<14} {:<26} {:<16} {:<8} {:<28} {:>5} {:<22} {:<18} {}\n",
+            r.id,
+            kind,
+            shop_text(&r.shop),
+            r.order_name,
+            subject_text(&r.subject),
+            age(&r.opened_at, now_ms),
+            r.decision
+                .as_ref()
+                .map(decision_text)
+                .unwrap_or_else(|| "-".into()),
+            r.hold
+                .as_ref()
+                .map(|h| h.state.clone())
+                .unwrap_or_else(|| "-".into()),
+            r.summary
+        ));
+    }
+    out.push_str(&format!("{} exception(s)\n", rows.len()));
+    out
+}
+
+fn decision_line(d: &DecisionView) -> String {
+    format!(
+        "{} by {} at {}{}",
+        decision_text(d),
+        d.by,
+        d.at,
+        d.note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    )
+}
+
+fn lines_text(out: &mut String, indent: &str, lines: &[ShipmentLineView]) {
+    for l in lines {
+        let quantity = if l.current == l.planned {
+            format!("x{}", l.current)
+        } else {
+            format!("x{} (planned {})", l.current, l.planned)
+        };
+        out.push_str(&format!(
+            "{indent}{} {} {}{}\n",
+            l.line_id,
+            l.sku,
+            quantity,
+            l.variant
+                .as_deref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default()
+        ));
+    }
+}
+
+/// Renders `exceptions show` for people.
+pub fn exception_text(d: &ExceptionDetail) -> String {
+    let e = &d.exception;
+    let mut out = format!(
+        "{} {} ({})\n  order {} {} ({})\n  subject: fulfillment order {}",
+        e.id,
+        e.kind,
+        if e.open { "open" } else { "closed" },
+        e.order_name,
+        e.order_id,
+        e.shop,
+        e.subject.fulfillment_order_id
+    );
+    if let Some(s) = &e.subject.shipment_id {
+        out.push_str(&format!(", shipment {s}"));
+    }
+    if let Some(l) = &e.subject.line_id {
+        out.push_str(&format!(", line {l}"));
+    }
+    if let Some(sku) = &e.subject.sku {
+        out.push_str(&format!(" ({sku})"));
+    }
+    out.push_str(&format!(
+        "\n  {}\n  opened {} by {}\n",
+        e.summary, e.opened_at, d.opened_by
+    ));
+    if !d.allowed_decisions.is_empty() {
+        out.push_str(&format!("  allows: {}\n", d.allowed_decisions.join(", ")));
+    }
+    match &e.decision {
+        Some(dec) => out.push_str(&format!("  decision: {}\n", decision_line(dec))),
+        None => out.push_str("  decision: none yet\n"),
+    }
+    for past in &d.past_decisions {
+        out.push_str(&format!("  earlier decision: {}\n", decision_line(past)));
+    }
+    if let Some(c) = &d.closed {
+        out.push_str(&format!("  closed {} by {}: {}\n", c.at, c.by, c.reason));
+    }
+    match &e.hold {
+        Some(h) => out.push_str(&format!(
+            "  hold: {} {} ({}){}{}\n",
+            h.handle,
+            h.state,
+            h.reason,
+            h.hold_id
+                .as_deref()
+                .map(|id| format!(", Shopify hold {id}"))
+                .unwrap_or_default(),
+            h.refused_reason
+                .as_deref()
+                .map(|r| format!(", refused: {r}"))
+                .unwrap_or_default()
+        )),
+        None => out.push_str("  hold: none\n"),
+    }
+    if d.shipments.is_empty() {
+        out.push_str("  shipments: none\n");
+    } else {
+        out.push_str("  shipments:\n");
+        for s in &d.shipments {
+            out.push_str(&format!("    {} {} {}\n", s.id, s.supplier, s.status));
+            lines_text(&mut out, "      ", &s.lines);
+        }
+    }
+    out
+}
+
+fn effect_line(e: &EffectRow) -> String {
+    let mut out = format!(
+        "{} {} {} {} attempts {}",
+        e.key, e.action, e.target, e.state, e.attempts
+    );
+    if let Some(next) = &e.next_attempt_at {
+        out.push_str(&format!(", next {next}"));
+    }
+    if let Some(outcome) = &e.outcome {
+        out.push_str(&format!(", {outcome}"));
+    }
+    if let Some(err) = &e.last_error {
+        out.push_str(&format!(", last error: {err}"));
+    }
+    out
+}
+
+/// Renders `shipments show` for people.
+pub fn shipment_text(s: &ShipmentDetail) -> String {
+    let mut out = format!(
+        "{} {} {}\n  order {} {} ({})\n  fulfillment order {}; created {}; revision {}\n  lines:\n",
+        s.id,
+        s.supplier,
+        s.status,
+        s.order_name,
+        s.order_id,
+        s.shop,
+        s.fulfillment_order_id,
+        s.created_at,
+        s.revision
+    );
+    lines_text(&mut out, "    ", &s.lines);
+    out.push_str("  evidence:\n");
+    for e in &s.evidence {
+        out.push_str(&format!(
+            "    {} {} via {}: {}\n",
+            e.at, e.actor, e.source, e.what
+        ));
+    }
+    if !s.exceptions.is_empty() {
+        out.push_str("  exceptions:\n");
+        for e in &s.exceptions {
+            out.push_str(&format!(
+                "    {} {} ({}): {}\n",
+                e.id,
+                e.kind,
+                if e.open { "open" } else { "closed" },
+                e.summary
+            ));
+        }
+    }
+    out.push_str("  effects:\n");
+    for e in &s.effects {
+        out.push_str(&format!("    {}\n", effect_line(e)));
+    }
+    out
+}
+
+/// Renders `outbox list` for people.
+pub fn outbox_table(rows: &[EffectRow]) -> String {
+    let mut out = format!(
+        "{:>6} {:<24} {:<24} {:<10} {:>4} {:<24} {}\n",
+        "ID", "ACTION", "TARGET", "STATE", "TRY", "NEXT", "KEY / LAST ERROR"
+    );
+    for e in rows {
+        let target = if e.action.starts_with("supplier") {
+            e.target.clone()
+        } else {
+            format!("FO {}", numeric_id(&e.target))
+        };
+        out.push_str(&format!(
+            "{:>6} {:<24} {:<24} {:<10} {:>4} {:<24} {}{}\n",
+            e.id,
+            e.action,
+            target,
+            e.state,
+            e.attempts,
+            e.next_attempt_at.as_deref().unwrap_or("-"),
+            e.key,
+            e.last_error
+                .as_deref()
+                .or(if e.state == "failed" {
+                    e.outcome.as_deref()
+                } else {
+                    None
+                })
+                .map(|err| format!(" ({err})"))
+                .unwrap_or_default()
+        ));
+    }
+    out.push_str(&format!("{} effect(s)\n", rows.len()));
     out
 }

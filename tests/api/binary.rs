@@ -401,16 +401,6 @@ async fn synced_binary(
     (dir, config, daemon)
 }
 
-/// A port free right now on loopback (the CLI must find the admin API from the config, so the
-/// config cannot say port 0).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_commands_answer_the_same_through_the_daemon_and_from_the_store() {
     use shipgate::sandbox::shopify::{Plan, SandboxShopify, sample_orders};

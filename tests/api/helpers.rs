@@ -260,3 +260,13 @@ pub fn sandbox_config(
         ..Default::default()
     }
 }
+
+/// A port free right now on loopback (the CLI must find the admin API from the config, so the
+/// config cannot say port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

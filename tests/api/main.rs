@@ -8,6 +8,7 @@ mod demo;
 mod helpers;
 mod intake;
 mod mirror;
+mod operations;
 mod reconcile;
 mod shopify_client;
 mod suppliers;
