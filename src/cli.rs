@@ -847,15 +847,7 @@ impl Ops {
                     store,
                     crate::clock::Clock::system(),
                     std::sync::Arc::new(crate::suppliers::routing::Router::from_config(&config)),
-                    crate::workflow::WorkflowSettings {
-                        hold_on_exceptions: config.workflow.hold_on_exceptions,
-                        notify_merchant: config.workflow.notify_merchant,
-                        route_orders_created_after_ms: config
-                            .workflow
-                            .route_orders_created_after
-                            .as_ref()
-                            .map(|t| t.unix_ms),
-                    },
+                    crate::workflow::WorkflowSettings::from_config(&config.workflow),
                 );
                 Ops::Local(crate::views::Operations::new(workflow, &config))
             }

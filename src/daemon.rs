@@ -144,15 +144,7 @@ impl Daemon {
             store.clone(),
             options.clock.clone(),
             Arc::new(Router::from_config(config)),
-            WorkflowSettings {
-                hold_on_exceptions: config.workflow.hold_on_exceptions,
-                notify_merchant: config.workflow.notify_merchant,
-                route_orders_created_after_ms: config
-                    .workflow
-                    .route_orders_created_after
-                    .as_ref()
-                    .map(|t| t.unix_ms),
-            },
+            WorkflowSettings::from_config(&config.workflow),
         );
         let http_client = reqwest::Client::builder()
             .user_agent(concat!("shipgate/", env!("CARGO_PKG_VERSION")))
@@ -171,7 +163,16 @@ impl Daemon {
             let workflow = workflow.clone();
             Arc::new(
                 move |supplier: &str, event: &crate::suppliers::SupplierEvent| {
-                    workflow.validate_event(supplier, event)
+                    workflow
+                        .validate_event(supplier, event)
+                        .map_err(|e| match e {
+                            crate::workflow::WorkflowError::Store(e) => {
+                                crate::intake::suppliers::EventRefusal::Unavailable(e)
+                            }
+                            other => crate::intake::suppliers::EventRefusal::DoesNotFit(
+                                other.to_string(),
+                            ),
+                        })
                 },
             )
         });

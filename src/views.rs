@@ -1105,11 +1105,12 @@ impl Operations {
         let by = operator(by)?;
         let body = complete_manual_event(body, self.workflow.clock().now_ms())?;
         let event = SupplierEvent::from_json(&body).map_err(|e| OpError::BadInput(e.0))?;
-        // Read first, so that a store failure answers as one, not as an unfit event.
-        self.store().case_of(&event.shipment_id)?;
         self.workflow
             .validate_event(supplier, &event)
-            .map_err(OpError::Unfit)?;
+            .map_err(|e| match e {
+                crate::workflow::WorkflowError::Store(e) => OpError::from(e),
+                other => OpError::Unfit(other.to_string()),
+            })?;
         let (id, shipment_id, kind) = (
             event.id.clone(),
             event.shipment_id.clone(),

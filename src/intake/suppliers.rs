@@ -23,9 +23,20 @@ use crate::suppliers::SupplierEvent;
 use crate::suppliers::signature::{self, SignatureError};
 
 /// Decides whether a verified, well-formed event fits a shipment of the named supplier (the
-/// shipment exists, belongs to that supplier, and has every line the event names). The error
-/// text is sent back to the supplier with a 422.
-pub type EventValidator = Arc<dyn Fn(&str, &SupplierEvent) -> Result<(), String> + Send + Sync>;
+/// shipment exists, belongs to that supplier, and has every line the event names).
+pub type EventValidator =
+    Arc<dyn Fn(&str, &SupplierEvent) -> Result<(), EventRefusal> + Send + Sync>;
+
+/// Why the validator did not accept an event.
+#[derive(Debug)]
+pub enum EventRefusal {
+    /// The event does not fit: the text goes back to the supplier with a 422, so it names the
+    /// problem and nothing private.
+    DoesNotFit(String),
+    /// The shipments could not be read: 503, so that the supplier retries the event later
+    /// instead of giving it up.
+    Unavailable(crate::store::StoreError),
+}
 
 /// The topic under which verified deliveries that are not valid events are counted: the wire
 /// `type` of an invalid body is the sender's invention and must not become a label.
@@ -42,7 +53,9 @@ impl Default for SupplierTable {
         SupplierTable {
             secrets: HashMap::new(),
             // Never asked: with no supplier configured, every delivery stops at the 404.
-            validator: Arc::new(|_, _| Err("no supplier is configured".into())),
+            validator: Arc::new(|_, _| {
+                Err(EventRefusal::DoesNotFit("no supplier is configured".into()))
+            }),
         }
     }
 }
@@ -156,9 +169,13 @@ async fn receive(
     // The parser also bounds the id's length, which becomes part of a store key.
     let event = SupplierEvent::from_json(&body).map_err(invalid)?;
     let topic = format!("supplier/{}", event.kind.name());
-    if let Err(text) = (table.validator)(supplier, &event) {
+    if let Err(refusal) = (table.validator)(supplier, &event) {
+        let error = match refusal {
+            EventRefusal::DoesNotFit(text) => IntakeError::EventDoesNotFit(text),
+            EventRefusal::Unavailable(e) => IntakeError::Store(e),
+        };
         return Err(Refusal {
-            error: IntakeError::EventDoesNotFit(text),
+            error,
             topic: Some(topic),
         });
     }
@@ -231,14 +248,25 @@ mod tests {
             let (owner, lines): (&str, &[&str]) = match event.shipment_id.as_str() {
                 "SG-1" => ("acme", &["L1"]),
                 "SG-2" => ("other", &["L1"]),
-                _ => return Err(format!("unknown shipment {}", event.shipment_id)),
+                _ => {
+                    return Err(EventRefusal::DoesNotFit(format!(
+                        "unknown shipment {}",
+                        event.shipment_id
+                    )));
+                }
             };
             if owner != supplier {
-                return Err(format!("shipment {} is not yours", event.shipment_id));
+                return Err(EventRefusal::DoesNotFit(format!(
+                    "shipment {} is not yours",
+                    event.shipment_id
+                )));
             }
             for line in event.kind.line_ids() {
                 if !lines.contains(&line) {
-                    return Err(format!("line {line} is not in {}", event.shipment_id));
+                    return Err(EventRefusal::DoesNotFit(format!(
+                        "line {line} is not in {}",
+                        event.shipment_id
+                    )));
                 }
             }
             Ok(())

@@ -53,6 +53,20 @@ pub struct WorkflowSettings {
     pub route_orders_created_after_ms: Option<i64>,
 }
 
+impl WorkflowSettings {
+    /// The settings of a loaded configuration (the daemon and the store-direct CLI share it).
+    pub fn from_config(config: &crate::config::WorkflowConfig) -> WorkflowSettings {
+        WorkflowSettings {
+            hold_on_exceptions: config.hold_on_exceptions,
+            notify_merchant: config.notify_merchant,
+            route_orders_created_after_ms: config
+                .route_orders_created_after
+                .as_ref()
+                .map(|t| t.unix_ms),
+        }
+    }
+}
+
 impl Default for WorkflowSettings {
     fn default() -> Self {
         WorkflowSettings {
@@ -162,6 +176,11 @@ impl Workflow {
     /// The settings.
     pub fn settings(&self) -> &WorkflowSettings {
         &self.inner.settings
+    }
+
+    /// Whether a supplier of that name is configured.
+    pub fn has_supplier(&self, name: &str) -> bool {
+        self.inner.routes.has_supplier(name)
     }
 
     fn lock(&self, shop: &str, order_gid: &str) -> &Mutex<()> {
@@ -300,31 +319,32 @@ impl Workflow {
         }
     }
 
-    /// Checks that an event fits a shipment of this supplier (the intake answers 422 otherwise).
-    pub fn validate_event(&self, supplier: &str, event: &SupplierEvent) -> Result<(), String> {
-        let case = match self.inner.store.case_of(&event.shipment_id) {
-            Ok(Some(case)) => case,
-            Ok(None) => return Err(format!("unknown shipment {}", event.shipment_id)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read a case to validate a supplier event");
-                return Err("the shipment cannot be read right now".into());
-            }
-        };
-        let Some(shipment) = case.shipment(&event.shipment_id) else {
-            return Err(format!("unknown shipment {}", event.shipment_id));
-        };
+    /// Checks that an event fits a shipment of this supplier (the intake answers 422 with the
+    /// `Invalid` text, which names the problem and nothing private; a store failure is 503).
+    pub fn validate_event(
+        &self,
+        supplier: &str,
+        event: &SupplierEvent,
+    ) -> Result<(), WorkflowError> {
+        let unknown = || WorkflowError::Invalid(format!("unknown shipment {}", event.shipment_id));
+        let case = self
+            .inner
+            .store
+            .case_of(&event.shipment_id)?
+            .ok_or_else(unknown)?;
+        let shipment = case.shipment(&event.shipment_id).ok_or_else(unknown)?;
         if shipment.supplier != supplier {
-            return Err(format!(
+            return Err(WorkflowError::Invalid(format!(
                 "shipment {} is not {supplier}'s",
                 event.shipment_id
-            ));
+            )));
         }
         for line in event.kind.line_ids() {
             if !shipment.lines.iter().any(|l| l.line_item_id == line) {
-                return Err(format!(
+                return Err(WorkflowError::Invalid(format!(
                     "line {line} is not in shipment {}",
                     event.shipment_id
-                ));
+                )));
             }
         }
         Ok(())
@@ -445,8 +465,7 @@ impl Workflow {
             .case_of(&event.shipment_id)?
             .ok_or_else(|| WorkflowError::NotFound(format!("shipment {}", event.shipment_id)))?;
         let _guard = self.lock(&located.shop, &located.order_gid).lock().await;
-        self.validate_event(supplier, &event)
-            .map_err(WorkflowError::Invalid)?;
+        self.validate_event(supplier, &event)?;
         let mut case = store
             .case(&located.shop, &located.order_gid)?
             .ok_or_else(|| WorkflowError::NotFound(format!("shipment {}", event.shipment_id)))?;

@@ -738,9 +738,14 @@ pub fn apply_decision(
     }
     let name = decided.decision.name();
     if !exception.kind.decisions().contains(&name) {
+        let kind = exception.kind.name();
+        let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
         return Ok(Err(format!(
-            "a {} exception allows {}; not {name}",
-            exception.kind.name(),
+            "{article} {kind} exception allows {}; not {name}",
             exception.kind.decisions().join(", ")
         )));
     }

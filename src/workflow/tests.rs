@@ -460,7 +460,7 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
             },
         )
         .unwrap_err();
-    assert!(err.contains("is not bravo's"), "{err}");
+    assert!(err.to_string().contains("is not bravo's"), "{err}");
 
     f.decide(&ex, Decision::Reroute { supplier: None })
         .await

@@ -90,7 +90,15 @@ fn the_example_config_names_only_missing_credentials() {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    // The body arrives in two parts with the shutdown in between; on a loaded machine that
+    // takes longer than the usual 300 ms body timeout, which would answer 408 instead.
+    let config = dir.path().join("shipgate.toml");
+    std::fs::write(
+        &config,
+        crate::helpers::config_text("")
+            .replace("body_read_timeout_ms = 300", "body_read_timeout_ms = 10000"),
+    )
+    .unwrap();
     let daemon = Binary::start(&config, &[]).await;
     let delivery = ShopifyDelivery::new(
         SHOP,

@@ -263,7 +263,7 @@ async fn exceptions_answer_the_same_through_the_api_the_daemon_and_the_store() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(
         body["error"],
-        "a unmapped_sku exception allows route, cancel; not approve"
+        "an unmapped_sku exception allows route, cancel; not approve"
     );
     let r = decide(json!({"decision": "route"})).await.unwrap();
     assert_eq!(r.status(), 400);
