@@ -41,6 +41,9 @@ pub(super) struct CaseTrees {
     outbox_streams: sled::Tree,
     /// shop NUL order gid → (): orders whose mirror changed and that must be planned again.
     plan_queue: sled::Tree,
+    /// Effect state name → count (i64 BE), kept in the same transactions as the effects, so
+    /// that metrics never decode the whole outbox.
+    outbox_counts: sled::Tree,
 }
 
 impl CaseTrees {
@@ -54,6 +57,7 @@ impl CaseTrees {
             outbox_due: db.open_tree("outbox_due")?,
             outbox_streams: db.open_tree("outbox_streams")?,
             plan_queue: db.open_tree("plan_queue")?,
+            outbox_counts: db.open_tree("outbox_counts")?,
         })
     }
 }
@@ -103,6 +107,29 @@ fn corrupt<T>(tree: &'static str, e: super::codec::DecodeError) -> TxResult<T> {
         tree,
         source: e,
     }))
+}
+
+/// The state names the outbox counts, in the order `effect_counts` lists them.
+const STATE_NAMES: [&str; 4] = ["pending", "done", "failed", "superseded"];
+
+fn state_name(state: &EffectState) -> &'static str {
+    match state {
+        EffectState::Pending => STATE_NAMES[0],
+        EffectState::Done { .. } => STATE_NAMES[1],
+        EffectState::Failed { .. } => STATE_NAMES[2],
+        EffectState::Superseded { .. } => STATE_NAMES[3],
+    }
+}
+
+fn count(counts: &TransactionalTree, state: &EffectState, by: i64) -> TxResult<()> {
+    let name = state_name(state);
+    let now = counts
+        .get(name)?
+        .filter(|v| v.len() == 8)
+        .map(|v| i64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")))
+        .unwrap_or(0);
+    counts.insert(name, &(now + by).to_be_bytes())?;
+    Ok(())
 }
 
 fn index_effect(
@@ -222,8 +249,9 @@ impl Store {
             &t.outbox_keys,
             &t.outbox_due,
             &t.outbox_streams,
+            &t.outbox_counts,
         );
-        let result = trees.transaction(|(cases, ids, open, outbox, keys, due, streams)| {
+        let result = trees.transaction(|(cases, ids, open, outbox, keys, due, streams, counts)| {
             if let Some(case) = write.case {
                 let key = case_key(&case.shop, &case.order_gid);
                 cases.insert(key.clone(), encode(case))?;
@@ -246,6 +274,7 @@ impl Store {
                 keys.insert(effect.key.as_bytes(), &u64_key(effect.id))?;
                 outbox.insert(&u64_key(effect.id), encode(effect))?;
                 index_effect(due, streams, None, effect)?;
+                count(counts, &effect.state, 1)?;
             }
             for effect in &write.updated_effects {
                 let old = match outbox.get(u64_key(effect.id))? {
@@ -257,6 +286,10 @@ impl Store {
                 };
                 outbox.insert(&u64_key(effect.id), encode(effect))?;
                 index_effect(due, streams, old.as_ref(), effect)?;
+                if let Some(old) = &old {
+                    count(counts, &old.state, -1)?;
+                }
+                count(counts, &effect.state, 1)?;
             }
             Ok(())
         });
@@ -360,24 +393,17 @@ impl Store {
         self.case_trees().outbox_due.len()
     }
 
-    /// Counts effects by state name (`pending`, `done`, `failed`, `superseded`).
+    /// Effects by state name (`pending`, `done`, `failed`, `superseded`), from counters kept
+    /// with the effects.
     pub fn effect_counts(&self) -> Result<[(&'static str, u64); 4], StoreError> {
-        let mut counts = [
-            ("pending", 0),
-            ("done", 0),
-            ("failed", 0),
-            ("superseded", 0),
-        ];
-        for effect in self.effects() {
-            let i = match effect?.state {
-                EffectState::Pending => 0,
-                EffectState::Done { .. } => 1,
-                EffectState::Failed { .. } => 2,
-                EffectState::Superseded { .. } => 3,
-            };
-            counts[i].1 += 1;
+        let counts = &self.case_trees().outbox_counts;
+        let mut out = STATE_NAMES.map(|name| (name, 0u64));
+        for (name, n) in out.iter_mut() {
+            if let Some(v) = counts.get(*name)?.filter(|v| v.len() == 8) {
+                *n = i64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")).max(0) as u64;
+            }
         }
-        Ok(counts)
+        Ok(out)
     }
 
     /// Marks an order to be planned again, for a mirror state of `updated_at_ms` (0: whatever
@@ -524,7 +550,16 @@ impl Store {
                     .remove(stream_key(&effect.stream, effect.id))?;
             }
             t.outbox_keys.remove(effect.key.as_bytes())?;
-            t.outbox.remove(u64_key(effect.id))?;
+            if t.outbox.remove(u64_key(effect.id))?.is_some() {
+                let name = state_name(&effect.state);
+                t.outbox_counts.fetch_and_update(name, |v| {
+                    let n = v
+                        .filter(|v| v.len() == 8)
+                        .map(|v| i64::from_be_bytes(v.try_into().expect("8 bytes")))
+                        .unwrap_or(0);
+                    Some((n - 1).max(0).to_be_bytes().to_vec())
+                })?;
+            }
             erased += 1;
         }
         Ok(erased)

@@ -486,6 +486,19 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
         vec![format!("{sg}.r1"), format!("{sg}.cancel")]
     );
     assert_eq!(f.suppliers["bravo"].received_keys().len(), 1);
+    // The counters kept with the effects agree with a full scan.
+    let mut scanned = [0u64; 4];
+    for effect in f.effects() {
+        scanned[match effect.state {
+            EffectState::Pending => 0,
+            EffectState::Done { .. } => 1,
+            EffectState::Failed { .. } => 2,
+            EffectState::Superseded { .. } => 3,
+        }] += 1;
+    }
+    let counted = f.store.effect_counts().unwrap().map(|(_, n)| n);
+    assert_eq!(counted, scanned);
+    assert_eq!(scanned.iter().sum::<u64>(), f.effects().len() as u64);
 }
 
 #[tokio::test]
