@@ -48,6 +48,10 @@ pub const STALE_IN_MIRROR: &str = "stale_in_mirror";
 pub const UNKNOWN_TO_SHOPIFY: &str = "unknown_to_shopify";
 /// The name of the class of shipgate holds that have no open exception.
 pub const HOLDS_WITHOUT_EXCEPTION: &str = "holds_without_exception";
+/// The name of the class of open exceptions whose Shopify hold is gone.
+pub const EXCEPTIONS_WITHOUT_HOLD: &str = "exceptions_without_hold";
+/// The name of the class of orders cancelled in Shopify whose shipments were not stopped.
+pub const CANCELLED_WITH_LIVE_SHIPMENTS: &str = "cancelled_with_live_shipments";
 
 /// Shopify's cap on `first`.
 const PAGE_SIZE: usize = 250;
@@ -314,6 +318,10 @@ pub async fn reconcile(
         mut entries,
         in_window,
         holds,
+        stray_holds,
+        exceptions_without_hold,
+        cancelled_live,
+        cancelled_live_orders,
     } = index;
 
     let mut via_bulk =
@@ -374,12 +382,30 @@ pub async fn reconcile(
                 count: holds.count,
                 examples: holds.examples.into_vec(),
             },
+            DriftClass {
+                name: EXCEPTIONS_WITHOUT_HOLD.into(),
+                description: "open exceptions whose Shopify hold is gone (released in Shopify)"
+                    .into(),
+                count: exceptions_without_hold.count,
+                examples: exceptions_without_hold.examples.into_vec(),
+            },
+            DriftClass {
+                name: CANCELLED_WITH_LIVE_SHIPMENTS.into(),
+                description: "orders cancelled in Shopify whose shipments were not stopped".into(),
+                count: cancelled_live.count,
+                examples: cancelled_live.examples.into_vec(),
+            },
         ],
         repairs: Vec::new(),
         seconds: 0.0,
     };
     if options.repair {
         report.repairs = repair(store, &shop, &entries, &report, progress).await?;
+        let more = repair_workflow(store, &shop, &stray_holds, &cancelled_live_orders, &report)?;
+        report.repairs.extend(more);
+        if report.repairs.is_empty() {
+            report.repairs.push("Nothing needed repairing.".to_string());
+        }
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -474,6 +500,14 @@ struct MirrorIndex {
     in_window: usize,
     /// Fulfillment orders carrying a hold placed by shipgate, in the whole mirror.
     holds: Tally,
+    /// Those holds, to release: (order gid, fulfillment order gid, hold gid, handle).
+    stray_holds: Vec<(String, String, String, Option<String>)>,
+    /// Open exceptions whose placed hold is no longer on the fulfillment order.
+    exceptions_without_hold: Tally,
+    /// Cancelled orders with shipments that were neither stopped nor asked to stop.
+    cancelled_live: Tally,
+    /// Those orders, to plan again.
+    cancelled_live_orders: Vec<String>,
 }
 
 /// Reads the shop's mirror once, keeping only what the comparison needs: `(id, updatedAt)` of
@@ -489,15 +523,53 @@ fn index_mirror(
         entries: HashMap::new(),
         in_window: 0,
         holds: Tally::new(examples),
+        stray_holds: Vec::new(),
+        exceptions_without_hold: Tally::new(examples),
+        cancelled_live: Tally::new(examples),
+        cancelled_live_orders: Vec::new(),
     };
+    // Open exceptions are few: look each placed hold up in the mirror.
+    for case in store.cases_with_open_exceptions()? {
+        if case.shop != shop {
+            continue;
+        }
+        let order = store.order(shop, &case.order_gid)?;
+        for exception in case.open_exceptions() {
+            let Some(hold) = &exception.hold else {
+                continue;
+            };
+            if !matches!(hold.state, crate::workflow::model::HoldState::Placed { .. }) {
+                continue;
+            }
+            let present = order.as_ref().is_some_and(|o| {
+                o.fulfillment_orders
+                    .iter()
+                    .filter(|fo| fo.id == hold.fulfillment_order_id)
+                    .flat_map(|fo| &fo.holds)
+                    .any(|h| h.handle.as_deref() == Some(hold.handle.as_str()))
+            });
+            if !present {
+                index.exceptions_without_hold.add(&exception.id, || {
+                    format!(
+                        "{} ({} on order {}, hold {})",
+                        exception.id,
+                        exception.kind.name(),
+                        case.order_name,
+                        hold.handle
+                    )
+                });
+            }
+        }
+    }
     for order in store.orders(shop) {
         let order = order?;
         // A hold of ours is accounted for while an open exception owns its handle, or while
         // the release of a closed one is on its way (an outbox intent).
-        let case = if order
-            .fulfillment_orders
-            .iter()
-            .any(|fo| fo.holds.iter().any(|h| h.held_by_us))
+        let case = if order.is_cancelled()
+            || order
+                .fulfillment_orders
+                .iter()
+                .any(|fo| fo.holds.iter().any(|h| h.held_by_us))
         {
             store.case(shop, &order.id)?
         } else {
@@ -532,6 +604,32 @@ fn index_mirror(
                         hold.handle.as_deref().unwrap_or("without a handle")
                     )
                 });
+                index.stray_holds.push((
+                    order.id.clone(),
+                    fo.id.clone(),
+                    hold.id.clone(),
+                    hold.handle.clone(),
+                ));
+            }
+        }
+        if order.is_cancelled()
+            && let Some(case) = &case
+        {
+            // A shipment of a cancelled order must be over, or its supplier asked to stop.
+            let live = case.shipments.iter().any(|s| {
+                !crate::workflow::derive::is_cancelled(s)
+                    && !s.evidence.iter().any(|e| {
+                        matches!(
+                            e.kind,
+                            crate::workflow::model::EvidenceKind::CancelRequested { .. }
+                        )
+                    })
+            });
+            if live {
+                index
+                    .cancelled_live
+                    .add(&order.id, || format!("{} ({})", order.name, order.id));
+                index.cancelled_live_orders.push(order.id.clone());
             }
         }
         let ms = order.updated_at.unix_ms;
@@ -714,16 +812,81 @@ async fn repair(
             if unknown == 1 { "it" } else { "them" }
         ));
     }
-    let holds = count(HOLDS_WITHOUT_EXCEPTION);
-    if holds > 0 {
+    Ok(repairs)
+}
+
+/// Repairs the workflow's drift: holds of shipgate's without an exception are released
+/// (through the outbox, by their ids), cancelled orders with live shipments are planned again
+/// (which asks their suppliers to stop), and exceptions whose hold was released in Shopify are
+/// left as they are: someone released it there on purpose.
+fn repair_workflow(
+    store: &Store,
+    shop: &str,
+    stray_holds: &[(String, String, String, Option<String>)],
+    cancelled_live: &[String],
+    report: &ReconcileReport,
+) -> Result<Vec<String>, StoreError> {
+    use crate::workflow::effect::{Action, Effect, EffectState};
+    let mut repairs = Vec::new();
+    let now = crate::delivery::now_ms() as i64;
+    let mut releases = Vec::new();
+    for (order_gid, fo, hold_id, handle) in stray_holds {
+        let Some(handle) = handle else {
+            continue;
+        };
+        releases.push(Effect {
+            id: store.next_effect_id()?,
+            // One release per hold, ever: a second reconciliation finds the same intent.
+            key: format!("reconcile.release.{hold_id}"),
+            stream: crate::workflow::plan::hold_stream(fo),
+            shop: shop.to_string(),
+            order_gid: order_gid.clone(),
+            action: Action::ReleaseHold {
+                fulfillment_order_id: fo.clone(),
+                handle: handle.clone(),
+                exception_id: String::new(),
+            },
+            state: EffectState::Pending,
+            attempts: 0,
+            next_attempt_ms: now,
+            created_ms: now,
+            last_error: None,
+            maybe_delivered: false,
+        });
+    }
+    if !releases.is_empty() {
+        let n = releases.len();
+        store.write_case(crate::store::cases::CaseWrite {
+            case: None,
+            new_effects: releases,
+            updated_effects: Vec::new(),
+        })?;
         repairs.push(format!(
-            "Left {} in place: releasing holds without an exception comes with the \
-             exceptions work.",
-            plural(holds, "shipgate hold")
+            "Asked the outbox to release {} that no open exception owns (see `shipgate outbox list`).",
+            plural(n, "shipgate hold")
         ));
     }
-    if repairs.is_empty() {
-        repairs.push("Nothing needed repairing.".to_string());
+    for order in cancelled_live {
+        store.queue_plan(shop, order)?;
+    }
+    if !cancelled_live.is_empty() {
+        repairs.push(format!(
+            "Planned {} again: their suppliers are asked to stop.",
+            plural(cancelled_live.len(), "cancelled order")
+        ));
+    }
+    let without_hold = report.class(EXCEPTIONS_WITHOUT_HOLD).map_or(0, |c| c.count);
+    if without_hold > 0 {
+        let (is, them) = if without_hold == 1 {
+            ("it is: its hold was", "decide it")
+        } else {
+            ("they are: their holds were", "decide them")
+        };
+        repairs.push(format!(
+            "Left {} as {is} released in Shopify, on purpose as far as shipgate can tell; \
+             {them}, or hold the order in Shopify by hand.",
+            plural(without_hold, "open exception")
+        ));
     }
     Ok(repairs)
 }

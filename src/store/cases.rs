@@ -236,10 +236,19 @@ impl Store {
         self.case_trees().open_exceptions.len()
     }
 
+    /// A future that resolves when effects are written after this call (enabled at once: check
+    /// the outbox after calling this, then await it, and no wake-up is lost).
+    pub fn effects_written(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut notified = Box::pin(self.inner.effects_written.notified());
+        notified.as_mut().enable();
+        notified
+    }
+
     /// Writes a case and its effects atomically. Not flushed: the outbox flushes before it
     /// sends, which covers the intent.
     pub fn write_case(&self, write: CaseWrite<'_>) -> Result<(), StoreError> {
         self.check_fault()?;
+        let wake = !write.new_effects.is_empty() || !write.updated_effects.is_empty();
         let t = self.case_trees();
         let trees = (
             &t.cases,
@@ -294,7 +303,12 @@ impl Store {
             Ok(())
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if wake {
+                    self.inner.effects_written.notify_waiters();
+                }
+                Ok(())
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }

@@ -228,6 +228,8 @@ struct Inner {
     cases: cases::CaseTrees,
     /// Woken when an order was queued for planning.
     plan_queued: Notify,
+    /// Woken when outbox effects were written, so the sender looks at once.
+    effects_written: Notify,
     /// Woken when an order trigger was added.
     triggers_added: Notify,
     /// Woken when an order trigger was completed.
@@ -319,6 +321,7 @@ impl Store {
             redacted_orders: db.open_tree("redacted_orders")?,
             cases: cases::CaseTrees::open(&db)?,
             plan_queued: Notify::new(),
+            effects_written: Notify::new(),
             triggers_added: Notify::new(),
             triggers_done: Notify::new(),
             db,

@@ -18,7 +18,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::store::cases::CaseWrite;
@@ -110,8 +110,6 @@ struct Inner {
     routes: Arc<dyn Routes>,
     settings: WorkflowSettings,
     locks: Vec<Mutex<()>>,
-    /// Woken when intents were written, so the sender looks at once.
-    intents: Notify,
     /// Counts case and outbox writes, so that waiters can tell when work moved.
     writes: tokio::sync::watch::Sender<u64>,
 }
@@ -157,7 +155,6 @@ impl Workflow {
                 routes,
                 settings,
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-                intents: Notify::new(),
                 writes: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -198,23 +195,12 @@ impl Workflow {
         }
     }
 
-    /// Resolves after intents were written (the sender waits on it).
-    pub(crate) fn intents_written(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
-        let mut notified = Box::pin(self.inner.intents.notified());
-        notified.as_mut().enable();
-        notified
-    }
-
     fn write(&self, case: &OrderCase, changes: Changes) -> Result<(), StoreError> {
-        let any_effects = !changes.new_effects.is_empty() || !changes.updated_effects.is_empty();
         self.inner.store.write_case(CaseWrite {
             case: Some(case),
             new_effects: changes.new_effects,
             updated_effects: changes.updated_effects,
         })?;
-        if any_effects {
-            self.inner.intents.notify_waiters();
-        }
         self.bump();
         Ok(())
     }

@@ -146,7 +146,7 @@ impl Sender {
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Crashed> {
         let mut failures = 0u32;
         loop {
-            let written = self.workflow.intents_written();
+            let written = self.workflow.store().effects_written();
             let next = match self.run_due().await {
                 Ok(_) => {
                     failures = 0;

@@ -662,3 +662,91 @@ async fn an_answer_slower_than_the_timeout_is_looked_up_not_sent_again() {
         vec![("acme".into(), ShipmentStatus::AwaitingCheck)]
     );
 }
+
+/// Runs a reconciliation of the sandbox shop, repairing or not.
+async fn reconcile(s: &Supplied, repair: bool) -> shipgate::reconcile::ReconcileReport {
+    let shop = s.sandbox().shop();
+    shipgate::reconcile::reconcile(
+        s.daemon().store(),
+        &s.daemon().shop_sync(shop).unwrap().client,
+        &reqwest::Client::new(),
+        &shipgate::reconcile::ReconcileOptions {
+            repair,
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn reconciliation_finds_an_exception_whose_hold_was_released_in_shopify() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("LAMP-9", 1)]));
+    s.settle().await;
+    let fo = s.sandbox().fulfillment_order_ids(&order)[0].clone();
+    s.sandbox().merchant_release(&fo).unwrap();
+    s.settle().await;
+    let report = reconcile(&s, true).await;
+    let class = report.class("exceptions_without_hold").unwrap();
+    assert_eq!(class.count, 1, "{report:?}");
+    assert!(class.examples[0].contains("unmapped_sku"), "{class:?}");
+    assert!(
+        report
+            .repairs
+            .iter()
+            .any(|r| r.starts_with("Left 1 open exception as it is")),
+        "{:?}",
+        report.repairs
+    );
+    // shipgate does not fight the merchant: no new hold.
+    s.settle().await;
+    assert!(s.holds(&order).is_empty());
+}
+
+#[tokio::test]
+async fn reconciliation_stops_the_shipments_of_a_cancelled_order_that_planning_missed() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let before = s.case(&order);
+    s.sandbox().cancel_order(&order, "CUSTOMER").unwrap();
+    s.settle().await;
+    // Lose the planning that followed the cancellation, as a bug or a lost write would.
+    s.daemon()
+        .store()
+        .write_case(shipgate::store::cases::CaseWrite {
+            case: Some(&before),
+            ..Default::default()
+        })
+        .unwrap();
+    let report = reconcile(&s, true).await;
+    assert_eq!(
+        report.class("cancelled_with_live_shipments").unwrap().count,
+        1,
+        "{report:?}"
+    );
+    assert!(
+        report
+            .repairs
+            .iter()
+            .any(|r| r == "Planned 1 cancelled order again: their suppliers are asked to stop."),
+        "{:?}",
+        report.repairs
+    );
+    s.settle().await;
+    let after = reconcile(&s, false).await;
+    assert_eq!(
+        after.class("cancelled_with_live_shipments").unwrap().count,
+        0
+    );
+    // The cancellation had gone out already: its key is recorded, so it is not sent again.
+    let kinds: Vec<_> = s
+        .acme
+        .accepted_messages()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(kinds, vec!["submission", "cancellation"]);
+}
