@@ -10,6 +10,7 @@
 
 pub mod derive;
 pub mod effect;
+pub mod gate;
 pub mod model;
 pub mod plan;
 pub mod sender;
