@@ -114,12 +114,21 @@ fn cancel_requested(shipment: &Shipment) -> bool {
     })
 }
 
-/// Whether the shipment is over without shipping: nothing left in it, abandoned, or cancelled
-/// by the supplier after we asked.
+/// Whether the shipment is over without shipping: abandoned, cancelled by the supplier after we
+/// asked, or with nothing left in it that a supplier was asked to stop (a stop that was asked
+/// for stays open until the supplier confirms it).
 pub fn is_cancelled(shipment: &Shipment) -> bool {
-    current_lines(shipment).is_empty()
-        || has(shipment, |k| matches!(k, EvidenceKind::Abandoned { .. }))
+    has(shipment, |k| matches!(k, EvidenceKind::Abandoned { .. }))
         || (cancel_requested(shipment) && supplier_cancelled(shipment))
+        || (current_lines(shipment).is_empty() && !cancel_requested(shipment))
+}
+
+/// Whether the supplier refused the shipment (its answer to the submission, or a rejection).
+pub fn is_refused(shipment: &Shipment) -> bool {
+    has(shipment, |k| {
+        matches!(k, EvidenceKind::SubmissionRefused { .. })
+            || matches!(k, EvidenceKind::Supplier(ev) if matches!(ev.kind, EventKind::Rejected { .. }))
+    })
 }
 
 /// Whether the supplier has received a revision of the submission: it said so, or it reported
@@ -191,7 +200,7 @@ pub enum LineState {
     /// Confirmed for at least the current quantity, as ordered or an approved substitute.
     Confirmed,
     /// Confirmed for less than the current quantity.
-    PartlyConfirmed,
+    PartlyConfirmed { confirmed: i64, of: i64 },
     /// Short; the evidence id of the report.
     Short { report: String },
     /// Something else offered (explicitly, or a confirmation of another SKU), not yet decided.
@@ -244,7 +253,10 @@ pub fn line_states(shipment: &Shipment) -> Vec<(String, LineState)> {
                     } else if *q >= quantity {
                         LineState::Confirmed
                     } else {
-                        LineState::PartlyConfirmed
+                        LineState::PartlyConfirmed {
+                            confirmed: *q,
+                            of: quantity,
+                        }
                     }
                 }
                 Some(_) => LineState::Unconfirmed,
@@ -265,14 +277,17 @@ pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
         line_item_id: line.map(str::to_string),
     };
     let mut out = Vec::new();
-    if cancel_requested(shipment) {
+    if let Some(reason) = canonical(shipment).into_iter().find_map(|e| match &e.kind {
+        EvidenceKind::CancelRequested { reason } => Some(reason),
+        _ => None,
+    }) {
         // Once shipgate asked to cancel, only the supplier's confirmation (or an operator's
         // decision, recorded as `Abandoned`) ends it; other problems no longer matter.
         out.push(Condition {
             kind: ExceptionKind::CancelledAfterSubmission,
             subject: subject(None),
             summary: format!(
-                "the order was cancelled after {} received it; waiting for the supplier to confirm the cancellation",
+                "{} was asked to stop ({reason}); waiting for it to confirm",
                 shipment.supplier
             ),
         });
@@ -313,6 +328,15 @@ pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
                 kind: ExceptionKind::Stockout,
                 subject: subject(Some(&line)),
                 summary: format!("{} is short of {sku}", shipment.supplier),
+            }),
+            // Confirming fewer than ordered is a shortage of the rest, whatever it is called.
+            LineState::PartlyConfirmed { confirmed, of } => out.push(Condition {
+                kind: ExceptionKind::Stockout,
+                subject: subject(Some(&line)),
+                summary: format!(
+                    "{} confirmed only {confirmed} of {of} {sku}",
+                    shipment.supplier
+                ),
             }),
             LineState::SubstituteOffered { offered_sku, .. } => out.push(Condition {
                 kind: ExceptionKind::SubstituteOffered,

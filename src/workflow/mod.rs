@@ -461,7 +461,8 @@ impl Workflow {
             .shipment_mut(&event.shipment_id)
             .expect("validated above");
         let new = shipment.record(Evidence {
-            id: event.id.clone(),
+            // Apart from shipgate's own record ids, whatever the supplier calls its events.
+            id: format!("supplier:{}", event.id),
             at_ms: event.occurred_at.unix_ms,
             recorded_ms: now,
             actor,

@@ -339,10 +339,15 @@ impl Exception {
 /// An order-level choice that planning must respect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LineRule {
-    /// Route this fulfillment-order line to this supplier whatever the SKU rules say.
+    /// Route this order line to this supplier whatever the SKU rules say (unless it was tried).
     RouteTo { supplier: String },
-    /// Do not ship this quantity of the line (cancelled by decision).
-    Drop { quantity: i64 },
+    /// Do not ship this quantity of the line (cancelled by decision). `current_at_decision` is
+    /// the line's current quantity when it was decided: once the owner refunds (Shopify's
+    /// quantity falls), the refunded units no longer need dropping.
+    Drop {
+        quantity: i64,
+        current_at_decision: i64,
+    },
 }
 
 /// Everything the workflow knows about one order.
@@ -353,9 +358,11 @@ pub struct OrderCase {
     pub order_name: String,
     pub shipments: Vec<Shipment>,
     pub exceptions: Vec<Exception>,
-    /// Per fulfillment-order line id, rules from decisions, in the order they were taken.
+    /// Per order line (line item id), rules from decisions, in the order they were taken.
+    /// Keyed by the order line, not the fulfillment-order line: those change when Shopify
+    /// splits, moves or merges fulfillment orders.
     pub line_rules: Vec<(String, LineRule)>,
-    /// Per fulfillment-order line id, the suppliers already tried (rejected, short, rerouted).
+    /// Per order line (line item id), the suppliers already tried (rejected, short, rerouted).
     pub tried: Vec<(String, String)>,
     /// The order's `updatedAt` this case was last planned against.
     pub planned_at_ms: i64,

@@ -20,7 +20,9 @@ use super::model::{
     HoldState, LineRule, OrderCase, Shipment, ShipmentLine, Source, Subject,
 };
 use super::{Routes, WorkflowSettings};
-use crate::order::{FulfillmentOrderStatus, OrderMirror};
+use crate::order::{
+    FulfillmentOrder, FulfillmentOrderLine, FulfillmentOrderStatus, LineItem, OrderMirror,
+};
 use crate::store::{Store, StoreError};
 use crate::suppliers::{MessageBody, MessageLine, SupplierMessage};
 
@@ -107,6 +109,13 @@ pub fn settle(
 ) -> Result<Changes, StoreError> {
     let mut changes = Changes::default();
     let mut unmapped = None;
+    // A mirror that did not fit in one query lacks lines or fulfillment orders: planning on it
+    // would take what is missing for removed. It is planned again once it is whole.
+    if order.is_some_and(|o| o.truncated) {
+        tracing::warn!(shop = %case.shop, order = %case.order_name,
+            "the mirrored order is incomplete; planning waits for a complete fetch");
+    }
+    let order = order.filter(|o| !o.truncated);
     if let Some(order) = order {
         case.order_name = order.name.clone();
         if order.is_cancelled() {
@@ -138,52 +147,94 @@ pub fn settle(
     Ok(changes)
 }
 
-/// The quantity of each fulfillment-order line that live shipments carry.
-fn carried(case: &OrderCase, fo_line_id: &str) -> Vec<(usize, String, i64)> {
+/// The live shipments carrying an order line: (shipment index, current quantity).
+fn carried(case: &OrderCase, line_item_id: &str) -> Vec<(usize, i64)> {
     let mut out = Vec::new();
     for (i, shipment) in case.shipments.iter().enumerate() {
         if derive::is_cancelled(shipment) {
             continue;
         }
-        let current = derive::current_lines(shipment);
-        for line in &shipment.lines {
-            if line.fulfillment_order_line_id == fo_line_id
-                && let Some((_, q)) = current.iter().find(|(l, _)| *l == line.line_item_id)
-            {
-                out.push((i, line.line_item_id.clone(), *q));
-            }
+        if let Some((_, q)) = derive::current_lines(shipment)
+            .into_iter()
+            .find(|(l, _)| l == line_item_id)
+        {
+            out.push((i, q));
         }
     }
     out
 }
 
-fn dropped(case: &OrderCase, fo_line_id: &str) -> i64 {
+/// How much of an order line decisions dropped and Shopify still counts: a drop stops counting
+/// for the units the owner has since refunded (the line's current quantity fell).
+fn dropped(case: &OrderCase, line_item_id: &str, current_quantity: i64) -> i64 {
     case.line_rules
         .iter()
-        .filter(|(l, _)| l == fo_line_id)
+        .filter(|(l, _)| l == line_item_id)
         .map(|(_, r)| match r {
-            LineRule::Drop { quantity } => *quantity,
+            LineRule::Drop {
+                quantity,
+                current_at_decision,
+            } => {
+                let refunded = (current_at_decision - current_quantity).max(0);
+                (quantity - refunded).max(0)
+            }
             LineRule::RouteTo { .. } => 0,
         })
         .sum()
 }
 
-fn routed_to(case: &OrderCase, fo_line_id: &str) -> Option<String> {
+/// The supplier an operator routed the line to, unless that supplier has since been tried.
+fn routed_to(case: &OrderCase, line_item_id: &str, tried: &[String]) -> Option<String> {
     case.line_rules.iter().rev().find_map(|(l, r)| match r {
-        LineRule::RouteTo { supplier } if l == fo_line_id => Some(supplier.clone()),
+        LineRule::RouteTo { supplier } if l == line_item_id && !tried.contains(supplier) => {
+            Some(supplier.clone())
+        }
         _ => None,
     })
 }
 
-fn tried(case: &OrderCase, fo_line_id: &str) -> Vec<String> {
+fn tried(case: &OrderCase, line_item_id: &str) -> Vec<String> {
     case.tried
         .iter()
-        .filter(|(l, _)| l == fo_line_id)
+        .filter(|(l, _)| l == line_item_id)
         .map(|(_, s)| s.clone())
         .collect()
 }
 
+/// The quantity of an order line that Shopify still has open to fulfil, and the places it is
+/// open at that planning may use (fulfillment orders not held by someone else).
+fn open_quantity<'o>(
+    order: &'o OrderMirror,
+    line_item_id: &str,
+) -> (i64, Vec<(&'o FulfillmentOrder, &'o FulfillmentOrderLine)>) {
+    let mut total = 0;
+    let mut usable = Vec::new();
+    for fo in order
+        .fulfillment_orders
+        .iter()
+        .filter(|f| plannable(&f.status))
+    {
+        for line in fo
+            .lines
+            .iter()
+            .filter(|l| l.line_item_id == line_item_id && l.remaining_quantity > 0)
+        {
+            total += line.remaining_quantity;
+            // Someone else's hold (a fraud check, a payment hold) means: do not ship yet.
+            if !fo.holds.iter().any(|h| !h.held_by_us) {
+                usable.push((fo, line));
+            }
+        }
+    }
+    (total, usable)
+}
+
 /// Plans the order's open quantities; returns the unmapped-SKU problems.
+///
+/// Quantities are kept per order line. Shipments shrink only when the line's current quantity
+/// falls (an edit, a removal, a refund), newest shipment first; a fulfillment order closing
+/// (fulfilled by hand, moved, merged) never cancels anything at a supplier. New shipments take
+/// what Shopify still has open and no shipment or decision covers.
 fn plan_lines(
     case: &mut OrderCase,
     order: &OrderMirror,
@@ -192,113 +243,92 @@ fn plan_lines(
 ) -> Result<Vec<derive::Condition>, StoreError> {
     let mut unmapped = Vec::new();
     let mut new_shipments: BTreeMap<(String, String), Vec<ShipmentLine>> = BTreeMap::new();
-    // Quantities in shipments of fulfillment orders that are gone or closed: those orders were
-    // moved, merged or closed in Shopify, and what they held is no longer ours to ship.
-    for shipment in case.shipments.clone() {
-        let fo = order
-            .fulfillment_orders
-            .iter()
-            .find(|f| f.id == shipment.fulfillment_order_id);
-        let open = fo.is_some_and(|f| plannable(&f.status));
-        if !open {
-            for (line, _) in derive::current_lines(&shipment) {
-                reduce(
-                    case,
-                    &shipment.id,
-                    &line,
-                    0,
-                    "fulfillment order closed in Shopify",
-                    ctx,
-                );
+    for item in order.line_items.iter().filter(|i| i.requires_shipping) {
+        let current = item.current_quantity.max(0);
+        let carriers = carried(case, &item.id);
+        let mut in_shipments: i64 = carriers.iter().map(|(_, q)| q).sum();
+        let mut excess = in_shipments - current;
+        for (index, quantity) in carriers.iter().rev() {
+            if excess <= 0 {
+                break;
             }
+            let cut = excess.min(*quantity);
+            let id = case.shipments[*index].id.clone();
+            let why = "quantity reduced in Shopify";
+            reduce(case, &id, &item.id, quantity - cut, why, ctx);
+            excess -= cut;
+            in_shipments -= cut;
         }
-    }
-    for fo in &order.fulfillment_orders {
-        if !plannable(&fo.status) {
+        let (open, usable) = open_quantity(order, &item.id);
+        let mut uncovered = open - in_shipments - dropped(case, &item.id, current);
+        if uncovered <= 0 {
             continue;
         }
-        // Someone else's hold (a fraud check, a payment hold) means: do not ship yet.
-        let held_by_others = fo.holds.iter().any(|h| !h.held_by_us);
-        for fo_line in &fo.lines {
-            let item = order
-                .line_items
-                .iter()
-                .find(|li| li.id == fo_line.line_item_id);
-            if item.is_some_and(|i| !i.requires_shipping) {
-                continue;
-            }
-            let remaining = fo_line.remaining_quantity.max(0);
-            let carriers = carried(case, &fo_line.id);
-            let in_shipments: i64 = carriers.iter().map(|(_, _, q)| q).sum();
-            let dropped = dropped(case, &fo_line.id);
-            let mut excess = in_shipments + dropped - remaining;
-            // Newest shipments give up quantities first: they are the least advanced.
-            for (index, line, quantity) in carriers.iter().rev() {
-                if excess <= 0 {
-                    break;
-                }
-                let cut = excess.min(*quantity);
-                let id = case.shipments[*index].id.clone();
-                reduce(
-                    case,
-                    &id,
-                    line,
-                    quantity - cut,
-                    "quantity reduced in Shopify",
-                    ctx,
-                );
-                excess -= cut;
-            }
-            let uncovered = remaining - in_shipments - dropped;
-            if uncovered <= 0 || held_by_others {
-                continue;
-            }
-            let sku = item
-                .and_then(|i| i.sku.clone())
-                .filter(|s| !s.trim().is_empty());
-            let already = tried(case, &fo_line.id);
-            let supplier = routed_to(case, &fo_line.id).or_else(|| {
-                ctx.routes
-                    .chain(sku.as_deref())
-                    .into_iter()
-                    .find(|s| !already.contains(s))
+        if usable.is_empty() {
+            // Held by someone else: nothing is planned, and an unmapped line stays as it is
+            // rather than closing and reopening with the other app's hold.
+            unmapped.extend(
+                case.open_exceptions()
+                    .filter(|e| {
+                        e.kind == ExceptionKind::UnmappedSku
+                            && e.subject.line_item_id.as_deref() == Some(item.id.as_str())
+                    })
+                    .map(|e| derive::Condition {
+                        kind: e.kind,
+                        subject: e.subject.clone(),
+                        summary: e.summary.clone(),
+                    }),
+            );
+            continue;
+        }
+        let sku = item.sku.clone().filter(|s| !s.trim().is_empty());
+        let already = tried(case, &item.id);
+        let supplier = routed_to(case, &item.id, &already).or_else(|| {
+            ctx.routes
+                .chain(sku.as_deref())
+                .into_iter()
+                .find(|s| !already.contains(s))
+        });
+        let Some(supplier) = supplier else {
+            let summary = match (&sku, already.is_empty()) {
+                (None, _) => format!(
+                    "line {} has no SKU, so no supplier can be chosen",
+                    item.id
+                ),
+                (Some(sku), true) => format!("no supplier route matches SKU {sku}"),
+                (Some(sku), false) => format!(
+                    "no supplier left for SKU {sku} (tried {})",
+                    already.join(", ")
+                ),
+            };
+            unmapped.push(derive::Condition {
+                kind: ExceptionKind::UnmappedSku,
+                subject: Subject {
+                    fulfillment_order_id: usable[0].0.id.clone(),
+                    shipment_id: None,
+                    line_item_id: Some(item.id.clone()),
+                },
+                summary,
             });
-            match supplier {
-                Some(supplier) => {
-                    new_shipments
-                        .entry((supplier, fo.id.clone()))
-                        .or_default()
-                        .push(ShipmentLine {
-                            fulfillment_order_line_id: fo_line.id.clone(),
-                            line_item_id: fo_line.line_item_id.clone(),
-                            sku: sku.clone().unwrap_or_default(),
-                            variant_title: item.and_then(|i| i.variant_title.clone()),
-                            quantity: uncovered,
-                        });
-                }
-                None => {
-                    let summary = match (&sku, already.is_empty()) {
-                        (None, _) => format!(
-                            "line {} has no SKU, so no supplier can be chosen",
-                            fo_line.line_item_id
-                        ),
-                        (Some(sku), true) => format!("no supplier route matches SKU {sku}"),
-                        (Some(sku), false) => format!(
-                            "no supplier left for SKU {sku} (tried {})",
-                            already.join(", ")
-                        ),
-                    };
-                    unmapped.push(derive::Condition {
-                        kind: ExceptionKind::UnmappedSku,
-                        subject: Subject {
-                            fulfillment_order_id: fo.id.clone(),
-                            shipment_id: None,
-                            line_item_id: Some(fo_line.line_item_id.clone()),
-                        },
-                        summary,
-                    });
-                }
+            continue;
+        };
+        // The open quantity may sit on several fulfillment orders (a split): one shipment each.
+        for (fo, fo_line) in usable {
+            if uncovered <= 0 {
+                break;
             }
+            let quantity = uncovered.min(fo_line.remaining_quantity);
+            uncovered -= quantity;
+            new_shipments
+                .entry((supplier.clone(), fo.id.clone()))
+                .or_default()
+                .push(ShipmentLine {
+                    fulfillment_order_line_id: fo_line.id.clone(),
+                    line_item_id: item.id.clone(),
+                    sku: sku.clone().unwrap_or_default(),
+                    variant_title: item.variant_title.clone(),
+                    quantity,
+                });
         }
     }
     for ((supplier, fo_id), lines) in new_shipments {
@@ -343,7 +373,8 @@ fn reduce(case: &mut OrderCase, shipment_id: &str, line: &str, to: i64, why: &st
     };
     let n = shipment.evidence.len();
     shipment.record(ctx.evidence(
-        format!("change.{n}"),
+        // Zero-padded, so that two changes in one millisecond sort in the order they were made.
+        format!("change.{n:06}"),
         EvidenceKind::LineChanged {
             line_item_id: line.to_string(),
             quantity: to,
@@ -389,7 +420,8 @@ fn submission(
     }
 }
 
-/// Whether the supplier may have any revision of the shipment: delivered, or a send attempted.
+/// Whether the supplier may have any revision of the shipment: delivered, or an attempt whose
+/// outcome is unknown.
 fn may_have_reached(shipment: &Shipment, ctx: &Ctx<'_>) -> Result<bool, StoreError> {
     if derive::is_delivered_to_supplier(shipment) {
         return Ok(true);
@@ -398,8 +430,7 @@ fn may_have_reached(shipment: &Shipment, ctx: &Ctx<'_>) -> Result<bool, StoreErr
         if let Some(effect) = ctx
             .store
             .effect_by_key(&format!("{}.r{revision}", shipment.id))?
-            && (effect.attempts > 0 || effect.maybe_delivered || !effect.is_pending())
-            && !matches!(effect.state, EffectState::Superseded { .. })
+            && (effect.maybe_delivered || matches!(effect.state, EffectState::Done { .. }))
         {
             return Ok(true);
         }
@@ -424,9 +455,11 @@ fn supersede_unsent(
             };
             continue;
         }
+        // An attempt known not to have arrived (refused connection, 503) leaves the effect
+        // unmarked: it is as unsent as one never tried. The sender marks under the case lock
+        // this runs under, so a mark cannot slip in between.
         if let Some(mut effect) = ctx.store.effect_by_key(&key)?
             && effect.is_pending()
-            && effect.attempts == 0
             && !effect.maybe_delivered
         {
             effect.state = EffectState::Superseded {
@@ -447,6 +480,8 @@ fn request_cancel(
     ctx: &Ctx<'_>,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
+    // Revisions not sent yet need not go out before the stop.
+    supersede_unsent(&case.shipments[index].clone(), "the supplier is asked to stop", ctx, changes)?;
     let shipment = &mut case.shipments[index];
     let key = format!("{}.cancel", shipment.id);
     shipment.record(ctx.evidence(
@@ -490,7 +525,12 @@ fn cancel_all(
         {
             continue;
         }
-        if may_have_reached(&shipment, ctx)? {
+        if derive::is_refused(&shipment) {
+            // The supplier refused it: there is nothing to stop and nobody to confirm.
+            for (line, _) in derive::current_lines(&shipment) {
+                reduce(case, &shipment.id, &line, 0, "order cancelled in Shopify", ctx);
+            }
+        } else if may_have_reached(&shipment, ctx)? {
             request_cancel(case, index, "order cancelled in Shopify", ctx, changes)?;
         } else {
             supersede_unsent(
@@ -544,10 +584,7 @@ fn sync_revisions(
         if current == asked {
             continue;
         }
-        let refused = shipment.evidence.iter().any(|e| {
-            matches!(e.kind, EvidenceKind::SubmissionRefused { .. })
-                || matches!(&e.kind, EvidenceKind::Supplier(ev) if ev.kind.name() == "rejected")
-        });
+        let refused = derive::is_refused(&shipment);
         let cancel_requested = shipment
             .evidence
             .iter()
@@ -793,43 +830,37 @@ pub fn apply_decision(
             if !ctx.routes.has_supplier(supplier) {
                 return Ok(Err(format!("no supplier named {supplier:?}")));
             }
-            let Some(fo_line) = fo_line_of(order, &exception.subject) else {
+            let Some(item) = line_of(order, &exception.subject) else {
                 return Ok(Err(format!(
-                    "the line of {exception_id} is no longer open in Shopify"
+                    "the line of {exception_id} is no longer in the order"
                 )));
             };
+            // An explicit choice also forgives an earlier failure of that supplier.
+            case.tried
+                .retain(|(l, s)| !(*l == item.id && s == supplier));
             case.line_rules.push((
-                fo_line,
+                item.id.clone(),
                 LineRule::RouteTo {
                     supplier: supplier.clone(),
                 },
             ));
         }
         Decision::Cancel if exception.kind == ExceptionKind::UnmappedSku => {
-            let Some(fo_line) = fo_line_of(order, &exception.subject) else {
+            let Some(item) = line_of(order, &exception.subject) else {
                 return Ok(Err(format!(
-                    "the line of {exception_id} is no longer open in Shopify"
+                    "the line of {exception_id} is no longer in the order"
                 )));
             };
-            let remaining = order
-                .and_then(|o| {
-                    o.fulfillment_orders
-                        .iter()
-                        .flat_map(|f| &f.lines)
-                        .find(|l| l.id == fo_line)
-                })
-                .map(|l| l.remaining_quantity)
-                .unwrap_or(0);
-            let open = remaining
-                - carried(case, &fo_line)
-                    .iter()
-                    .map(|(_, _, q)| q)
-                    .sum::<i64>()
-                - dropped(case, &fo_line);
+            let current = item.current_quantity.max(0);
+            let (open_in_shopify, _) = open_quantity(order.expect("found the line"), &item.id);
+            let open = open_in_shopify
+                - carried(case, &item.id).iter().map(|(_, q)| q).sum::<i64>()
+                - dropped(case, &item.id, current);
             case.line_rules.push((
-                fo_line,
+                item.id.clone(),
                 LineRule::Drop {
                     quantity: open.max(0),
+                    current_at_decision: current,
                 },
             ));
         }
@@ -847,23 +878,32 @@ pub fn apply_decision(
                 }
             }
             for line in &subject_lines {
-                case.tried.push((
-                    line.fulfillment_order_line_id.clone(),
-                    shipment.supplier.clone(),
-                ));
+                case.tried
+                    .push((line.line_item_id.clone(), shipment.supplier.clone()));
                 match &decided.decision {
-                    Decision::Reroute { supplier: Some(to) } => case.line_rules.push((
-                        line.fulfillment_order_line_id.clone(),
-                        LineRule::RouteTo {
-                            supplier: to.clone(),
-                        },
-                    )),
-                    Decision::Cancel => case.line_rules.push((
-                        line.fulfillment_order_line_id.clone(),
-                        LineRule::Drop {
-                            quantity: line.quantity,
-                        },
-                    )),
+                    Decision::Reroute { supplier: Some(to) } => {
+                        case.tried
+                            .retain(|(l, s)| !(*l == line.line_item_id && s == to));
+                        case.line_rules.push((
+                            line.line_item_id.clone(),
+                            LineRule::RouteTo {
+                                supplier: to.clone(),
+                            },
+                        ))
+                    }
+                    Decision::Cancel => {
+                        let current = order
+                            .and_then(|o| o.line_items.iter().find(|i| i.id == line.line_item_id))
+                            .map(|i| i.current_quantity.max(0))
+                            .unwrap_or(line.quantity);
+                        case.line_rules.push((
+                            line.line_item_id.clone(),
+                            LineRule::Drop {
+                                quantity: line.quantity,
+                                current_at_decision: current,
+                            },
+                        ))
+                    }
                     _ => {}
                 }
                 let why = format!("decided: {name}");
@@ -892,7 +932,9 @@ pub fn apply_decision(
             };
             let approve = decided.decision == Decision::ApproveSubstitute;
             let verb = if approve { "approve" } else { "reject" };
-            let key = format!("{}.sub.{offer}.{verb}", shipment.id);
+            // Keyed by the exception, not by the supplier's event id, which need not be safe in
+            // a header.
+            let key = format!("{exception_id}.{verb}");
             if let Some(s) = case.shipment_mut(&shipment.id) {
                 s.record(Evidence {
                     id: format!("{key}.decided"),
@@ -955,15 +997,8 @@ pub fn apply_decision(
     Ok(Ok(()))
 }
 
-/// The fulfillment-order line an order-line subject names, in the mirror.
-fn fo_line_of(order: Option<&OrderMirror>, subject: &Subject) -> Option<String> {
-    let order = order?;
-    let fo = order
-        .fulfillment_orders
-        .iter()
-        .find(|f| f.id == subject.fulfillment_order_id)?;
-    fo.lines
-        .iter()
-        .find(|l| Some(&l.line_item_id) == subject.line_item_id.as_ref())
-        .map(|l| l.id.clone())
+/// The order line an exception's subject names, in the mirror.
+fn line_of<'o>(order: Option<&'o OrderMirror>, subject: &Subject) -> Option<&'o LineItem> {
+    let wanted = subject.line_item_id.as_deref()?;
+    order?.line_items.iter().find(|i| i.id == wanted)
 }

@@ -723,7 +723,7 @@ async fn a_manual_supplier_event_from_the_cli_opens_a_stockout_and_a_wrong_decis
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["id"] == "kit-short-1")
+        .find(|e| e["id"] == "supplier:kit-short-1")
         .unwrap()
         .clone();
     assert_eq!(short["actor"], "operator carol");

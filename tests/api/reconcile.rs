@@ -295,8 +295,9 @@ async fn every_drift_class_is_found_and_repair_fixes_the_repairable_ones() {
             .is_cancelled()
     );
 
-    // The release goes out through the outbox; Shopify's webhook then brings it to the mirror.
-    synced.app.daemon.workflow().wait_quiet().await.unwrap();
+    // The release goes out through the outbox (run here too, so the test does not depend on
+    // when the daemon's sender wakes); the scan then brings it to the mirror.
+    synced.app.daemon.sender().run_due().await.unwrap();
     settle(&synced).await;
     let after = run(&synced, &options).await.0;
     assert_eq!(

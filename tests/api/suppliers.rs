@@ -540,7 +540,7 @@ async fn supplier_events_are_verified_stored_once_and_checked_against_the_shipme
     let evidence: Vec<_> = s.case(&order).shipments[0]
         .evidence
         .iter()
-        .filter(|e| e.id == "evt-x3")
+        .filter(|e| e.id == "supplier:evt-x3")
         .cloned()
         .collect();
     assert_eq!(evidence.len(), 1);
