@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod demo;
+pub mod evidence;
 pub mod health;
 pub mod http;
 pub mod intake;
