@@ -13,6 +13,9 @@ pub enum Origin {
     /// A supplier or agent reporting events (`/webhooks/suppliers/<supplier>`), by its configured
     /// name.
     Supplier { supplier: String },
+    /// A parcel tracking provider reporting carrier events (`/webhooks/tracking/<provider>`), by
+    /// the provider's name (`aftership`, `17track`).
+    Tracking { provider: String },
 }
 
 impl Origin {
@@ -21,14 +24,16 @@ impl Origin {
         match self {
             Origin::Shopify { shop } => ["shopify", shop],
             Origin::Supplier { supplier } => ["supplier", supplier],
+            Origin::Tracking { provider } => ["tracking", provider],
         }
     }
 
-    /// Who sent it: the shop's domain or the supplier's name.
+    /// Who sent it: the shop's domain, the supplier's name or the tracking provider's name.
     pub fn sender(&self) -> &str {
         match self {
             Origin::Shopify { shop } => shop,
             Origin::Supplier { supplier } => supplier,
+            Origin::Tracking { provider } => provider,
         }
     }
 }

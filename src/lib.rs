@@ -23,5 +23,6 @@ pub mod shopify;
 pub mod store;
 pub mod suppliers;
 pub mod telemetry;
+pub mod tracking;
 pub mod views;
 pub mod workflow;

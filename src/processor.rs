@@ -109,6 +109,8 @@ pub async fn process_pending(
                         apply_supplier_event(settings, seq, supplier, &delivery).await
                     }
                     Origin::Shopify { .. } => process(store, settings, seq, &delivery),
+                    // wired by the workflow: until then a carrier event is kept as it arrived.
+                    Origin::Tracking { .. } => Ok(Outcome::Kept),
                 };
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
@@ -191,6 +193,8 @@ pub fn process(
         Origin::Shopify { shop } => shop,
         // Supplier events are applied by the workflow, which is wired in with the suppliers.
         Origin::Supplier { .. } => return Ok(Outcome::Kept),
+        // wired by the workflow: carrier events are evidence of shipments, not Shopify state.
+        Origin::Tracking { .. } => return Ok(Outcome::Kept),
     };
     let topic = delivery.topic.as_str();
     match topic {

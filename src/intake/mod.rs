@@ -4,11 +4,13 @@
 //! after the flush that covers the delivery. Every failure before that point answers non-2xx so
 //! the sender retries; nothing is parsed before the signature matched.
 //!
-//! Two senders post here: Shopify (`/webhooks/shopify`, [`shopify`]) and suppliers reporting
-//! events (`/webhooks/suppliers/{supplier}`, [`suppliers`]).
+//! Three kinds of sender post here: Shopify (`/webhooks/shopify`, [`shopify`]), suppliers
+//! reporting events (`/webhooks/suppliers/{supplier}`, [`suppliers`]) and parcel tracking
+//! providers (`/webhooks/tracking/{provider}`, [`tracking`]).
 
 pub mod shopify;
 pub mod suppliers;
+pub mod tracking;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use crate::store::{Recorded, Store, StoreError};
 use crate::suppliers::signature::SignatureError;
 use shopify::Verifier;
 use suppliers::{EventValidator, SupplierTable};
+use tracking::TrackingTable;
 
 /// Why a delivery was refused. The response names what is wrong without exposing internals.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,15 @@ pub enum IntakeError {
     /// A valid event that does not fit a shipment of this supplier.
     #[error("event does not fit: {0}")]
     EventDoesNotFit(String),
+    #[error("no tracking provider of that name is configured")]
+    UnknownTrackingProvider,
+    /// A tracking provider's signature was refused; the text names why, never a digest.
+    #[error("{0}")]
+    TrackingSignature(crate::tracking::SignatureError),
+    /// The verified body of a tracking provider's delivery cannot be read; the text names the
+    /// field.
+    #[error("invalid tracking payload: {0}")]
+    InvalidTrackingPayload(String),
 }
 
 impl IntakeError {
@@ -69,12 +81,16 @@ impl IntakeError {
             IntakeError::MissingSignature
             | IntakeError::BadSignature
             | IntakeError::UnknownShop
-            | IntakeError::SupplierSignature(_) => StatusCode::UNAUTHORIZED,
+            | IntakeError::SupplierSignature(_)
+            | IntakeError::TrackingSignature(_) => StatusCode::UNAUTHORIZED,
             IntakeError::MissingHeader(_)
             | IntakeError::InvalidHeader(..)
             | IntakeError::BodyRead
-            | IntakeError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
-            IntakeError::UnknownSupplier => StatusCode::NOT_FOUND,
+            | IntakeError::InvalidEvent(_)
+            | IntakeError::InvalidTrackingPayload(_) => StatusCode::BAD_REQUEST,
+            IntakeError::UnknownSupplier | IntakeError::UnknownTrackingProvider => {
+                StatusCode::NOT_FOUND
+            }
             IntakeError::EventDoesNotFit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IntakeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IntakeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -104,6 +120,9 @@ impl IntakeError {
             },
             IntakeError::InvalidEvent(_) => "invalid_event",
             IntakeError::EventDoesNotFit(_) => "event_does_not_fit",
+            IntakeError::UnknownTrackingProvider => "unknown_tracking_provider",
+            IntakeError::TrackingSignature(e) => e.label(),
+            IntakeError::InvalidTrackingPayload(_) => "invalid_payload",
         }
     }
 }
@@ -161,6 +180,9 @@ pub struct Intake {
     /// Kept apart from `inner` so that [`Intake::with_suppliers`] can replace it on an intake
     /// that was already cloned.
     suppliers: Arc<SupplierTable>,
+    /// The tracking providers and their secrets, replaced by [`Intake::with_tracking`] for the
+    /// same reason.
+    tracking: Arc<TrackingTable>,
 }
 
 struct IntakeInner {
@@ -204,6 +226,7 @@ impl Intake {
                 counters,
             }),
             suppliers: Arc::new(SupplierTable::default()),
+            tracking: Arc::new(TrackingTable::default()),
         }
     }
 
@@ -221,6 +244,19 @@ impl Intake {
         self
     }
 
+    /// The same intake, also receiving carrier events from these tracking providers (name as in
+    /// [`crate::tracking::WEBHOOK_PROVIDERS`], and secrets, current first) on
+    /// `/webhooks/tracking/{provider}`. A provider listed with no secret is refused whatever it
+    /// sends (401), and one not listed answers 404, as does a name this build has no parser for
+    /// (it is logged here, once). Without this call every tracking delivery answers 404.
+    pub fn with_tracking(
+        mut self,
+        providers: impl IntoIterator<Item = (String, Vec<Vec<u8>>)>,
+    ) -> Intake {
+        self.tracking = Arc::new(TrackingTable::new(providers));
+        self
+    }
+
     /// The public routes.
     pub fn router(self) -> Router {
         Router::new()
@@ -228,6 +264,10 @@ impl Intake {
             .route(
                 "/webhooks/suppliers/{supplier}",
                 post(suppliers::supplier_webhook),
+            )
+            .route(
+                "/webhooks/tracking/{provider}",
+                post(tracking::tracking_webhook),
             )
             // The limit is enforced by `read_body`, which knows the configured value.
             .layer(DefaultBodyLimit::disable())
