@@ -291,10 +291,7 @@ fn plan_lines(
         });
         let Some(supplier) = supplier else {
             let summary = match (&sku, already.is_empty()) {
-                (None, _) => format!(
-                    "line {} has no SKU, so no supplier can be chosen",
-                    item.id
-                ),
+                (None, _) => format!("line {} has no SKU, so no supplier can be chosen", item.id),
                 (Some(sku), true) => format!("no supplier route matches SKU {sku}"),
                 (Some(sku), false) => format!(
                     "no supplier left for SKU {sku} (tried {})",
@@ -481,7 +478,12 @@ fn request_cancel(
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
     // Revisions not sent yet need not go out before the stop.
-    supersede_unsent(&case.shipments[index].clone(), "the supplier is asked to stop", ctx, changes)?;
+    supersede_unsent(
+        &case.shipments[index].clone(),
+        "the supplier is asked to stop",
+        ctx,
+        changes,
+    )?;
     let shipment = &mut case.shipments[index];
     let key = format!("{}.cancel", shipment.id);
     shipment.record(ctx.evidence(
@@ -528,7 +530,14 @@ fn cancel_all(
         if derive::is_refused(&shipment) {
             // The supplier refused it: there is nothing to stop and nobody to confirm.
             for (line, _) in derive::current_lines(&shipment) {
-                reduce(case, &shipment.id, &line, 0, "order cancelled in Shopify", ctx);
+                reduce(
+                    case,
+                    &shipment.id,
+                    &line,
+                    0,
+                    "order cancelled in Shopify",
+                    ctx,
+                );
             }
         } else if may_have_reached(&shipment, ctx)? {
             request_cancel(case, index, "order cancelled in Shopify", ctx, changes)?;

@@ -467,7 +467,10 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
         .unwrap();
     let case = f.case();
     // The stockout is decided; acme, asked to stop, has yet to confirm it stopped.
-    assert_eq!(f.open_kinds(), vec![ExceptionKind::CancelledAfterSubmission]);
+    assert_eq!(
+        f.open_kinds(),
+        vec![ExceptionKind::CancelledAfterSubmission]
+    );
     assert_eq!(case.shipments.len(), 2);
     assert_eq!(
         derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
