@@ -291,7 +291,8 @@ impl Store {
                         Ok(e) => Some(e),
                         Err(e) => return corrupt("outbox", e),
                     },
-                    None => None,
+                    // Erased meanwhile (shop/redact): an outcome must not bring it back.
+                    None => continue,
                 };
                 outbox.insert(&u64_key(effect.id), encode(effect))?;
                 index_effect(due, streams, old.as_ref(), effect)?;
@@ -325,6 +326,16 @@ impl Store {
                 tree: "outbox",
                 source,
             })
+    }
+
+    /// Removes the due and stream index entries of an effect that is no longer pending.
+    pub fn drop_due(&self, effect: &Effect) -> Result<(), StoreError> {
+        let t = self.case_trees();
+        t.outbox_due
+            .remove(due_key(effect.next_attempt_ms, effect.id))?;
+        t.outbox_streams
+            .remove(stream_key(&effect.stream, effect.id))?;
+        Ok(())
     }
 
     /// An effect by idempotency key.

@@ -292,7 +292,16 @@ impl Workflow {
                 if mirrored.is_some_and(|m| m < request.updated_at_ms) {
                     continue;
                 }
-                self.plan(&request.shop, &request.order_gid).await?;
+                match self.plan(&request.shop, &request.order_gid).await {
+                    Ok(()) => {}
+                    // One unreadable record must not stop planning for every shop: it is
+                    // logged and left for an operator, and the queue moves on.
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        tracing::error!(shop = %request.shop, order = %request.order_gid,
+                            error = %e, "order not planned: a record cannot be read");
+                    }
+                    Err(e) => return Err(e),
+                }
                 store.planned(request)?;
                 planned += 1;
                 progress = true;
@@ -372,10 +381,26 @@ impl Workflow {
         by: Actor,
     ) -> Result<ImportReport, ImportFailure> {
         let imported_at = crate::order::Timestamp::from_unix_ms(self.inner.clock.now_ms());
-        let lookup = |id: &str| self.shipment_view(id).ok().flatten();
-        let events =
-            crate::suppliers::csv::import(supplier, file_name, bytes, imported_at, &lookup)
-                .map_err(ImportFailure::Rows)?;
+        // A store failure must not read as "unknown shipment": it is kept and reported as what
+        // it is, so the sheet can be imported again later.
+        // (In a block, so that nothing borrowed here lives across the awaits below.)
+        let (imported, failure) = {
+            let failure = std::cell::RefCell::new(None);
+            let lookup = |id: &str| match self.shipment_view(id) {
+                Ok(view) => view,
+                Err(e) => {
+                    failure.borrow_mut().get_or_insert(e);
+                    None
+                }
+            };
+            let imported =
+                crate::suppliers::csv::import(supplier, file_name, bytes, imported_at, &lookup);
+            (imported, failure.into_inner())
+        };
+        if let Some(e) = failure {
+            return Err(ImportFailure::Workflow(WorkflowError::Store(e)));
+        }
+        let events = imported.map_err(ImportFailure::Rows)?;
         let mut report = ImportReport::default();
         for event in events {
             let source = Source::CsvImport {
@@ -414,7 +439,26 @@ impl Workflow {
                     derive::ShipmentStatus::AwaitingSubmission
                         | derive::ShipmentStatus::AwaitingConfirmation
                 );
-                if !cancel_pending && !awaiting {
+                // A revision (an edit after the supplier confirmed) that the supplier has not
+                // answered yet is pending too, or an offline agent would ship the old one.
+                let last = |supplier_side: bool| {
+                    shipment
+                        .evidence
+                        .iter()
+                        .filter(|e| {
+                            if supplier_side {
+                                matches!(e.kind, EvidenceKind::Supplier(_))
+                            } else {
+                                matches!(e.kind, EvidenceKind::SubmissionIntended { .. })
+                            }
+                        })
+                        .map(|e| e.recorded_ms)
+                        .max()
+                };
+                let unanswered_revision = derive::revision(shipment) > 1
+                    && !derive::is_cancelled(shipment)
+                    && last(false) > last(true);
+                if !cancel_pending && !awaiting && !unanswered_revision {
                     continue;
                 }
                 let Some(view) = self.shipment_view(&shipment.id)? else {
@@ -737,13 +781,22 @@ pub async fn run_planner(workflow: Workflow, cancel: tokio_util::sync::Cancellat
 /// Runs the workflow's timers (waits that run out), until cancelled.
 pub async fn run_timers(workflow: Workflow, cancel: tokio_util::sync::CancellationToken) {
     loop {
-        if let Err(e) = workflow.tick().await {
-            tracing::error!(error = %e, "workflow timers failed; retrying");
-        }
+        let failed = match workflow.tick().await {
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "workflow timers failed; retrying in a minute");
+                true
+            }
+        };
         let next = workflow.next_timer_ms().ok().flatten();
         let clock = workflow.clock().clone();
         // Decisions taken meanwhile may set an earlier timer: look again at least every minute.
-        let at = next.unwrap_or(i64::MAX).min(clock.now_ms() + 60_000);
+        // After a failure, a timer already due would otherwise be retried without a pause.
+        let at = if failed {
+            clock.now_ms() + 60_000
+        } else {
+            next.unwrap_or(i64::MAX).min(clock.now_ms() + 60_000)
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = clock.sleep_until(at) => {}

@@ -216,16 +216,28 @@ impl Sender {
         let Some(mut effect) = store.effect(effect.id)? else {
             return Ok(false);
         };
-        if !effect.is_pending() || effect.next_attempt_ms > now {
+        if !effect.is_pending() {
+            // The due index still named it: drop the stale entry, or the schedule would keep
+            // pointing at the past and the sender would spin.
+            store.drop_due(&effect)?;
+            return Ok(false);
+        }
+        if effect.next_attempt_ms > now {
             return Ok(false);
         }
         // Only the first pending effect of a stream may go: a later one waits for its turn.
         let head = store.stream_head(&effect.stream)?;
         if head != Some(effect.id) {
-            let head_due = match head {
-                Some(h) => store.effect(h)?.map(|e| e.next_attempt_ms),
+            let head_effect = match head {
+                Some(h) => store.effect(h)?,
                 None => None,
             };
+            // A stream entry left by an effect that is no longer pending blocks nobody.
+            if let Some(stale) = head_effect.as_ref().filter(|e| !e.is_pending()) {
+                store.drop_due(stale)?;
+                return Ok(true);
+            }
+            let head_due = head_effect.map(|e| e.next_attempt_ms);
             let wait_until = head_due.unwrap_or(now).max(now);
             if wait_until > effect.next_attempt_ms {
                 effect.next_attempt_ms = wait_until;
@@ -258,9 +270,11 @@ impl Sender {
                     return Ok(true);
                 }
                 Remote::Unknown(reason) => {
+                    // A failed lookup counts as an attempt, so the pauses grow.
+                    current.attempts += 1;
                     current.last_error = Some(format!("lookup failed: {reason}"));
                     current.next_attempt_ms = self.workflow.clock().now_ms()
-                        + backoff(&self.settings, current.attempts.max(1)).as_millis() as i64;
+                        + backoff(&self.settings, current.attempts).as_millis() as i64;
                     self.record(&current)?;
                     return Ok(true);
                 }
@@ -482,8 +496,9 @@ impl Sender {
     async fn read_remote(&self, effect: &Effect) -> Remote {
         match &effect.action {
             Action::Supplier { supplier, message } => {
+                // Without an adapter the send refuses for good; asking first would retry forever.
                 let Some(adapter) = self.adapters.get(supplier) else {
-                    return Remote::Unknown(format!("no supplier named {supplier} is configured"));
+                    return Remote::HasNot;
                 };
                 match adapter.lookup(&message.key).await {
                     LookupOutcome::Received { supplier_ref } => Remote::Has(supplier_ref),
@@ -505,7 +520,7 @@ impl Sender {
     /// fresh state also goes into the mirror: it is the newest there is.
     async fn find_hold(&self, effect: &Effect, fulfillment_order_id: &str, handle: &str) -> Remote {
         let Some(client) = self.shops.get(&effect.shop) else {
-            return Remote::Unknown(format!("no Admin API credentials for {}", effect.shop));
+            return Remote::HasNot;
         };
         let order = match fetch_order(client, &effect.shop, &effect.order_gid).await {
             Ok(Some(order)) => order,

@@ -977,3 +977,25 @@ mod any_order {
         }
     }
 }
+
+#[tokio::test]
+async fn an_edit_after_confirmation_is_pending_for_an_offline_supplier_until_answered() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 3)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 3))
+        .await;
+    assert!(f.workflow.pending_for("acme").unwrap().is_empty());
+    f.clock.advance(Duration::from_secs(60));
+    let (mut li, mut fol) = line(1, Some("MUG-RED"), 3);
+    li.current_quantity = 1;
+    fol.remaining_quantity = 1;
+    f.put(&order(2, &[(li, fol)])).await;
+    let pending = f.workflow.pending_for("acme").unwrap();
+    assert_eq!(pending.len(), 1, "the new revision waits for the agent");
+    assert_eq!(pending[0].lines[0].quantity, 1);
+    f.clock.advance(Duration::from_secs(60));
+    f.event("acme", &sg, "c2", 200, confirmed(1, "MUG-RED", 1))
+        .await;
+    assert!(f.workflow.pending_for("acme").unwrap().is_empty());
+}
