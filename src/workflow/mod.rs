@@ -343,6 +343,21 @@ impl Workflow {
                 )));
             }
         }
+        // A physical check must be a whole, consistent record of this shipment (SPEC 3.1):
+        // one that does not cover its lines and quantities is refused with the reasons.
+        if let crate::suppliers::EventKind::CheckReported { .. } = &event.kind {
+            let view = crate::evidence::ShipmentLinesView::from_shipment(shipment);
+            crate::evidence::CheckRecord::from_event(event, supplier)
+                .and_then(|check| {
+                    crate::evidence::validate(check, &view, self.inner.clock.now_ms())
+                })
+                .map_err(|e| {
+                    WorkflowError::Invalid(format!(
+                        "the check of shipment {} is refused: {e}",
+                        event.shipment_id
+                    ))
+                })?;
+        }
         Ok(())
     }
 
@@ -401,6 +416,11 @@ impl Workflow {
             return Err(ImportFailure::Workflow(WorkflowError::Store(e)));
         }
         let events = imported.map_err(ImportFailure::Rows)?;
+        // Every event is checked before any is recorded: the whole sheet or nothing.
+        for event in &events {
+            self.validate_event(supplier, event)
+                .map_err(ImportFailure::Workflow)?;
+        }
         let mut report = ImportReport::default();
         for event in events {
             let source = Source::CsvImport {

@@ -909,7 +909,21 @@ mod any_order {
                 expires_at: None,
             },
             5 => EventKind::CheckReported {
-                check_json: format!(r#"{{"result":"pass","at":{at_s}}}"#),
+                // A whole check of both lines, as the door requires (SPEC 3.1).
+                check_json: serde_json::json!({
+                    "inspector": {"name": "Li Wei", "organisation": "Acme Sourcing"},
+                    "checked_at": Timestamp::from_unix_ms(START_MS + at_s * 1000).text,
+                    "method": "every_unit",
+                    "lines": [
+                        {"line_id": "gid://shopify/LineItem/1", "found_sku": "MUG-RED",
+                         "quantity_checked": 2, "quantity_passed": 2},
+                        {"line_id": "gid://shopify/LineItem/2", "found_sku": "MUG-BLUE",
+                         "quantity_checked": 1, "quantity_passed": 1}
+                    ],
+                    "result": "pass",
+                    "disposition": "ship"
+                })
+                .to_string(),
             },
             6 => EventKind::Rejected {
                 reason: "closed".into(),
@@ -998,4 +1012,47 @@ async fn an_edit_after_confirmation_is_pending_for_an_offline_supplier_until_ans
     f.event("acme", &sg, "c2", 200, confirmed(1, "MUG-RED", 1))
         .await;
     assert!(f.workflow.pending_for("acme").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_check_that_does_not_cover_the_shipment_is_refused_at_the_door() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    let check = |passed: i64, result: &str| SupplierEvent {
+        id: format!("chk-{passed}-{result}"),
+        shipment_id: sg.clone(),
+        occurred_at: Timestamp::from_unix_ms(START_MS),
+        kind: EventKind::CheckReported {
+            check_json: serde_json::json!({
+                "inspector": {"name": "Li Wei"},
+                "checked_at": Timestamp::from_unix_ms(START_MS).text,
+                "method": "every_unit",
+                "lines": [{"line_id": "gid://shopify/LineItem/1", "found_sku": "MUG-RED",
+                           "quantity_checked": passed, "quantity_passed": passed}],
+                "result": result,
+                "disposition": "ship"
+            })
+            .to_string(),
+        },
+    };
+    let err = f
+        .workflow
+        .validate_event("acme", &check(1, "pass"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 of 2 checked"), "{err}");
+    let err = f
+        .workflow
+        .validate_event("acme", &check(2, "pass_with_deviation"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deviation"), "{err}");
+    f.workflow
+        .validate_event("acme", &check(2, "pass"))
+        .unwrap();
+    f.workflow
+        .apply_event("acme", check(2, "pass"), Source::Manual)
+        .await
+        .unwrap();
 }
