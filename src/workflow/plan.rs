@@ -740,6 +740,35 @@ fn reconcile_exceptions(
                 HoldState::Placed { hold_id } => Some(hold_id.clone()),
                 _ => None,
             };
+            // A hold never sent need not be placed and released (Shopify may tell the merchant
+            // about both): it is superseded instead. One that may have gone out is released.
+            if hold.state == HoldState::Requested {
+                let key = format!("{}.hold", exception.id);
+                let superseded = match changes.new_effects.iter_mut().find(|e| e.key == key) {
+                    Some(effect) => {
+                        effect.state = EffectState::Superseded {
+                            at_ms: ctx.now_ms,
+                            reason: "the exception closed first".into(),
+                        };
+                        true
+                    }
+                    None => match ctx.store.effect_by_key(&key)? {
+                        Some(mut effect) if effect.is_pending() && !effect.maybe_delivered => {
+                            effect.state = EffectState::Superseded {
+                                at_ms: ctx.now_ms,
+                                reason: "the exception closed first".into(),
+                            };
+                            changes.updated_effects.push(effect);
+                            true
+                        }
+                        _ => false,
+                    },
+                };
+                if superseded {
+                    hold.state = HoldState::Released;
+                    continue;
+                }
+            }
             if matches!(hold.state, HoldState::Requested | HoldState::Placed { .. }) {
                 hold.state = HoldState::ReleaseRequested { hold_id };
                 releases.push((

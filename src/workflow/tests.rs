@@ -393,13 +393,51 @@ async fn an_unmapped_sku_is_held_until_routed_by_hand() {
     );
     assert_eq!(case.shipments.len(), 1);
     assert_eq!(case.shipments[0].supplier, "charlie");
-    // The release waits behind the hold in the fulfillment order's stream.
+    // The hold was never sent, so it is not placed-then-released: it is superseded.
     let pending = f.pending_actions();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(pending[0].starts_with("supplier_submission"), "{pending:?}");
+    assert_eq!(closed.hold.as_ref().unwrap().state, HoldState::Released);
+    let hold = f
+        .store
+        .effect_by_key(&format!("{ex}.hold"))
+        .unwrap()
+        .unwrap();
     assert!(
-        pending.contains(&format!("shopify_release_hold {ex}.release")),
-        "{pending:?}"
+        matches!(hold.state, EffectState::Superseded { .. }),
+        "{hold:?}"
     );
-    assert!(pending.iter().any(|p| p.starts_with("supplier_submission")));
+
+    // Once a hold may have gone out, closing releases it instead.
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("LAMP-9"), 1)])).await;
+    let ex = f.exception_id(ExceptionKind::UnmappedSku);
+    let mut hold = f
+        .store
+        .effect_by_key(&format!("{ex}.hold"))
+        .unwrap()
+        .unwrap();
+    hold.maybe_delivered = true;
+    f.store
+        .write_case(crate::store::cases::CaseWrite {
+            updated_effects: vec![hold],
+            ..Default::default()
+        })
+        .unwrap();
+    f.decide(
+        &ex,
+        Decision::RouteTo {
+            supplier: "charlie".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        f.pending_actions()
+            .contains(&format!("shopify_release_hold {ex}.release")),
+        "{:?}",
+        f.pending_actions()
+    );
 }
 
 #[tokio::test]
@@ -564,10 +602,8 @@ async fn a_wait_keeps_the_exception_until_its_day_then_asks_again() {
             .reason
             .starts_with("resolved")
     );
-    assert!(matches!(
-        exception.hold.as_ref().unwrap().state,
-        HoldState::ReleaseRequested { .. }
-    ));
+    // Its hold was never sent (no Shopify here): superseded rather than placed and released.
+    assert_eq!(exception.hold.as_ref().unwrap().state, HoldState::Released);
 }
 
 #[tokio::test]
