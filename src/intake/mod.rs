@@ -352,6 +352,65 @@ async fn shopify_webhook(State(intake): State<Intake>, request: Request) -> Resp
     }
 }
 
+/// What a verified delivery of a signed JSON webhook (a supplier's, a tracking provider's)
+/// became.
+pub(crate) enum Answer {
+    Stored,
+    Duplicate,
+    /// Verified and readable, but not stored: [`IntakeMode::VerifyOnly`], for measurements only.
+    NotStored,
+}
+
+/// A refusal, with the topic it counts under once the sender was verified.
+pub(crate) struct Refusal {
+    pub(crate) error: IntakeError,
+    pub(crate) topic: Option<String>,
+}
+
+impl From<IntakeError> for Refusal {
+    fn from(error: IntakeError) -> Self {
+        Refusal { error, topic: None }
+    }
+}
+
+/// Counts and answers the outcome of a signed JSON webhook: `{"stored":true}`,
+/// `{"duplicate":true}` or the refusal. `sender` names the kind of sender in the log.
+pub(crate) fn json_answer(
+    intake: &Intake,
+    sender: &str,
+    outcome: Result<(String, Answer), Refusal>,
+) -> Response {
+    let counters = &intake.inner.counters;
+    match outcome {
+        Ok((topic, answer)) => {
+            let body = match answer {
+                Answer::Stored => {
+                    counters.record(&topic, "accepted");
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    serde_json::json!({ "stored": true })
+                }
+                Answer::Duplicate => {
+                    counters.record(&topic, "duplicate");
+                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    serde_json::json!({ "duplicate": true })
+                }
+                Answer::NotStored => serde_json::json!({ "stored": false }),
+            };
+            axum::Json(body).into_response()
+        }
+        Err(Refusal { error, topic }) => {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            // Until the signature matched, the topic is unknown and any name in the request is
+            // a stranger's; such refusals all count under `unverified`.
+            counters.record(topic.as_deref().unwrap_or("unverified"), error.label());
+            if !matches!(error, IntakeError::Store(_)) {
+                tracing::info!(reason = error.label(), "{sender} delivery refused: {error}");
+            }
+            error.into_response()
+        }
+    }
+}
+
 /// Reads the whole body, refusing it as soon as it exceeds `limit` (a declared length over the
 /// limit is refused before reading anything) or takes longer than `timeout`.
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Vec<u8>, IntakeError> {

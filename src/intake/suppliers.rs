@@ -9,14 +9,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::{Intake, IntakeError, IntakeMode};
+use super::{Answer, Intake, IntakeError, IntakeMode, Refusal};
 use crate::delivery::{Delivery, Origin, now_ms};
 use crate::store::Recorded;
 use crate::suppliers::SupplierEvent;
@@ -72,26 +70,6 @@ impl SupplierTable {
     }
 }
 
-/// What a delivery became.
-enum Answer {
-    Stored,
-    Duplicate,
-    /// Verified and valid, but not stored: [`IntakeMode::VerifyOnly`], for measurements only.
-    NotStored,
-}
-
-/// A refusal, with the topic it counts under once the sender was verified.
-struct Refusal {
-    error: IntakeError,
-    topic: Option<String>,
-}
-
-impl From<IntakeError> for Refusal {
-    fn from(error: IntakeError) -> Self {
-        Refusal { error, topic: None }
-    }
-}
-
 /// The route: `POST /webhooks/suppliers/{supplier}`.
 pub(super) async fn supplier_webhook(
     State(intake): State<Intake>,
@@ -103,35 +81,7 @@ pub(super) async fn supplier_webhook(
         Ok(Path(supplier)) => receive(&intake, &supplier, request).await,
         Err(_) => Err(IntakeError::UnknownSupplier.into()),
     };
-    let counters = &intake.inner.counters;
-    match outcome {
-        Ok((topic, answer)) => {
-            let body = match answer {
-                Answer::Stored => {
-                    counters.record(&topic, "accepted");
-                    counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    serde_json::json!({ "stored": true })
-                }
-                Answer::Duplicate => {
-                    counters.record(&topic, "duplicate");
-                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    serde_json::json!({ "duplicate": true })
-                }
-                Answer::NotStored => serde_json::json!({ "stored": false }),
-            };
-            Json(body).into_response()
-        }
-        Err(Refusal { error, topic }) => {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            // Until the signature matched, the topic is unknown and any name in the request is
-            // a stranger's; such refusals all count under `unverified`.
-            counters.record(topic.as_deref().unwrap_or("unverified"), error.label());
-            if !matches!(error, IntakeError::Store(_)) {
-                tracing::info!(reason = error.label(), "supplier delivery refused: {error}");
-            }
-            error.into_response()
-        }
-    }
+    super::json_answer(&intake, "supplier", outcome)
 }
 
 async fn receive(
@@ -224,6 +174,7 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
+    use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
     use std::time::Duration;
 

@@ -9,14 +9,12 @@
 //! (provider, id). Turning the stored delivery into evidence is the workflow's work.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
-use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::{Intake, IntakeError, IntakeMode};
+use super::{Answer, Intake, IntakeError, IntakeMode, Refusal};
 use crate::delivery::{Delivery, Origin, now_ms};
 use crate::store::Recorded;
 use crate::tracking::{SignatureError, WebhookProvider};
@@ -48,26 +46,6 @@ impl TrackingTable {
     }
 }
 
-/// What a delivery became.
-enum Answer {
-    Stored,
-    Duplicate,
-    /// Verified and readable, but not stored: [`IntakeMode::VerifyOnly`], for measurements only.
-    NotStored,
-}
-
-/// A refusal, with the topic it counts under once the sender was verified.
-struct Refusal {
-    error: IntakeError,
-    topic: Option<String>,
-}
-
-impl From<IntakeError> for Refusal {
-    fn from(error: IntakeError) -> Self {
-        Refusal { error, topic: None }
-    }
-}
-
 /// The topic of a provider's deliveries: `tracking/aftership`, `tracking/17track`.
 pub fn topic(provider: WebhookProvider) -> String {
     format!("tracking/{}", provider.name())
@@ -84,35 +62,7 @@ pub(super) async fn tracking_webhook(
         Ok(Path(provider)) => receive(&intake, &provider, request).await,
         Err(_) => Err(IntakeError::UnknownTrackingProvider.into()),
     };
-    let counters = &intake.inner.counters;
-    match outcome {
-        Ok((topic, answer)) => {
-            let body = match answer {
-                Answer::Stored => {
-                    counters.record(&topic, "accepted");
-                    counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    serde_json::json!({ "stored": true })
-                }
-                Answer::Duplicate => {
-                    counters.record(&topic, "duplicate");
-                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                    serde_json::json!({ "duplicate": true })
-                }
-                Answer::NotStored => serde_json::json!({ "stored": false }),
-            };
-            Json(body).into_response()
-        }
-        Err(Refusal { error, topic }) => {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            // Until the signature matched, any name in the request is a stranger's; such
-            // refusals all count under `unverified`.
-            counters.record(topic.as_deref().unwrap_or("unverified"), error.label());
-            if !matches!(error, IntakeError::Store(_)) {
-                tracing::info!(reason = error.label(), "tracking delivery refused: {error}");
-            }
-            error.into_response()
-        }
-    }
+    super::json_answer(&intake, "tracking", outcome)
 }
 
 async fn receive(
@@ -194,6 +144,7 @@ async fn receive(
 mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
     use std::time::Duration;
 
