@@ -1092,3 +1092,52 @@ async fn a_check_that_does_not_cover_the_shipment_is_refused_at_the_door() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_spreadsheet_agent_confirms_and_checks_through_one_sheet() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    let header = "shipment_id,event,line_id,sku,variant,quantity,date,parcel_id,carrier,\
+                  tracking_number,tracking_url,weight_grams,note";
+    let l1 = "gid://shopify/LineItem/1";
+    let bad = format!(
+        "{header}\n{sg},confirmed,{l1},MUG-RED,,2,,,,,,,\n{sg},check,{l1},MUG-RED,,1,,,,,,,pass\n"
+    );
+    let refused = f
+        .workflow
+        .import_sheet(
+            "acme",
+            "bad.csv",
+            bad.as_bytes(),
+            Actor::Operator("ops".into()),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("1 of 2 passed"), "{refused}");
+    assert_eq!(
+        f.case().shipments[0].evidence.len(),
+        1,
+        "nothing of a refused sheet is recorded"
+    );
+    let good = format!(
+        "{header}\n{sg},confirmed,{l1},MUG-RED,,2,,,,,,,\n{sg},check,{l1},MUG-RED,,2,,,,,,,pass\n"
+    );
+    let report = f
+        .workflow
+        .import_sheet(
+            "acme",
+            "good.csv",
+            good.as_bytes(),
+            Actor::Operator("ops".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.recorded, 2);
+    let case = f.case();
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions),
+        ShipmentStatus::AwaitingPacking
+    );
+}
