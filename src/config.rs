@@ -46,7 +46,9 @@ const TOP_KEYS: &[&str] = &[
     "shops",
     "suppliers",
     "workflow",
+    "tracking",
 ];
+const TRACKING_KEYS: &[&str] = &["provider", "secrets"];
 const SYNC_KEYS: &[&str] = &[
     "poll_interval_secs",
     "poll_overlap_secs",
@@ -120,6 +122,18 @@ pub struct Config {
     pub suppliers: Vec<SupplierConfig>,
     /// How exceptions act on Shopify.
     pub workflow: WorkflowConfig,
+    /// Carrier-tracking providers whose webhooks are received, with their secrets.
+    pub tracking: Vec<TrackingConfig>,
+}
+
+/// One tracking provider (`[[tracking]]`): its webhooks are received at
+/// `/webhooks/tracking/<provider>` and verified with any of its secrets.
+#[derive(Debug, Clone)]
+pub struct TrackingConfig {
+    /// `aftership` or `17track`.
+    pub provider: String,
+    /// The current secret first (AfterShip's webhook secret, 17TRACK's security key).
+    pub secrets: Vec<Secret>,
 }
 
 /// Settings of the public webhook listener.
@@ -666,6 +680,7 @@ impl Walker<'_> {
         let suppliers = self.suppliers(root);
         let workflow = self.section(root, "workflow").unwrap_or(&empty);
         let workflow = self.workflow(workflow);
+        let tracking = self.tracking(root);
         Config {
             server,
             admin,
@@ -676,7 +691,81 @@ impl Walker<'_> {
             shops,
             suppliers,
             workflow,
+            tracking,
         }
+    }
+
+    fn tracking(&mut self, root: &Table) -> Vec<TrackingConfig> {
+        let items = match root.get("tracking") {
+            None => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.type_error("tracking", "an array of tables ([[tracking]])", other);
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<TrackingConfig> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("tracking[{i}]");
+            let Value::Table(t) = item else {
+                self.type_error(&p, "a table", item);
+                continue;
+            };
+            self.check_keys(t, &p, TRACKING_KEYS);
+            let provider = match t.get("provider") {
+                Some(Value::String(name))
+                    if crate::tracking::WEBHOOK_PROVIDERS.contains(&name.as_str()) =>
+                {
+                    name.clone()
+                }
+                Some(Value::String(name)) => {
+                    self.error(
+                        join(&p, "provider"),
+                        format!(
+                            "unknown provider `{name}` (known: {})",
+                            crate::tracking::WEBHOOK_PROVIDERS.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                Some(other) => {
+                    self.type_error(&join(&p, "provider"), "a string", other);
+                    continue;
+                }
+                None => {
+                    self.error(join(&p, "provider"), "missing required key");
+                    continue;
+                }
+            };
+            if out.iter().any(|o| o.provider == provider) {
+                self.error(
+                    join(&p, "provider"),
+                    format!("`{provider}` is configured twice"),
+                );
+            }
+            let path = join(&p, "secrets");
+            let secrets: Vec<Secret> = match t.get("secrets") {
+                Some(Value::Array(items)) if !items.is_empty() => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| self.secret(item, &format!("{path}[{i}]")))
+                    .collect(),
+                Some(Value::Array(_)) | None => {
+                    self.error(
+                        path,
+                        "must list at least one secret, the current one first: unsigned \
+                         tracking webhooks are refused",
+                    );
+                    Vec::new()
+                }
+                Some(other) => {
+                    self.type_error(&path, "an array of secrets", other);
+                    Vec::new()
+                }
+            };
+            out.push(TrackingConfig { provider, secrets });
+        }
+        out
     }
 
     fn workflow(&mut self, t: &Table) -> WorkflowConfig {

@@ -176,6 +176,15 @@ impl Daemon {
                 },
             )
         });
+        let intake = intake.with_tracking(config.tracking.iter().map(|t| {
+            (
+                t.provider.clone(),
+                t.secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes().to_vec())
+                    .collect(),
+            )
+        }));
         tasks.spawn(serve(public, intake.router(), http, cancel.clone()));
         if options.processor {
             tasks.spawn(supervised(

@@ -54,6 +54,9 @@ pub enum Outcome {
     SupplierEventRecorded { shipment_id: String },
     /// A supplier event that was already recorded (a replay after a crash).
     SupplierEventKnown { shipment_id: String },
+    /// Carrier events recorded on this many shipments (0: no label carries the number yet;
+    /// the delivery is kept and logged, and the events are applied again if it is replayed).
+    TrackingApplied { numbers: usize, recorded: usize },
 }
 
 /// Runs until `cancel` fires, processing the inbox as it fills.
@@ -109,8 +112,9 @@ pub async fn process_pending(
                         apply_supplier_event(settings, seq, supplier, &delivery).await
                     }
                     Origin::Shopify { .. } => process(store, settings, seq, &delivery),
-                    // wired by the workflow: until then a carrier event is kept as it arrived.
-                    Origin::Tracking { .. } => Ok(Outcome::Kept),
+                    Origin::Tracking { provider } => {
+                        apply_tracking(settings, seq, provider, &delivery).await
+                    }
                 };
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
@@ -146,6 +150,41 @@ fn log_outcome(seq: u64, delivery: &Delivery, outcome: &Outcome) {
         }
         other => tracing::debug!(seq, shop, topic, outcome = ?other, "delivery processed"),
     }
+}
+
+/// Applies a stored tracking-provider delivery: each carrier event to the shipments whose label
+/// carries its number.
+async fn apply_tracking(
+    settings: &ProcessorSettings,
+    seq: u64,
+    provider: &str,
+    delivery: &Delivery,
+) -> Result<Outcome, StoreError> {
+    let Some(workflow) = &settings.workflow else {
+        return Ok(Outcome::Kept);
+    };
+    let Some(reader) = crate::tracking::WebhookProvider::from_name(provider) else {
+        return Ok(Outcome::Unreadable {
+            reason: format!("unknown tracking provider {provider}"),
+        });
+    };
+    let parsed = match reader.parse(&delivery.body) {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(Outcome::Unreadable { reason: e.0 }),
+    };
+    let numbers = parsed
+        .events
+        .iter()
+        .map(|e| e.tracking_number.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let mut recorded = 0;
+    for event in parsed.events {
+        recorded += workflow
+            .apply_tracking(event, Source::TrackingWebhook { delivery_seq: seq })
+            .await?;
+    }
+    Ok(Outcome::TrackingApplied { numbers, recorded })
 }
 
 /// Applies a stored supplier event to its shipment.
@@ -193,7 +232,7 @@ pub fn process(
         Origin::Shopify { shop } => shop,
         // Supplier events are applied by the workflow, which is wired in with the suppliers.
         Origin::Supplier { .. } => return Ok(Outcome::Kept),
-        // wired by the workflow: carrier events are evidence of shipments, not Shopify state.
+        // Carrier events are evidence of shipments, applied by the workflow above.
         Origin::Tracking { .. } => return Ok(Outcome::Kept),
     };
     let topic = delivery.topic.as_str();

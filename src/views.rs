@@ -592,6 +592,9 @@ fn source_text(source: &Source) -> String {
         Source::Manual => "manual entry".into(),
         Source::Workflow => "workflow".into(),
         Source::Outbox { effect_id } => format!("outbox effect {effect_id}"),
+        Source::TrackingWebhook { delivery_seq } => {
+            format!("tracking webhook delivery {delivery_seq}")
+        }
     }
 }
 
@@ -751,6 +754,26 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
         EvidenceKind::Abandoned { reason } => {
             ("abandoned".to_string(), format!("given up: {reason}"), None)
         }
+        EvidenceKind::Carrier(event) => (
+            "carrier_event".to_string(),
+            format!(
+                "{} {}: {}{}{}",
+                event.carrier,
+                event.tracking_number,
+                event.raw_text,
+                event
+                    .raw_code
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default(),
+                event
+                    .location
+                    .as_deref()
+                    .map(|l| format!(", {l}"))
+                    .unwrap_or_default()
+            ),
+            None,
+        ),
     };
     EvidenceView {
         id: e.id.clone(),

@@ -124,6 +124,8 @@ pub struct LoopbackConfig {
     pub extra_sections: String,
     /// Suppliers, in routing order.
     pub suppliers: Vec<SupplierSpec>,
+    /// Tracking providers: (provider name, webhook secret).
+    pub tracking: Vec<(String, String)>,
 }
 
 impl LoopbackConfig {
@@ -137,6 +139,7 @@ impl LoopbackConfig {
             server_extra: String::new(),
             extra_sections: String::new(),
             suppliers: Vec::new(),
+            tracking: Vec::new(),
         }
     }
 
@@ -213,6 +216,14 @@ impl LoopbackConfig {
             if let Some(timeout) = supplier.request_timeout_secs {
                 let _ = writeln!(out, "request_timeout_secs = {timeout}");
             }
+        }
+        for (provider, secret) in &self.tracking {
+            let _ = writeln!(
+                out,
+                "[[tracking]]\nprovider = {}\nsecrets = [{{ value = {} }}]",
+                quoted(provider),
+                quoted(secret)
+            );
         }
         out
     }

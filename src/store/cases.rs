@@ -44,6 +44,8 @@ pub(super) struct CaseTrees {
     /// Effect state name → count (i64 BE), kept in the same transactions as the effects, so
     /// that metrics never decode the whole outbox.
     outbox_counts: sled::Tree,
+    /// Tracking number → shipment ids (NUL-joined): where carrier events go.
+    tracking_numbers: sled::Tree,
 }
 
 impl CaseTrees {
@@ -58,6 +60,7 @@ impl CaseTrees {
             outbox_streams: db.open_tree("outbox_streams")?,
             plan_queue: db.open_tree("plan_queue")?,
             outbox_counts: db.open_tree("outbox_counts")?,
+            tracking_numbers: db.open_tree("tracking_numbers")?,
         })
     }
 }
@@ -236,6 +239,23 @@ impl Store {
         self.case_trees().open_exceptions.len()
     }
 
+    /// The shipments that carry a tracking number (on a label), oldest first.
+    pub fn shipments_with_tracking_number(&self, number: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            match self.case_trees().tracking_numbers.get(number.as_bytes())? {
+                Some(v) => super::codec::split_composite_key(&v)
+                    .map_err(|source| StoreError::Corrupt {
+                        tree: "tracking_numbers",
+                        source,
+                    })?
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                None => Vec::new(),
+            },
+        )
+    }
+
     /// A future that resolves when effects are written after this call (enabled at once: check
     /// the outbox after calling this, then await it, and no wake-up is lost).
     pub fn effects_written(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
@@ -259,50 +279,76 @@ impl Store {
             &t.outbox_due,
             &t.outbox_streams,
             &t.outbox_counts,
+            &t.tracking_numbers,
         );
-        let result = trees.transaction(|(cases, ids, open, outbox, keys, due, streams, counts)| {
-            if let Some(case) = write.case {
-                let key = case_key(&case.shop, &case.order_gid);
-                cases.insert(key.clone(), encode(case))?;
-                for shipment in &case.shipments {
-                    ids.insert(shipment.id.as_bytes(), key.clone())?;
-                }
-                for exception in &case.exceptions {
-                    ids.insert(exception.id.as_bytes(), key.clone())?;
-                    if exception.is_open() {
-                        open.insert(exception.id.as_bytes(), key.clone())?;
-                    } else {
-                        open.remove(exception.id.as_bytes())?;
+        let result = trees.transaction(
+            |(cases, ids, open, outbox, keys, due, streams, counts, numbers)| {
+                if let Some(case) = write.case {
+                    let key = case_key(&case.shop, &case.order_gid);
+                    cases.insert(key.clone(), encode(case))?;
+                    for shipment in &case.shipments {
+                        ids.insert(shipment.id.as_bytes(), key.clone())?;
+                    }
+                    for (number, shipment) in case.shipments.iter().flat_map(|s| {
+                        s.evidence.iter().filter_map(move |e| match &e.kind {
+                            crate::workflow::model::EvidenceKind::Supplier(ev) => match &ev.kind {
+                                crate::suppliers::EventKind::LabelCreated {
+                                    tracking_number,
+                                    ..
+                                } => Some((tracking_number.as_str(), s.id.as_str())),
+                                _ => None,
+                            },
+                            _ => None,
+                        })
+                    }) {
+                        let known = numbers.get(number.as_bytes())?;
+                        let mut list = match &known {
+                            Some(v) => super::codec::split_composite_key(v).unwrap_or_default(),
+                            None => Vec::new(),
+                        };
+                        if !list.iter().any(|s| s == shipment) {
+                            list.push(shipment.to_string());
+                            let parts: Vec<&str> = list.iter().map(String::as_str).collect();
+                            numbers.insert(number.as_bytes(), composite_key(&parts))?;
+                        }
+                    }
+                    for exception in &case.exceptions {
+                        ids.insert(exception.id.as_bytes(), key.clone())?;
+                        if exception.is_open() {
+                            open.insert(exception.id.as_bytes(), key.clone())?;
+                        } else {
+                            open.remove(exception.id.as_bytes())?;
+                        }
                     }
                 }
-            }
-            for effect in &write.new_effects {
-                if keys.get(effect.key.as_bytes())?.is_some() {
-                    continue;
+                for effect in &write.new_effects {
+                    if keys.get(effect.key.as_bytes())?.is_some() {
+                        continue;
+                    }
+                    keys.insert(effect.key.as_bytes(), &u64_key(effect.id))?;
+                    outbox.insert(&u64_key(effect.id), encode(effect))?;
+                    index_effect(due, streams, None, effect)?;
+                    count(counts, &effect.state, 1)?;
                 }
-                keys.insert(effect.key.as_bytes(), &u64_key(effect.id))?;
-                outbox.insert(&u64_key(effect.id), encode(effect))?;
-                index_effect(due, streams, None, effect)?;
-                count(counts, &effect.state, 1)?;
-            }
-            for effect in &write.updated_effects {
-                let old = match outbox.get(u64_key(effect.id))? {
-                    Some(v) => match decode::<Effect>(&v) {
-                        Ok(e) => Some(e),
-                        Err(e) => return corrupt("outbox", e),
-                    },
-                    // Erased meanwhile (shop/redact): an outcome must not bring it back.
-                    None => continue,
-                };
-                outbox.insert(&u64_key(effect.id), encode(effect))?;
-                index_effect(due, streams, old.as_ref(), effect)?;
-                if let Some(old) = &old {
-                    count(counts, &old.state, -1)?;
+                for effect in &write.updated_effects {
+                    let old = match outbox.get(u64_key(effect.id))? {
+                        Some(v) => match decode::<Effect>(&v) {
+                            Ok(e) => Some(e),
+                            Err(e) => return corrupt("outbox", e),
+                        },
+                        // Erased meanwhile (shop/redact): an outcome must not bring it back.
+                        None => continue,
+                    };
+                    outbox.insert(&u64_key(effect.id), encode(effect))?;
+                    index_effect(due, streams, old.as_ref(), effect)?;
+                    if let Some(old) = &old {
+                        count(counts, &old.state, -1)?;
+                    }
+                    count(counts, &effect.state, 1)?;
                 }
-                count(counts, &effect.state, 1)?;
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         match result {
             Ok(()) => {
                 if wake {

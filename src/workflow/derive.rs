@@ -16,6 +16,9 @@ use crate::suppliers::EventKind;
 pub enum ShipmentStatus {
     Cancelled,
     Held,
+    /// Every parcel was accepted by its carrier: the write-back to Shopify may go (the gate
+    /// decides what exactly).
+    Ready,
     AwaitingAcceptance,
     AwaitingLabel,
     AwaitingPacking,
@@ -30,6 +33,7 @@ impl ShipmentStatus {
         match self {
             ShipmentStatus::Cancelled => "cancelled",
             ShipmentStatus::Held => "held",
+            ShipmentStatus::Ready => "ready",
             ShipmentStatus::AwaitingAcceptance => "awaiting_acceptance",
             ShipmentStatus::AwaitingLabel => "awaiting_label",
             ShipmentStatus::AwaitingPacking => "awaiting_packing",
@@ -404,6 +408,40 @@ fn packing(shipment: &Shipment) -> (Vec<String>, bool) {
     (parcels.into_keys().collect(), covered)
 }
 
+/// The carrier's acceptance of each labelled tracking number: (number, accepted), by the latch
+/// rule of `tracking::acceptance` over the carrier events recorded for that number.
+pub fn acceptances(
+    shipment: &Shipment,
+) -> Vec<(String, Option<crate::tracking::acceptance::Acceptance>)> {
+    let mut labels: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &shipment.evidence {
+        if let EvidenceKind::Supplier(ev) = &e.kind
+            && let EventKind::LabelCreated {
+                tracking_number, ..
+            } = &ev.kind
+        {
+            let at = labels.entry(tracking_number.clone()).or_insert(e.at_ms);
+            *at = (*at).min(e.at_ms);
+        }
+    }
+    labels
+        .into_iter()
+        .map(|(number, label_ms)| {
+            let events: Vec<crate::tracking::TrackingEvent> = shipment
+                .evidence
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EvidenceKind::Carrier(ev) if ev.tracking_number == number => Some(ev.clone()),
+                    _ => None,
+                })
+                .collect();
+            let accepted =
+                crate::tracking::acceptance::accepted_at(&events, Some(label_ms), None, false);
+            (number, accepted)
+        })
+        .collect()
+}
+
 /// Whether every parcel has a label.
 fn labelled(shipment: &Shipment, parcels: &[String]) -> bool {
     let mut named = Vec::new();
@@ -438,6 +476,10 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
     }
     let (parcels, packed) = packing(shipment);
     if packed && labelled(shipment, &parcels) {
+        let accepted = acceptances(shipment);
+        if !accepted.is_empty() && accepted.iter().all(|(_, a)| a.is_some()) {
+            return ShipmentStatus::Ready;
+        }
         return ShipmentStatus::AwaitingAcceptance;
     }
     if packed {

@@ -542,6 +542,47 @@ impl Workflow {
         Ok(EventApplied::Recorded)
     }
 
+    /// Records a carrier's tracking event on every shipment whose label carries its number.
+    /// Returns how many shipments recorded it as new; 0 for a number no label carries (the
+    /// caller keeps such a delivery visible).
+    pub async fn apply_tracking(
+        &self,
+        event: crate::tracking::TrackingEvent,
+        source: Source,
+    ) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let mut recorded = 0;
+        for shipment_id in store.shipments_with_tracking_number(&event.tracking_number)? {
+            let Some(located) = store.case_of(&shipment_id)? else {
+                continue;
+            };
+            let _guard = self.lock(&located.shop, &located.order_gid).lock().await;
+            let Some(mut case) = store.case(&located.shop, &located.order_gid)? else {
+                continue;
+            };
+            let now = self.inner.clock.now_ms();
+            let Some(shipment) = case.shipment_mut(&shipment_id) else {
+                continue;
+            };
+            let new = shipment.record(Evidence {
+                id: format!("tracking:{}", event.event_id),
+                at_ms: event.occurred_at.unix_ms,
+                recorded_ms: now,
+                actor: Actor::Carrier(event.provider.as_str().to_string()),
+                source: source.clone(),
+                kind: EvidenceKind::Carrier(event.clone()),
+            });
+            if !new {
+                continue;
+            }
+            let order = store.order(&case.shop, &case.order_gid)?;
+            let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
+            self.write(&case, changes)?;
+            recorded += 1;
+        }
+        Ok(recorded)
+    }
+
     /// Takes a decision on an open exception and settles the case.
     pub async fn decide(
         &self,

@@ -20,6 +20,8 @@ pub enum Actor {
     System,
     /// Shopify (an order state seen in the mirror).
     Shopify,
+    /// A carrier, as a tracking provider reported it (the provider's name).
+    Carrier(String),
 }
 
 impl std::fmt::Display for Actor {
@@ -29,6 +31,7 @@ impl std::fmt::Display for Actor {
             Actor::Operator(name) => write!(f, "operator {name}"),
             Actor::System => f.write_str("shipgate"),
             Actor::Shopify => f.write_str("Shopify"),
+            Actor::Carrier(provider) => write!(f, "carrier (via {provider})"),
         }
     }
 }
@@ -46,6 +49,8 @@ pub enum Source {
     Workflow,
     /// The outcome of an outbound effect.
     Outbox { effect_id: u64 },
+    /// A tracking provider's webhook, by its delivery sequence number.
+    TrackingWebhook { delivery_seq: u64 },
 }
 
 /// One line of a shipment: a quantity of one fulfillment-order line.
@@ -94,6 +99,9 @@ pub enum EvidenceKind {
     },
     /// The shipment was given up without waiting for the supplier: intercepted or written off.
     Abandoned { reason: String },
+    /// A carrier's tracking event for one of the shipment's tracking numbers, with its raw
+    /// text, code, location and time.
+    Carrier(crate::tracking::TrackingEvent),
 }
 
 /// One evidence record: append-only, each with actor, time and source.

@@ -18,6 +18,7 @@ use crate::helpers::{SANDBOX_WEBHOOK_SECRET, SyncedApp, TestApp, sandbox_config}
 
 const ACME_SECRET: &[u8] = b"acme-agent-secret";
 const BRAVO_SECRET: &[u8] = b"bravo-agent-secret";
+const TRACKER_SECRET: &str = "aftership-webhook-secret";
 
 /// The daemon with two agents (`acme` ships `MUG-*` with `bravo` as backup, `bravo` ships
 /// `TEE-*`) and a manual supplier (`charlie`, `SAMPLE-*`).
@@ -25,6 +26,7 @@ struct Supplied {
     synced: SyncedApp,
     acme: SandboxAgent,
     bravo: SandboxAgent,
+    tracker: shipgate::sandbox::tracking::SandboxTracker,
     clock: Clock,
 }
 
@@ -67,6 +69,10 @@ async fn spawn_supplied_with(outbox: bool) -> Supplied {
         SupplierSpec::http("bravo", &bravo.endpoint(), BRAVO_SECRET, &["TEE-*"]),
         SupplierSpec::offline("charlie", "manual", &["SAMPLE-*"]),
     ];
+    loopback.tracking = vec![("aftership".into(), TRACKER_SECRET.into())];
+    let tracker = shipgate::sandbox::tracking::SandboxTracker::start(TRACKER_SECRET)
+        .await
+        .unwrap();
     let config = loopback.load(dir.path()).expect("config loads");
     let clock = Clock::manual(shipgate::delivery::now_ms() as i64);
     let options = Options {
@@ -87,6 +93,7 @@ async fn spawn_supplied_with(outbox: bool) -> Supplied {
     sandbox.set_webhook_url(Some(format!("{base}/webhooks/shopify")));
     acme.set_report_to(format!("{base}/webhooks/suppliers/acme"));
     bravo.set_report_to(format!("{base}/webhooks/suppliers/bravo"));
+    tracker.set_report_to(format!("{base}/webhooks/tracking/aftership"));
     Supplied {
         synced: SyncedApp {
             app: TestApp {
@@ -100,6 +107,7 @@ async fn spawn_supplied_with(outbox: bool) -> Supplied {
         },
         acme,
         bravo,
+        tracker,
         clock,
     }
 }
@@ -749,4 +757,67 @@ async fn reconciliation_stops_the_shipments_of_a_cancelled_order_that_planning_m
         .map(|m| m.kind)
         .collect();
     assert_eq!(kinds, vec!["submission", "cancellation"]);
+}
+
+#[tokio::test]
+async fn carrier_acceptance_makes_a_labelled_shipment_ready_and_false_positives_do_not() {
+    let s = spawn_supplied().await;
+    let accepted = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    let fooled = s.sandbox().create_order(new_order(&[("MUG-BLUE", 1)]));
+    s.settle().await;
+    let numbers: Vec<(String, String)> = [&accepted, &fooled]
+        .iter()
+        .map(|order| {
+            let sg = s.case(order).shipments[0].id.clone();
+            (
+                sg.clone(),
+                s.acme
+                    .ship(&sg)
+                    .expect("the agent ships a confirmed shipment"),
+            )
+        })
+        .collect();
+    s.settle().await;
+    for (sg, _) in &numbers {
+        let case = s.daemon().store().case_of(sg).unwrap().unwrap();
+        let shipment = case.shipment(sg).unwrap();
+        assert_eq!(
+            derive::status(shipment, &case.exceptions),
+            ShipmentStatus::AwaitingAcceptance,
+            "a label and a handover claim are not acceptance"
+        );
+    }
+    let label_ms = shipgate::delivery::now_ms() as i64;
+    s.tracker.accept_and_deliver(&numbers[0].1, "ups", label_ms);
+    s.tracker
+        .gwms_false_positive(&numbers[1].1, "ups", label_ms);
+    s.tracker.flush().await;
+    s.daemon().wait_idle().await;
+    let status = |sg: &str| {
+        let case = s.daemon().store().case_of(sg).unwrap().unwrap();
+        derive::status(case.shipment(sg).unwrap(), &case.exceptions)
+    };
+    assert_eq!(status(&numbers[0].0), ShipmentStatus::Ready);
+    let case = s.daemon().store().case_of(&numbers[0].0).unwrap().unwrap();
+    let carrier_events = case
+        .shipment(&numbers[0].0)
+        .unwrap()
+        .evidence
+        .iter()
+        .filter(|e| matches!(e.kind, shipgate::workflow::model::EvidenceKind::Carrier(_)))
+        .count();
+    assert_eq!(
+        carrier_events, 5,
+        "every checkpoint is kept as evidence, once"
+    );
+    // GWMS_ACCEPT is a warehouse event, not the carrier's: the later pickup is.
+    let acceptance = derive::acceptances(case.shipment(&numbers[0].0).unwrap());
+    assert!(acceptance[0].1.is_some());
+    let fooled_case = s.daemon().store().case_of(&numbers[1].0).unwrap().unwrap();
+    let fooled_acceptance = derive::acceptances(fooled_case.shipment(&numbers[1].0).unwrap());
+    let why = fooled_acceptance[0].1.as_ref().map(|a| a.why.clone());
+    assert!(
+        why.as_deref().is_none_or(|w| !w.contains("GWMS_ACCEPT (")),
+        "{why:?}"
+    );
 }
