@@ -2982,6 +2982,60 @@ mod tests {
     }
 
     #[test]
+    fn tracking_providers_parse_and_their_mistakes_are_named() {
+        let good = with_suppliers(
+            r#"
+            [[tracking]]
+            provider = "aftership"
+            secrets = [{ env = "ACME" }, { env = "ACME_OLD" }]
+            [[tracking]]
+            provider = "17track"
+            secrets = [{ env = "ACME" }]
+            "#,
+        );
+        let config = parse_with(&good, Path::new("/"), SUPPLIER_VARS, None)
+            .unwrap()
+            .config;
+        assert_eq!(config.tracking.len(), 2);
+        assert_eq!(config.tracking[0].provider, "aftership");
+        assert_eq!(
+            config.tracking[0].secrets[1].expose(),
+            "acme-old-secret-4b7f"
+        );
+
+        let bad = with_suppliers(
+            r#"
+            [[tracking]]
+            provider = "fedex-direct"
+            secrets = [{ env = "ACME" }]
+            [[tracking]]
+            provider = "aftership"
+            [[tracking]]
+            provider = "aftership"
+            secrets = [{ env = "ACME" }]
+            colour = "red"
+            [[tracking]]
+            secrets = [{ env = "ACME" }]
+            "#,
+        );
+        let problems = errors(parse_with(&bad, Path::new("/"), SUPPLIER_VARS, None));
+        assert_eq!(
+            paths(&problems),
+            BTreeSet::from([
+                "tracking[0].provider",
+                "tracking[1].secrets",
+                "tracking[2].provider",
+                "tracking[2].colour",
+                "tracking[3].provider",
+            ]),
+            "{problems:#?}"
+        );
+        assert!(message_at(&problems, "tracking[0].provider").contains("unknown provider"));
+        assert!(message_at(&problems, "tracking[2].provider").contains("configured twice"));
+        assert!(message_at(&problems, "tracking[1].secrets").contains("unsigned"));
+    }
+
+    #[test]
     fn supplier_mistakes_are_all_reported_with_their_key_paths() {
         let text = with_suppliers(
             r#"
