@@ -55,7 +55,7 @@ pub enum Outcome {
     /// A supplier event that was already recorded (a replay after a crash).
     SupplierEventKnown { shipment_id: String },
     /// Carrier events recorded on this many shipments (0: no label carries the number yet;
-    /// the delivery is kept and logged, and the events are applied again if it is replayed).
+    /// the events wait for the label).
     TrackingApplied { numbers: usize, recorded: usize },
 }
 

@@ -18,6 +18,11 @@ impl Record for OrderCase {
     const NAME: &'static str = "order case";
 }
 
+impl Record for crate::tracking::TrackingEvent {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "carrier event";
+}
+
 impl Record for Effect {
     const VERSION: u8 = 1;
     const NAME: &'static str = "outbox effect";
@@ -46,6 +51,9 @@ pub(super) struct CaseTrees {
     outbox_counts: sled::Tree,
     /// Tracking number → shipment ids (NUL-joined): where carrier events go.
     tracking_numbers: sled::Tree,
+    /// Tracking number NUL event id → carrier event, for numbers no label carries yet: a
+    /// carrier's first scan can arrive before the supplier's label.
+    tracking_waiting: sled::Tree,
 }
 
 impl CaseTrees {
@@ -61,6 +69,7 @@ impl CaseTrees {
             plan_queue: db.open_tree("plan_queue")?,
             outbox_counts: db.open_tree("outbox_counts")?,
             tracking_numbers: db.open_tree("tracking_numbers")?,
+            tracking_waiting: db.open_tree("tracking_waiting")?,
         })
     }
 }
@@ -254,6 +263,53 @@ impl Store {
                 None => Vec::new(),
             },
         )
+    }
+
+    /// Keeps a carrier event whose number no label carries yet. Not flushed: its delivery
+    /// stays stored, and a replay keeps it again.
+    pub fn keep_waiting_tracking(
+        &self,
+        event: &crate::tracking::TrackingEvent,
+    ) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.case_trees().tracking_waiting.insert(
+            composite_key(&[&event.tracking_number, &event.event_id]),
+            encode(event),
+        )?;
+        Ok(())
+    }
+
+    /// The carrier events waiting for a label with this number.
+    pub fn waiting_tracking(
+        &self,
+        number: &str,
+    ) -> Result<Vec<crate::tracking::TrackingEvent>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .case_trees()
+            .tracking_waiting
+            .scan_prefix(composite_prefix(&[number]))
+        {
+            let (_, v) = entry?;
+            out.push(decode(&v).map_err(|source| StoreError::Corrupt {
+                tree: "tracking_waiting",
+                source,
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets a waiting carrier event once it was recorded on its shipment.
+    pub fn waiting_tracking_done(&self, number: &str, event_id: &str) -> Result<(), StoreError> {
+        self.case_trees()
+            .tracking_waiting
+            .remove(composite_key(&[number, event_id]))?;
+        Ok(())
+    }
+
+    /// How many carrier events wait for a label.
+    pub fn waiting_tracking_count(&self) -> usize {
+        self.case_trees().tracking_waiting.len()
     }
 
     /// A future that resolves when effects are written after this call (enabled at once: check

@@ -372,6 +372,16 @@ impl Workflow {
         self.apply_event_as(supplier, event, source, actor).await
     }
 
+    /// Brings in the carrier events that arrived before a label with this number.
+    async fn label_recorded(&self, number: &str) -> Result<(), StoreError> {
+        for waiting in self.inner.store.waiting_tracking(number)? {
+            let event_id = waiting.event_id.clone();
+            self.apply_tracking(waiting, Source::Workflow).await?;
+            self.inner.store.waiting_tracking_done(number, &event_id)?;
+        }
+        Ok(())
+    }
+
     /// Records an event an operator relays for a supplier (the `manual` adapter, and any
     /// supplier's event entered by hand), with the operator as its actor. The same door as
     /// the webhook: the same checks, the same effects.
@@ -521,6 +531,12 @@ impl Workflow {
             .case(&located.shop, &located.order_gid)?
             .ok_or_else(|| WorkflowError::NotFound(format!("shipment {}", event.shipment_id)))?;
         let now = self.inner.clock.now_ms();
+        let label_number = match &event.kind {
+            crate::suppliers::EventKind::LabelCreated {
+                tracking_number, ..
+            } => Some(tracking_number.clone()),
+            _ => None,
+        };
         let shipment = case
             .shipment_mut(&event.shipment_id)
             .expect("validated above");
@@ -539,6 +555,10 @@ impl Workflow {
         let order = store.order(&case.shop, &case.order_gid)?;
         let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
         self.write(&case, changes)?;
+        drop(_guard);
+        if let Some(number) = label_number {
+            self.label_recorded(&number).await?;
+        }
         Ok(EventApplied::Recorded)
     }
 
@@ -551,8 +571,17 @@ impl Workflow {
         source: Source,
     ) -> Result<usize, StoreError> {
         let store = &self.inner.store;
+        let shipments = store.shipments_with_tracking_number(&event.tracking_number)?;
+        if shipments.is_empty() {
+            // The carrier may scan before the supplier's label reaches us: the event waits
+            // for the label (`apply_event` brings it in).
+            tracing::info!(number = %event.tracking_number, provider = event.provider.as_str(),
+                "carrier event for a number no label carries yet: kept until the label arrives");
+            store.keep_waiting_tracking(&event)?;
+            return Ok(0);
+        }
         let mut recorded = 0;
-        for shipment_id in store.shipments_with_tracking_number(&event.tracking_number)? {
+        for shipment_id in shipments {
             let Some(located) = store.case_of(&shipment_id)? else {
                 continue;
             };

@@ -1141,3 +1141,53 @@ async fn a_spreadsheet_agent_confirms_and_checks_through_one_sheet() {
         ShipmentStatus::AwaitingPacking
     );
 }
+
+#[tokio::test]
+async fn a_carrier_scan_before_the_label_waits_for_it() {
+    use crate::tracking::{Normalized, Provider, TrackingEvent};
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    let scan = TrackingEvent {
+        provider: Provider::AfterShip,
+        event_id: "aftership:scan-1".into(),
+        tracking_number: "1ZEARLY0001".into(),
+        carrier: "ups".into(),
+        occurred_at: Timestamp::from_unix_ms(START_MS + 60_000),
+        raw_text: "Pickup scan".into(),
+        raw_code: Some("PU".into()),
+        location: Some("Shenzhen".into()),
+        provider_code: Some("InTransit_002".into()),
+        acceptance_scan: true,
+        normalized: Normalized::InTransit,
+    };
+    let recorded = f
+        .workflow
+        .apply_tracking(scan.clone(), Source::Workflow)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "no label carries the number yet");
+    assert_eq!(f.store.waiting_tracking_count(), 1);
+    f.event(
+        "acme",
+        &sg,
+        "label-1",
+        30,
+        EventKind::LabelCreated {
+            parcel_id: None,
+            carrier: "UPS".into(),
+            tracking_number: "1ZEARLY0001".into(),
+            tracking_url: None,
+        },
+    )
+    .await;
+    assert_eq!(f.store.waiting_tracking_count(), 0);
+    let case = f.case();
+    let carrier: Vec<_> = case.shipments[0]
+        .evidence
+        .iter()
+        .filter(|e| matches!(e.kind, super::model::EvidenceKind::Carrier(_)))
+        .collect();
+    assert_eq!(carrier.len(), 1, "the early scan is on the shipment now");
+    assert!(derive::acceptances(&case.shipments[0])[0].1.is_some());
+}
