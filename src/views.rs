@@ -754,6 +754,11 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
         EvidenceKind::Abandoned { reason } => {
             ("abandoned".to_string(), format!("given up: {reason}"), None)
         }
+        EvidenceKind::DeviationApproved { check, reason } => (
+            "deviation_approved".to_string(),
+            format!("failed check {check} accepted as a deviation: {reason}"),
+            None,
+        ),
         EvidenceKind::Carrier(event) => (
             "carrier_event".to_string(),
             format!(

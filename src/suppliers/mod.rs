@@ -48,6 +48,9 @@ pub enum MessageBody {
     Cancellation { reason: String },
     /// The owner's answer to an offered substitute.
     Decision { line_id: String, approve: bool },
+    /// The owner's answer to a failed physical check: `replace` the goods or `repack` them
+    /// (then check again and report the new check).
+    CheckDecision { action: String },
 }
 
 /// One message to a supplier, named by its idempotency key.
@@ -69,6 +72,7 @@ impl SupplierMessage {
             MessageBody::Submission { .. } => "amendment",
             MessageBody::Cancellation { .. } => "cancellation",
             MessageBody::Decision { .. } => "decision",
+            MessageBody::CheckDecision { .. } => "check_decision",
         }
     }
 
@@ -103,6 +107,9 @@ impl SupplierMessage {
             }
             MessageBody::Cancellation { reason } => {
                 object.insert("reason".into(), reason.as_str().into());
+            }
+            MessageBody::CheckDecision { action } => {
+                object.insert("decision".into(), action.as_str().into());
             }
             MessageBody::Decision { line_id, approve } => {
                 object.insert("line_id".into(), line_id.as_str().into());

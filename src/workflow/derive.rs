@@ -320,6 +320,16 @@ pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
         });
         return out;
     }
+    if failed_check(shipment).is_some() {
+        out.push(Condition {
+            kind: ExceptionKind::CheckFailed,
+            subject: subject(None),
+            summary: format!(
+                "the physical check at {} failed: replace, repack, accept the deviation or cancel",
+                shipment.supplier
+            ),
+        });
+    }
     for (line, state) in line_states(shipment) {
         let sku = shipment
             .lines
@@ -356,26 +366,49 @@ pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
     out
 }
 
-/// Whether the latest physical check the supplier reported passed.
-fn check_passed(shipment: &Shipment) -> bool {
-    let latest = canonical(shipment)
+/// The latest physical check the supplier reported (by when it happened): its evidence id and
+/// whether it passed (`pass` or `pass_with_deviation`). Checks are validated at the door, so
+/// only their result is read here.
+fn latest_check(shipment: &Shipment) -> Option<(&str, bool)> {
+    canonical(shipment)
         .into_iter()
         .filter_map(|e| match &e.kind {
             EvidenceKind::Supplier(ev) => match &ev.kind {
-                EventKind::CheckReported { check_json } => Some(check_json),
+                EventKind::CheckReported { check_json } => {
+                    let passed =
+                        serde_json::from_str::<serde_json::Value>(check_json).is_ok_and(|v| {
+                            matches!(
+                                v.get("result").and_then(|r| r.as_str()),
+                                Some("pass" | "pass_with_deviation")
+                            )
+                        });
+                    Some((e.id.as_str(), passed))
+                }
                 _ => None,
             },
             _ => None,
         })
-        .next_back();
-    latest.is_some_and(|json| {
-        serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| {
-            matches!(
-                v.get("result").and_then(|r| r.as_str()),
-                Some("pass" | "pass_with_deviation")
-            )
-        })
-    })
+        .next_back()
+}
+
+/// Whether the owner accepted a failed check as a deviation.
+fn deviation_approved(shipment: &Shipment, check: &str) -> bool {
+    has(
+        shipment,
+        |k| matches!(k, EvidenceKind::DeviationApproved { check: c, .. } if c == check),
+    )
+}
+
+/// Whether the latest physical check passed, or failed and the owner approved the deviation.
+fn check_passed(shipment: &Shipment) -> bool {
+    latest_check(shipment).is_some_and(|(id, passed)| passed || deviation_approved(shipment, id))
+}
+
+/// The latest check, when it failed and nobody accepted the deviation: its evidence id.
+pub fn failed_check(shipment: &Shipment) -> Option<&str> {
+    latest_check(shipment)
+        .filter(|(id, passed)| !passed && !deviation_approved(shipment, id))
+        .map(|(id, _)| id)
 }
 
 /// Parcels by id (the latest report of each), and whether they cover every current line.

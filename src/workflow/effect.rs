@@ -41,6 +41,7 @@ impl Action {
                 "submission" => "supplier_submission",
                 "amendment" => "supplier_amendment",
                 "cancellation" => "supplier_cancellation",
+                "check_decision" => "supplier_check_decision",
                 _ => "supplier_decision",
             },
             Action::PlaceHold { .. } => "shopify_hold",

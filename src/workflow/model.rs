@@ -102,6 +102,9 @@ pub enum EvidenceKind {
     /// A carrier's tracking event for one of the shipment's tracking numbers, with its raw
     /// text, code, location and time.
     Carrier(crate::tracking::TrackingEvent),
+    /// The owner accepted a failed check's deviation (naming the check's evidence id); the
+    /// approver is the evidence's actor, the reason its text.
+    DeviationApproved { check: String, reason: String },
 }
 
 /// One evidence record: append-only, each with actor, time and source.
@@ -140,16 +143,18 @@ pub enum ExceptionKind {
     Stockout,
     SubstituteOffered,
     CancelledAfterSubmission,
+    CheckFailed,
 }
 
 impl ExceptionKind {
     /// Every kind, for listings and metrics.
-    pub const ALL: [ExceptionKind; 5] = [
+    pub const ALL: [ExceptionKind; 6] = [
         ExceptionKind::UnmappedSku,
         ExceptionKind::SupplierRejected,
         ExceptionKind::Stockout,
         ExceptionKind::SubstituteOffered,
         ExceptionKind::CancelledAfterSubmission,
+        ExceptionKind::CheckFailed,
     ];
 
     /// The name used in the CLI, the API and metrics.
@@ -160,6 +165,7 @@ impl ExceptionKind {
             ExceptionKind::Stockout => "stockout",
             ExceptionKind::SubstituteOffered => "substitute_offered",
             ExceptionKind::CancelledAfterSubmission => "cancelled_after_submission",
+            ExceptionKind::CheckFailed => "check_failed",
         }
     }
 
@@ -171,6 +177,7 @@ impl ExceptionKind {
             ExceptionKind::Stockout => Some("INVENTORY_OUT_OF_STOCK"),
             ExceptionKind::SubstituteOffered => Some("OTHER"),
             ExceptionKind::CancelledAfterSubmission => None,
+            ExceptionKind::CheckFailed => Some("OTHER"),
         }
     }
 
@@ -182,6 +189,7 @@ impl ExceptionKind {
             ExceptionKind::Stockout => &["wait", "reroute", "cancel"],
             ExceptionKind::SubstituteOffered => &["approve", "reject"],
             ExceptionKind::CancelledAfterSubmission => &["intercepted", "accept_loss"],
+            ExceptionKind::CheckFailed => &["replace", "repack", "approve_deviation", "cancel"],
         }
     }
 }
@@ -217,6 +225,12 @@ pub enum Decision {
     Intercepted,
     /// Cancelled after submission: the goods are written off.
     AcceptLoss,
+    /// Check failed: the supplier replaces the goods and checks again.
+    Replace,
+    /// Check failed: the supplier repacks and checks again.
+    Repack,
+    /// Check failed: ship anyway; the note says who approved it and why.
+    ApproveDeviation,
 }
 
 impl Decision {
@@ -249,9 +263,12 @@ impl Decision {
             "reject" => no_supplier(Decision::RejectSubstitute)?,
             "intercepted" => no_supplier(Decision::Intercepted)?,
             "accept_loss" => no_supplier(Decision::AcceptLoss)?,
+            "replace" => no_supplier(Decision::Replace)?,
+            "repack" => no_supplier(Decision::Repack)?,
+            "approve_deviation" => no_supplier(Decision::ApproveDeviation)?,
             other => {
                 return Err(format!(
-                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss)"
+                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation)"
                 ));
             }
         };
@@ -272,6 +289,9 @@ impl Decision {
             Decision::RejectSubstitute => "reject",
             Decision::Intercepted => "intercepted",
             Decision::AcceptLoss => "accept_loss",
+            Decision::Replace => "replace",
+            Decision::Repack => "repack",
+            Decision::ApproveDeviation => "approve_deviation",
         }
     }
 }

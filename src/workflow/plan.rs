@@ -1023,6 +1023,56 @@ pub fn apply_decision(
                 });
             }
         }
+        Decision::Replace | Decision::Repack => {
+            let shipment = shipment
+                .as_ref()
+                .expect("check-failed exceptions name a shipment");
+            let key = format!("{exception_id}.{name}");
+            let message = SupplierMessage {
+                key: key.clone(),
+                shipment_id: shipment.id.clone(),
+                sent_at: ctx.timestamp(),
+                body: MessageBody::CheckDecision {
+                    action: name.to_string(),
+                },
+            };
+            // The exception stays open, decided, until a later check passes.
+            changes.new_effects.push(ctx.effect(
+                case,
+                key,
+                shipment_stream(&shipment.id),
+                Action::Supplier {
+                    supplier: shipment.supplier.clone(),
+                    message,
+                },
+            )?);
+        }
+        Decision::ApproveDeviation => {
+            let shipment = shipment
+                .as_ref()
+                .expect("check-failed exceptions name a shipment");
+            let Some(check) = derive::failed_check(shipment).map(str::to_string) else {
+                return Ok(Err(format!(
+                    "{exception_id}: the failed check is no longer the latest"
+                )));
+            };
+            let Some(reason) = decided.note.clone().filter(|n| !n.trim().is_empty()) else {
+                return Ok(Err(
+                    "approving a deviation needs a note saying why (who approved it is recorded)"
+                        .to_string(),
+                ));
+            };
+            if let Some(s) = case.shipment_mut(&shipment.id) {
+                s.record(Evidence {
+                    id: format!("{exception_id}.approve_deviation"),
+                    at_ms: ctx.now_ms,
+                    recorded_ms: ctx.now_ms,
+                    actor: decided.by.clone(),
+                    source: Source::Manual,
+                    kind: EvidenceKind::DeviationApproved { check, reason },
+                });
+            }
+        }
         Decision::Reroute { .. } | Decision::Cancel => {
             return Ok(Err(format!(
                 "{exception_id} names no shipment to take lines from"

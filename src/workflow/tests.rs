@@ -1191,3 +1191,92 @@ async fn a_carrier_scan_before_the_label_waits_for_it() {
     assert_eq!(carrier.len(), 1, "the early scan is on the shipment now");
     assert!(derive::acceptances(&case.shipments[0])[0].1.is_some());
 }
+
+/// A whole check of the test order's one line (MUG-RED × 2), with this result.
+fn check_of_line_1(id: &str, at_s: i64, passed: i64, result: &str) -> (String, i64, EventKind) {
+    let mut check = serde_json::json!({
+        "inspector": {"name": "Li Wei"},
+        "checked_at": Timestamp::from_unix_ms(START_MS + at_s * 1000).text,
+        "method": "every_unit",
+        "lines": [{"line_id": "gid://shopify/LineItem/1", "found_sku": "MUG-RED",
+                   "quantity_checked": 2, "quantity_passed": passed,
+                   "defects": if passed < 2 {
+                       serde_json::json!([{"class": "major", "count": 1, "note": "cracked handle"}])
+                   } else { serde_json::json!([]) }}],
+        "result": result,
+        "disposition": if result == "fail" { "hold" } else { "ship" }
+    });
+    if result == "fail" {
+        check["note"] = "one mug cracked".into();
+    }
+    (
+        id.to_string(),
+        at_s,
+        EventKind::CheckReported {
+            check_json: check.to_string(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_failed_check_holds_the_order_until_replaced_or_accepted() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    let (id, at, kind) = check_of_line_1("qc1", 20, 1, "fail");
+    f.event("acme", &sg, &id, at, kind).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::CheckFailed]);
+    let ex = f.exception_id(ExceptionKind::CheckFailed);
+    let case = f.case();
+    assert_eq!(
+        case.exception(&ex).unwrap().hold.as_ref().unwrap().reason,
+        "OTHER"
+    );
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions),
+        ShipmentStatus::Held
+    );
+
+    // Replacing keeps it open until a new check passes.
+    f.decide(&ex, Decision::Replace).await.unwrap();
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::CheckFailed]);
+    assert!(
+        f.pending_actions()
+            .iter()
+            .any(|a| a == &format!("supplier_check_decision {ex}.replace")),
+        "{:?}",
+        f.pending_actions()
+    );
+    let (id, at, kind) = check_of_line_1("qc2", 40, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    assert!(f.open_kinds().is_empty());
+    let case = f.case();
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions),
+        ShipmentStatus::AwaitingPacking
+    );
+
+    // Another failure, accepted as a deviation: it needs a reason.
+    let (id, at, kind) = check_of_line_1("qc3", 60, 1, "fail");
+    f.event("acme", &sg, &id, at, kind).await;
+    let ex = f.exception_id(ExceptionKind::CheckFailed);
+    let err = f.decide(&ex, Decision::ApproveDeviation).await.unwrap_err();
+    assert!(err.contains("needs a note"), "{err}");
+    f.workflow
+        .decide(
+            &ex,
+            Decision::ApproveDeviation,
+            Actor::Operator("mia".into()),
+            Some("customer accepts a scuffed handle for a refund of 2 USD".into()),
+        )
+        .await
+        .unwrap();
+    assert!(f.open_kinds().is_empty());
+    let case = f.case();
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions),
+        ShipmentStatus::AwaitingPacking
+    );
+}

@@ -235,6 +235,12 @@ impl State {
             MessageBody::Decision { line_id, approve } => {
                 self.decide(&message.shipment_id, line_id, *approve)
             }
+            // The owner's answer to a failed check: the agent takes note; a new check is
+            // reported by hand in tests (the agent does not check goods itself).
+            MessageBody::CheckDecision { .. } => match self.shipments.get(&message.shipment_id) {
+                Some(_) => Ok(None),
+                None => Err(format!("no shipment `{}` here", message.shipment_id)),
+            },
         };
         let supplier_ref = match outcome {
             Ok(supplier_ref) => supplier_ref,

@@ -65,6 +65,15 @@ struct WireDecision {
     decision: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireCheckDecision {
+    key: String,
+    shipment_id: String,
+    sent_at: String,
+    decision: String,
+}
+
 fn nonempty(field: &str, value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err(format!("`{field}` is empty"));
@@ -136,9 +145,27 @@ pub(super) fn parse(body: &[u8]) -> Result<(SupplierMessage, Value), String> {
                 },
             }
         }
+        "check_decision" => {
+            let wire: WireCheckDecision = serde_json::from_value(rest).map_err(invalid)?;
+            head(&wire.key, &wire.shipment_id, &wire.sent_at)?;
+            if !matches!(wire.decision.as_str(), "replace" | "repack") {
+                return Err(format!(
+                    "`decision` is `{}`; expected replace or repack",
+                    wire.decision
+                ));
+            }
+            SupplierMessage {
+                key: wire.key,
+                shipment_id: wire.shipment_id,
+                sent_at: wire.sent_at,
+                body: MessageBody::CheckDecision {
+                    action: wire.decision,
+                },
+            }
+        }
         other => {
             return Err(format!(
-                "unknown `type` `{other}` (expected submission, amendment, cancellation or decision)"
+                "unknown `type` `{other}` (expected submission, amendment, cancellation, decision or check_decision)"
             ));
         }
     };
