@@ -91,6 +91,7 @@ const SUPPLIER_KEYS: &[&str] = &[
 const WORKFLOW_KEYS: &[&str] = &[
     "hold_on_exceptions",
     "notify_merchant",
+    "notify_customer",
     "route_orders_created_after",
 ];
 
@@ -391,6 +392,9 @@ pub struct WorkflowConfig {
     /// The `notifyMerchant` flag of `fulfillmentOrderHold`: whether Shopify also notifies the
     /// merchant about each hold shipgate places.
     pub notify_merchant: bool,
+    /// Whether Shopify e-mails the customer the shipping confirmation when shipgate creates a
+    /// fulfillment (`notifyCustomer`). Default true.
+    pub notify_customer: bool,
     /// Only orders created at or after this instant are routed to suppliers. Unset: those
     /// created after shipgate first planned an order of the shop, so that connecting a store
     /// does not send its backlog (handled elsewhere until then) to suppliers.
@@ -402,6 +406,7 @@ impl Default for WorkflowConfig {
         WorkflowConfig {
             hold_on_exceptions: true,
             notify_merchant: false,
+            notify_customer: true,
             route_orders_created_after: None,
         }
     }
@@ -780,6 +785,7 @@ impl Walker<'_> {
                 defaults.hold_on_exceptions,
             ),
             notify_merchant: self.boolean(t, p, "notify_merchant", defaults.notify_merchant),
+            notify_customer: self.boolean(t, p, "notify_customer", defaults.notify_customer),
             route_orders_created_after: match t.get("route_orders_created_after") {
                 None => None,
                 Some(value) => {
@@ -2912,6 +2918,7 @@ mod tests {
             WorkflowConfig {
                 hold_on_exceptions: false,
                 notify_merchant: true,
+                notify_customer: true,
                 route_orders_created_after: Some(
                     crate::order::Timestamp::parse("2026-11-01T00:00:00Z").unwrap()
                 ),
@@ -2959,6 +2966,7 @@ mod tests {
             WorkflowConfig {
                 hold_on_exceptions: true,
                 notify_merchant: false,
+                notify_customer: true,
                 route_orders_created_after: None,
             }
         );

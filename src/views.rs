@@ -754,6 +754,23 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
         EvidenceKind::Abandoned { reason } => {
             ("abandoned".to_string(), format!("given up: {reason}"), None)
         }
+        EvidenceKind::FulfillmentIntended { key, lines, .. } => (
+            "fulfillment_intended".to_string(),
+            format!(
+                "the gate opened ({key}): {}",
+                lines
+                    .iter()
+                    .map(|(l, q)| format!("{q} × {l}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None,
+        ),
+        EvidenceKind::FulfillmentCreated { fulfillment_id, .. } => (
+            "fulfillment_created".to_string(),
+            format!("fulfilled in Shopify as {fulfillment_id}"),
+            None,
+        ),
         EvidenceKind::DeviationApproved { check, reason } => (
             "deviation_approved".to_string(),
             format!("failed check {check} accepted as a deviation: {reason}"),
@@ -800,6 +817,10 @@ fn effect_row(e: &Effect) -> EffectRow {
             ..
         }
         | Action::ReleaseHold {
+            fulfillment_order_id,
+            ..
+        }
+        | Action::CreateFulfillment {
             fulfillment_order_id,
             ..
         } => fulfillment_order_id.clone(),
@@ -1181,6 +1202,7 @@ impl Operations {
                 | Action::ReleaseHold { exception_id, .. } => {
                     exceptions.iter().any(|e| e.id == *exception_id)
                 }
+                Action::CreateFulfillment { shipment_id, .. } => *shipment_id == id,
             };
             if about {
                 effects.push(effect_row(&effect));

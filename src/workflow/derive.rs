@@ -16,6 +16,10 @@ use crate::suppliers::EventKind;
 pub enum ShipmentStatus {
     Cancelled,
     Held,
+    /// Fulfilled in Shopify and delivered, as the carrier says.
+    Delivered,
+    /// Fulfilled in Shopify (with tracking) for every quantity.
+    Fulfilled,
     /// Every parcel was accepted by its carrier: the write-back to Shopify may go (the gate
     /// decides what exactly).
     Ready,
@@ -34,6 +38,8 @@ impl ShipmentStatus {
             ShipmentStatus::Cancelled => "cancelled",
             ShipmentStatus::Held => "held",
             ShipmentStatus::Ready => "ready",
+            ShipmentStatus::Fulfilled => "fulfilled",
+            ShipmentStatus::Delivered => "delivered",
             ShipmentStatus::AwaitingAcceptance => "awaiting_acceptance",
             ShipmentStatus::AwaitingLabel => "awaiting_label",
             ShipmentStatus::AwaitingPacking => "awaiting_packing",
@@ -411,6 +417,98 @@ pub fn failed_check(shipment: &Shipment) -> Option<&str> {
         .map(|(id, _)| id)
 }
 
+/// The parcels as packed (the latest report of each), by parcel id: (line item id, quantity).
+pub fn parcels(shipment: &Shipment) -> BTreeMap<String, Vec<(String, i64)>> {
+    let mut parcels: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    for e in canonical(shipment) {
+        if let EvidenceKind::Supplier(ev) = &e.kind
+            && let EventKind::Packed { parcels: packed } = &ev.kind
+        {
+            for p in packed {
+                parcels.insert(
+                    p.parcel_id.clone(),
+                    p.lines
+                        .iter()
+                        .map(|l| (l.line_id.clone(), l.quantity))
+                        .collect(),
+                );
+            }
+        }
+    }
+    parcels
+}
+
+/// The labels: (parcel id, carrier, tracking number, tracking URL). A label that names no
+/// parcel is for the only parcel there is.
+pub fn labels(shipment: &Shipment) -> Vec<(Option<String>, String, String, Option<String>)> {
+    let parcels = parcels(shipment);
+    let only = (parcels.len() == 1)
+        .then(|| parcels.keys().next().cloned())
+        .flatten();
+    canonical(shipment)
+        .into_iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::Supplier(ev) => match &ev.kind {
+                EventKind::LabelCreated {
+                    parcel_id,
+                    carrier,
+                    tracking_number,
+                    tracking_url,
+                } => Some((
+                    parcel_id.clone().or_else(|| only.clone()),
+                    carrier.clone(),
+                    tracking_number.clone(),
+                    tracking_url.clone(),
+                )),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Passed quantities per line item of the latest check, when it passed or its deviation was
+/// accepted; empty otherwise.
+pub fn passed_quantities(shipment: &Shipment) -> BTreeMap<String, i64> {
+    let Some((id, passed)) = latest_check(shipment) else {
+        return BTreeMap::new();
+    };
+    if !passed && !deviation_approved(shipment, id) {
+        return BTreeMap::new();
+    }
+    let json = shipment.evidence.iter().find_map(|e| match &e.kind {
+        EvidenceKind::Supplier(ev) if e.id == id => match &ev.kind {
+            EventKind::CheckReported { check_json } => Some(check_json.clone()),
+            _ => None,
+        },
+        _ => None,
+    });
+    let mut out = BTreeMap::new();
+    if let Some(value) = json.and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()) {
+        for line in value["lines"].as_array().into_iter().flatten() {
+            if let (Some(line_id), Some(q)) =
+                (line["line_id"].as_str(), line["quantity_passed"].as_i64())
+            {
+                *out.entry(line_id.to_string()).or_insert(0) += q;
+            }
+        }
+    }
+    out
+}
+
+/// Quantities per fulfillment-order line that the gate already let through (intended).
+pub fn intended_fulfilments(shipment: &Shipment) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for e in &shipment.evidence {
+        if let EvidenceKind::FulfillmentIntended { lines, .. } = &e.kind {
+            for (fol, q) in lines {
+                *out.entry(fol.clone()).or_insert(0) += q;
+            }
+        }
+    }
+    out
+}
+
 /// Parcels by id (the latest report of each), and whether they cover every current line.
 fn packing(shipment: &Shipment) -> (Vec<String>, bool) {
     let mut parcels: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
@@ -506,6 +604,44 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
         .any(|e| e.is_open() && e.subject.shipment_id.as_deref() == Some(&shipment.id))
     {
         return ShipmentStatus::Held;
+    }
+    let intended: Vec<&str> = shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::FulfillmentIntended { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let created = |key: &str| {
+        has(
+            shipment,
+            |k| matches!(k, EvidenceKind::FulfillmentCreated { key: k2, .. } if k2 == key),
+        )
+    };
+    if !intended.is_empty() && intended.iter().all(|k| created(k)) {
+        let done = intended_fulfilments(shipment);
+        let all = shipment.lines.iter().all(|l| {
+            let current = current_lines(shipment)
+                .iter()
+                .find(|(id, _)| *id == l.line_item_id)
+                .map(|(_, q)| *q)
+                .unwrap_or(0);
+            done.get(&l.fulfillment_order_line_id).copied().unwrap_or(0) >= current
+        });
+        if all {
+            let delivered = labels(shipment).iter().all(|(_, _, number, _)| {
+                has(shipment, |k| {
+                    matches!(k, EvidenceKind::Carrier(ev) if ev.tracking_number == *number
+                        && ev.normalized == crate::tracking::Normalized::Delivered)
+                })
+            });
+            return if delivered {
+                ShipmentStatus::Delivered
+            } else {
+                ShipmentStatus::Fulfilled
+            };
+        }
     }
     let (parcels, packed) = packing(shipment);
     if packed && labelled(shipment, &parcels) {

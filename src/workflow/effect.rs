@@ -31,6 +31,16 @@ pub enum Action {
         handle: String,
         exception_id: String,
     },
+    /// `fulfillmentCreate` for quantities the gate let through (one location per call).
+    CreateFulfillment {
+        shipment_id: String,
+        fulfillment_order_id: String,
+        lines: Vec<(String, i64)>,
+        tracking_company: Option<String>,
+        tracking_numbers: Vec<String>,
+        tracking_urls: Vec<String>,
+        notify_customer: bool,
+    },
 }
 
 impl Action {
@@ -46,6 +56,7 @@ impl Action {
             },
             Action::PlaceHold { .. } => "shopify_hold",
             Action::ReleaseHold { .. } => "shopify_release_hold",
+            Action::CreateFulfillment { .. } => "shopify_fulfillment",
         }
     }
 }

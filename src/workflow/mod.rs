@@ -49,6 +49,8 @@ pub struct WorkflowSettings {
     pub hold_on_exceptions: bool,
     /// Whether Shopify notifies the merchant of a hold.
     pub notify_merchant: bool,
+    /// Whether Shopify e-mails the customer when shipgate creates a fulfillment.
+    pub notify_customer: bool,
     /// Orders created before this (Unix ms) are mirrored but not routed. None: before the
     /// shop's routing start, the first time shipgate planned an order of the shop.
     pub route_orders_created_after_ms: Option<i64>,
@@ -60,6 +62,7 @@ impl WorkflowSettings {
         WorkflowSettings {
             hold_on_exceptions: config.hold_on_exceptions,
             notify_merchant: config.notify_merchant,
+            notify_customer: config.notify_customer,
             route_orders_created_after_ms: config
                 .route_orders_created_after
                 .as_ref()
@@ -73,6 +76,7 @@ impl Default for WorkflowSettings {
         WorkflowSettings {
             hold_on_exceptions: true,
             notify_merchant: false,
+            notify_customer: true,
             route_orders_created_after_ms: None,
         }
     }
@@ -775,6 +779,18 @@ impl Workflow {
                     }
                 }
             }
+            (
+                Action::CreateFulfillment { shipment_id, .. },
+                EffectState::Done { reference, .. },
+            ) => {
+                if let Some(shipment) = case.shipment_mut(shipment_id) {
+                    shipment.record(outcome(EvidenceKind::FulfillmentCreated {
+                        key: effect.key.clone(),
+                        fulfillment_id: reference.clone().unwrap_or_default(),
+                    }));
+                }
+            }
+            (Action::CreateFulfillment { .. }, _) => {}
             (Action::ReleaseHold { exception_id, .. }, state) => {
                 if let Some(hold) = case
                     .exceptions

@@ -105,6 +105,16 @@ pub enum EvidenceKind {
     /// The owner accepted a failed check's deviation (naming the check's evidence id); the
     /// approver is the evidence's actor, the reason its text.
     DeviationApproved { check: String, reason: String },
+    /// The gate opened for these quantities: a fulfillment is to be created in Shopify
+    /// (fulfillment-order line id, quantity), with the tracking of these parcels.
+    FulfillmentIntended {
+        key: String,
+        fulfillment_order_id: String,
+        lines: Vec<(String, i64)>,
+        parcels: Vec<String>,
+    },
+    /// Shopify has the fulfillment.
+    FulfillmentCreated { key: String, fulfillment_id: String },
 }
 
 /// One evidence record: append-only, each with actor, time and source.

@@ -19,7 +19,7 @@ use super::model::{
     Actor, Closed, Decided, Decision, Evidence, EvidenceKind, Exception, ExceptionKind, HoldRecord,
     HoldState, LineRule, OrderCase, Shipment, ShipmentLine, Source, Subject,
 };
-use super::{Routes, WorkflowSettings};
+use super::{Routes, WorkflowSettings, gate};
 use crate::order::{
     FulfillmentOrder, FulfillmentOrderLine, FulfillmentOrderStatus, LineItem, OrderMirror,
 };
@@ -144,7 +144,152 @@ pub fn settle(
     }
     let cancelled = order.is_some_and(|o| o.is_cancelled());
     reconcile_exceptions(case, conditions, cancelled, ctx, &mut changes)?;
+    if let Some(order) = order {
+        write_back(case, order, ctx, &mut changes)?;
+    }
     Ok(changes)
+}
+
+/// What the gate sees of one shipment: the facts derived from its evidence and the mirror.
+fn gate_input(case: &OrderCase, shipment: &Shipment, order: &OrderMirror) -> gate::GateInput {
+    let current = derive::current_lines(shipment);
+    let lines = shipment
+        .lines
+        .iter()
+        .filter_map(|l| {
+            current
+                .iter()
+                .find(|(id, _)| *id == l.line_item_id)
+                .map(|(_, q)| gate::GateLine {
+                    fulfillment_order_line_id: l.fulfillment_order_line_id.clone(),
+                    line_item_id: l.line_item_id.clone(),
+                    quantity: *q,
+                })
+        })
+        .collect();
+    let accepted: Vec<String> = derive::acceptances(shipment)
+        .into_iter()
+        .filter(|(_, a)| a.is_some())
+        .map(|(number, _)| number)
+        .collect();
+    let labels = derive::labels(shipment);
+    let parcels = derive::parcels(shipment)
+        .into_iter()
+        .map(|(parcel_id, lines)| gate::GateParcel {
+            accepted: labels.iter().any(|(p, _, number, _)| {
+                p.as_deref() == Some(parcel_id.as_str()) && accepted.contains(number)
+            }),
+            parcel_id,
+            lines,
+        })
+        .collect();
+    let intended = derive::intended_fulfilments(shipment);
+    let fulfilled = shipment
+        .lines
+        .iter()
+        .filter_map(|l| {
+            intended
+                .get(&l.fulfillment_order_line_id)
+                .map(|q| (l.line_item_id.clone(), *q))
+        })
+        .collect();
+    let fulfillment_order = order
+        .fulfillment_orders
+        .iter()
+        .find(|f| f.id == shipment.fulfillment_order_id)
+        .map(|f| gate::GateFulfillmentOrder {
+            id: f.id.clone(),
+            location_id: f.location_id.clone(),
+            open: matches!(
+                f.status,
+                FulfillmentOrderStatus::Open | FulfillmentOrderStatus::InProgress
+            ),
+            held: !f.holds.is_empty() || f.status == FulfillmentOrderStatus::OnHold,
+            remaining: f
+                .lines
+                .iter()
+                .map(|l| (l.id.clone(), l.remaining_quantity))
+                .collect(),
+        });
+    gate::GateInput {
+        lines,
+        passed: derive::passed_quantities(shipment),
+        parcels,
+        fulfilled,
+        open_exception: case
+            .exceptions
+            .iter()
+            .any(|e| e.is_open() && e.subject.shipment_id.as_deref() == Some(&shipment.id)),
+        order_cancelled: order.is_cancelled(),
+        fulfillment_order,
+    }
+}
+
+/// The write-back (invariant 3): for every shipment, what the gate lets through becomes a
+/// `fulfillmentCreate` intent with the tracking of the accepted parcels. The intent is recorded
+/// on the shipment too, so the same quantities never pass the gate twice.
+fn write_back(
+    case: &mut OrderCase,
+    order: &OrderMirror,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for index in 0..case.shipments.len() {
+        let shipment = &case.shipments[index];
+        if derive::is_cancelled(shipment) {
+            continue;
+        }
+        let Ok(decision) = gate::fulfillable(&gate_input(case, shipment, order)) else {
+            continue;
+        };
+        let n = shipment
+            .evidence
+            .iter()
+            .filter(|e| matches!(e.kind, EvidenceKind::FulfillmentIntended { .. }))
+            .count()
+            + 1;
+        let key = format!("{}.f{n}", shipment.id);
+        let labels: Vec<_> = derive::labels(shipment)
+            .into_iter()
+            .filter(|(p, ..)| p.as_ref().is_some_and(|p| decision.parcels.contains(p)))
+            .collect();
+        let company = labels.first().map(|(_, carrier, ..)| carrier.clone());
+        let numbers: Vec<String> = labels.iter().map(|(_, _, n, _)| n.clone()).collect();
+        let urls: Vec<String> = labels.iter().filter_map(|(.., u)| u.clone()).collect();
+        let shipment_id = shipment.id.clone();
+        tracing::info!(shipment = %shipment_id, order = %case.order_name, key = %key,
+            "the gate opened: fulfillment intended");
+        case.shipments[index].record(ctx.evidence(
+            format!("{key}.intended"),
+            EvidenceKind::FulfillmentIntended {
+                key: key.clone(),
+                fulfillment_order_id: decision.fulfillment_order_id.clone(),
+                lines: decision.lines.clone(),
+                parcels: decision.parcels.clone(),
+            },
+        ));
+        let effect = ctx.effect(
+            case,
+            key,
+            hold_stream(&decision.fulfillment_order_id),
+            Action::CreateFulfillment {
+                shipment_id,
+                fulfillment_order_id: decision.fulfillment_order_id,
+                lines: decision.lines,
+                tracking_company: company,
+                // Shopify matches URLs to numbers by position: only when every number has one.
+                tracking_urls: if urls.len() == numbers.len() {
+                    urls
+                } else {
+                    Vec::new()
+                },
+                tracking_numbers: numbers,
+                notify_customer: ctx.settings.notify_customer,
+            },
+        )?;
+        changes.new_effects.push(effect);
+    }
+    Ok(())
 }
 
 /// The live shipments carrying an order line: (shipment index, current quantity).

@@ -27,8 +27,8 @@ use crate::order::OrderMirror;
 use crate::shopify::client::{ShopifyClient, ShopifyError};
 use crate::shopify::convert::{self, Fetched};
 use crate::shopify::ops::{
-    FulfillmentOrderHold, FulfillmentOrderReleaseHold, OrdersByIds, fulfillment_order_release_hold,
-    orders_by_ids,
+    FulfillmentCreate, FulfillmentOrderHold, FulfillmentOrderReleaseHold, OrdersByIds,
+    fulfillment_order_release_hold, orders_by_ids,
 };
 use crate::store::StoreError;
 use crate::store::cases::CaseWrite;
@@ -450,6 +450,42 @@ impl Sender {
                     Err(e) => shopify_outcome(e),
                 }
             }
+            Action::CreateFulfillment {
+                fulfillment_order_id,
+                lines,
+                tracking_company,
+                tracking_numbers,
+                tracking_urls,
+                notify_customer,
+                ..
+            } => {
+                let Some(client) = self.shops.get(&effect.shop) else {
+                    return SendOutcome::Refused {
+                        reason: format!("no Admin API credentials for {}", effect.shop),
+                    };
+                };
+                let request = convert::FulfillmentRequest {
+                    lines_by_fulfillment_order: vec![(fulfillment_order_id.clone(), lines.clone())],
+                    notify_customer: *notify_customer,
+                    tracking_company: tracking_company.clone(),
+                    tracking_numbers: tracking_numbers.clone(),
+                    tracking_urls: tracking_urls.clone(),
+                    message: None,
+                };
+                let variables = convert::fulfillment_create_variables(&request);
+                match client.run::<FulfillmentCreate>(variables, 1).await {
+                    Ok(data) => match data.fulfillment_create.and_then(|p| p.fulfillment) {
+                        Some(fulfillment) => SendOutcome::Accepted {
+                            supplier_ref: Some(fulfillment.id),
+                        },
+                        None => SendOutcome::Retry {
+                            reason: "Shopify returned no fulfillment".into(),
+                            maybe_delivered: true,
+                        },
+                    },
+                    Err(e) => shopify_outcome(e),
+                }
+            }
             Action::ReleaseHold {
                 fulfillment_order_id,
                 handle,
@@ -513,6 +549,30 @@ impl Sender {
             } => self.find_hold(effect, fulfillment_order_id, handle).await,
             // A release always reads first anyway.
             Action::ReleaseHold { .. } => Remote::HasNot,
+            // Shopify has no idempotency key for fulfillments: ours is the one carrying our
+            // tracking numbers.
+            Action::CreateFulfillment {
+                tracking_numbers, ..
+            } => {
+                let Some(client) = self.shops.get(&effect.shop) else {
+                    return Remote::HasNot;
+                };
+                match fetch_order(client, &effect.shop, &effect.order_gid).await {
+                    Ok(Some(order)) => order
+                        .fulfillments
+                        .iter()
+                        .find(|f| {
+                            f.tracking.iter().any(|t| {
+                                t.number
+                                    .as_ref()
+                                    .is_some_and(|n| tracking_numbers.contains(n))
+                            })
+                        })
+                        .map_or(Remote::HasNot, |f| Remote::Has(Some(f.id.clone()))),
+                    Ok(None) => Remote::HasNot,
+                    Err(e) => Remote::Unknown(e),
+                }
+            }
         }
     }
 

@@ -821,3 +821,62 @@ async fn carrier_acceptance_makes_a_labelled_shipment_ready_and_false_positives_
         "{why:?}"
     );
 }
+
+/// The whole path: order, supplier, check, pack, label, the carrier's acceptance, and only then
+/// a Shopify fulfillment with tracking; delivered at the end.
+#[tokio::test]
+async fn the_fulfillment_is_written_back_only_after_a_check_and_the_carriers_acceptance() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 2)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    // The agent packs and labels, the carrier has nothing yet: no fulfillment.
+    let number = s.acme.ship(&sg).unwrap();
+    s.settle().await;
+    assert!(s.sandbox().fulfillments(&order).is_empty());
+
+    // A whole, passing check recorded by the operator for the agent.
+    let check = serde_json::json!({
+        "id": "qc-1", "type": "check_reported", "shipment_id": sg,
+        "occurred_at": shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64).text,
+        "check": {
+            "inspector": {"name": "Li Wei", "organisation": "Acme Sourcing"},
+            "checked_at": shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64).text,
+            "method": "every_unit",
+            "lines": [{"line_id": line, "found_sku": "MUG-RED", "quantity_checked": 2, "quantity_passed": 2}],
+            "result": "pass", "disposition": "ship"
+        }
+    });
+    let event =
+        shipgate::suppliers::SupplierEvent::from_json(check.to_string().as_bytes()).unwrap();
+    s.daemon()
+        .workflow()
+        .record_event("acme", event, Actor::Operator("qc".into()))
+        .await
+        .unwrap();
+    s.settle().await;
+    assert!(
+        s.sandbox().fulfillments(&order).is_empty(),
+        "checked and labelled, but no carrier scan yet"
+    );
+
+    s.tracker
+        .accept_and_deliver(&number, "ups", shipgate::delivery::now_ms() as i64);
+    s.tracker.flush().await;
+    s.daemon().wait_idle().await;
+    s.settle().await;
+    let fulfillments = s.sandbox().fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    let tracking = &fulfillments[0]["trackingInfo"];
+    assert!(tracking.to_string().contains(&number), "{tracking}");
+    assert_eq!(fulfillments[0]["origin"], "app");
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Delivered)]
+    );
+    // Settling again writes nothing more back.
+    s.settle().await;
+    assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+}
