@@ -766,6 +766,23 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
             ),
             None,
         ),
+        EvidenceKind::FulfillmentRefused { key, reason } => (
+            "fulfillment_refused".to_string(),
+            format!("Shopify refused {key}: {reason}"),
+            None,
+        ),
+        EvidenceKind::FulfillmentRefusalDecided { key, retry } => (
+            "fulfillment_refusal_decided".to_string(),
+            format!(
+                "{key}: {}",
+                if *retry {
+                    "try again"
+                } else {
+                    "left to be fulfilled by hand"
+                }
+            ),
+            None,
+        ),
         EvidenceKind::FulfillmentCreated { fulfillment_id, .. } => (
             "fulfillment_created".to_string(),
             format!("fulfilled in Shopify as {fulfillment_id}"),

@@ -326,6 +326,13 @@ pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
         });
         return out;
     }
+    for (_, reason) in undecided_refusals(shipment) {
+        out.push(Condition {
+            kind: ExceptionKind::WriteBackRefused,
+            subject: subject(None),
+            summary: format!("Shopify refused the fulfillment: {reason}"),
+        });
+    }
     if failed_check(shipment).is_some() {
         out.push(Condition {
             kind: ExceptionKind::CheckFailed,
@@ -496,11 +503,47 @@ pub fn passed_quantities(shipment: &Shipment) -> BTreeMap<String, i64> {
     out
 }
 
-/// Quantities per fulfillment-order line that the gate already let through (intended).
+/// What the owner decided about a refused fulfillment (None: not yet).
+fn refusal_decision(shipment: &Shipment, key: &str) -> Option<bool> {
+    shipment.evidence.iter().find_map(|e| match &e.kind {
+        EvidenceKind::FulfillmentRefusalDecided { key: k, retry } if k == key => Some(*retry),
+        _ => None,
+    })
+}
+
+fn refused(shipment: &Shipment, key: &str) -> bool {
+    has(
+        shipment,
+        |k| matches!(k, EvidenceKind::FulfillmentRefused { key: k2, .. } if k2 == key),
+    )
+}
+
+/// The refused fulfillments nobody decided about yet: (key, Shopify's reason).
+pub fn undecided_refusals(shipment: &Shipment) -> Vec<(String, String)> {
+    shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::FulfillmentRefused { key, reason }
+                if refusal_decision(shipment, key).is_none() =>
+            {
+                Some((key.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Quantities per fulfillment-order line that the gate already let through (intended). A
+/// refused intent stops counting once the owner decided to retry it; one left to be handled by
+/// hand keeps counting, so the gate does not open for it again.
 pub fn intended_fulfilments(shipment: &Shipment) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for e in &shipment.evidence {
-        if let EvidenceKind::FulfillmentIntended { lines, .. } = &e.kind {
+        if let EvidenceKind::FulfillmentIntended { lines, key, .. } = &e.kind {
+            if refused(shipment, key) && refusal_decision(shipment, key) != Some(false) {
+                continue;
+            }
             for (fol, q) in lines {
                 *out.entry(fol.clone()).or_insert(0) += q;
             }
@@ -605,19 +648,25 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
     {
         return ShipmentStatus::Held;
     }
+    // Intents that count: not refused, or refused and left to be fulfilled by hand.
     let intended: Vec<&str> = shipment
         .evidence
         .iter()
         .filter_map(|e| match &e.kind {
-            EvidenceKind::FulfillmentIntended { key, .. } => Some(key.as_str()),
+            EvidenceKind::FulfillmentIntended { key, .. }
+                if !refused(shipment, key) || refusal_decision(shipment, key) == Some(false) =>
+            {
+                Some(key.as_str())
+            }
             _ => None,
         })
         .collect();
     let created = |key: &str| {
-        has(
-            shipment,
-            |k| matches!(k, EvidenceKind::FulfillmentCreated { key: k2, .. } if k2 == key),
-        )
+        refused(shipment, key)
+            || has(
+                shipment,
+                |k| matches!(k, EvidenceKind::FulfillmentCreated { key: k2, .. } if k2 == key),
+            )
     };
     if !intended.is_empty() && intended.iter().all(|k| created(k)) {
         let done = intended_fulfilments(shipment);

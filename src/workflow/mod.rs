@@ -790,6 +790,14 @@ impl Workflow {
                     }));
                 }
             }
+            (Action::CreateFulfillment { shipment_id, .. }, EffectState::Failed { reason, .. }) => {
+                if let Some(shipment) = case.shipment_mut(shipment_id) {
+                    shipment.record(outcome(EvidenceKind::FulfillmentRefused {
+                        key: effect.key.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
             (Action::CreateFulfillment { .. }, _) => {}
             (Action::ReleaseHold { exception_id, .. }, state) => {
                 if let Some(hold) = case

@@ -115,6 +115,11 @@ pub enum EvidenceKind {
     },
     /// Shopify has the fulfillment.
     FulfillmentCreated { key: String, fulfillment_id: String },
+    /// Shopify refused the fulfillment for good (its message).
+    FulfillmentRefused { key: String, reason: String },
+    /// The owner's answer to a refused fulfillment: try again (`retry`), or leave those
+    /// quantities to be handled by hand (`investigate`).
+    FulfillmentRefusalDecided { key: String, retry: bool },
 }
 
 /// One evidence record: append-only, each with actor, time and source.
@@ -154,17 +159,19 @@ pub enum ExceptionKind {
     SubstituteOffered,
     CancelledAfterSubmission,
     CheckFailed,
+    WriteBackRefused,
 }
 
 impl ExceptionKind {
     /// Every kind, for listings and metrics.
-    pub const ALL: [ExceptionKind; 6] = [
+    pub const ALL: [ExceptionKind; 7] = [
         ExceptionKind::UnmappedSku,
         ExceptionKind::SupplierRejected,
         ExceptionKind::Stockout,
         ExceptionKind::SubstituteOffered,
         ExceptionKind::CancelledAfterSubmission,
         ExceptionKind::CheckFailed,
+        ExceptionKind::WriteBackRefused,
     ];
 
     /// The name used in the CLI, the API and metrics.
@@ -176,6 +183,7 @@ impl ExceptionKind {
             ExceptionKind::SubstituteOffered => "substitute_offered",
             ExceptionKind::CancelledAfterSubmission => "cancelled_after_submission",
             ExceptionKind::CheckFailed => "check_failed",
+            ExceptionKind::WriteBackRefused => "write_back_refused",
         }
     }
 
@@ -188,6 +196,7 @@ impl ExceptionKind {
             ExceptionKind::SubstituteOffered => Some("OTHER"),
             ExceptionKind::CancelledAfterSubmission => None,
             ExceptionKind::CheckFailed => Some("OTHER"),
+            ExceptionKind::WriteBackRefused => None,
         }
     }
 
@@ -200,6 +209,7 @@ impl ExceptionKind {
             ExceptionKind::SubstituteOffered => &["approve", "reject"],
             ExceptionKind::CancelledAfterSubmission => &["intercepted", "accept_loss"],
             ExceptionKind::CheckFailed => &["replace", "repack", "approve_deviation", "cancel"],
+            ExceptionKind::WriteBackRefused => &["retry", "investigate"],
         }
     }
 }
@@ -241,6 +251,10 @@ pub enum Decision {
     Repack,
     /// Check failed: ship anyway; the note says who approved it and why.
     ApproveDeviation,
+    /// Write-back refused: try again (after fixing the cause in Shopify).
+    Retry,
+    /// Write-back refused: shipgate stops trying; the owner fulfils those quantities by hand.
+    Investigate,
 }
 
 impl Decision {
@@ -276,9 +290,11 @@ impl Decision {
             "replace" => no_supplier(Decision::Replace)?,
             "repack" => no_supplier(Decision::Repack)?,
             "approve_deviation" => no_supplier(Decision::ApproveDeviation)?,
+            "retry" => no_supplier(Decision::Retry)?,
+            "investigate" => no_supplier(Decision::Investigate)?,
             other => {
                 return Err(format!(
-                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation)"
+                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation, retry, investigate)"
                 ));
             }
         };
@@ -302,6 +318,8 @@ impl Decision {
             Decision::Replace => "replace",
             Decision::Repack => "repack",
             Decision::ApproveDeviation => "approve_deviation",
+            Decision::Retry => "retry",
+            Decision::Investigate => "investigate",
         }
     }
 }

@@ -1218,6 +1218,27 @@ pub fn apply_decision(
                 });
             }
         }
+        Decision::Retry | Decision::Investigate => {
+            let shipment = shipment
+                .as_ref()
+                .expect("write-back exceptions name a shipment");
+            let Some((key, _)) = derive::undecided_refusals(shipment).into_iter().next() else {
+                return Ok(Err(format!(
+                    "{exception_id}: no refused fulfillment is waiting"
+                )));
+            };
+            let retry = decided.decision == Decision::Retry;
+            if let Some(s) = case.shipment_mut(&shipment.id) {
+                s.record(Evidence {
+                    id: format!("{exception_id}.{name}"),
+                    at_ms: ctx.now_ms,
+                    recorded_ms: ctx.now_ms,
+                    actor: decided.by.clone(),
+                    source: Source::Manual,
+                    kind: EvidenceKind::FulfillmentRefusalDecided { key, retry },
+                });
+            }
+        }
         Decision::Reroute { .. } | Decision::Cancel => {
             return Ok(Err(format!(
                 "{exception_id} names no shipment to take lines from"

@@ -880,3 +880,60 @@ async fn the_fulfillment_is_written_back_only_after_a_check_and_the_carriers_acc
     s.settle().await;
     assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
 }
+
+/// A fulfillment Shopify refuses (the merchant held the order meanwhile, and the mirror did not
+/// know yet) opens an exception instead of being retried blindly; `retry` tries again.
+#[tokio::test]
+async fn a_refused_write_back_is_an_exception_and_retried_on_decision() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    let number = s.acme.ship(&sg).unwrap();
+    let now = || shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64).text;
+    let check = serde_json::json!({
+        "id": "qc-1", "type": "check_reported", "shipment_id": sg, "occurred_at": now(),
+        "check": {"inspector": {"name": "Li Wei"}, "checked_at": now(), "method": "every_unit",
+            "lines": [{"line_id": line, "found_sku": "MUG-RED", "quantity_checked": 1, "quantity_passed": 1}],
+            "result": "pass", "disposition": "ship"}
+    });
+    let event =
+        shipgate::suppliers::SupplierEvent::from_json(check.to_string().as_bytes()).unwrap();
+    s.daemon()
+        .workflow()
+        .record_event("acme", event, Actor::Operator("qc".into()))
+        .await
+        .unwrap();
+    s.settle().await;
+
+    // The merchant holds the order; shipgate does not hear of it before the carrier's scan.
+    let fo = s.sandbox().fulfillment_order_ids(&order)[0].clone();
+    s.sandbox().set_webhook_url(None);
+    s.sandbox().merchant_hold(&fo, "OTHER").unwrap();
+    s.tracker
+        .accept_and_deliver(&number, "ups", shipgate::delivery::now_ms() as i64);
+    s.tracker.flush().await;
+    s.daemon().wait_idle().await;
+    s.daemon().workflow().wait_quiet().await.unwrap();
+    assert!(s.sandbox().fulfillments(&order).is_empty());
+    assert_eq!(s.open(&order), vec![ExceptionKind::WriteBackRefused]);
+
+    s.sandbox().merchant_release(&fo).unwrap();
+    s.sandbox()
+        .set_webhook_url(Some(format!("{}/webhooks/shopify", s.synced.app.base)));
+    s.settle().await;
+    assert!(
+        s.sandbox().fulfillments(&order).is_empty(),
+        "not retried blindly"
+    );
+    s.decide(&order, ExceptionKind::WriteBackRefused, Decision::Retry)
+        .await;
+    assert!(s.open(&order).is_empty());
+    assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Delivered)]
+    );
+}
