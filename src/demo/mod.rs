@@ -3,9 +3,11 @@
 //! The demo starts the daemon exactly as `shipgate run` does (port 0, a temporary store), pushes
 //! deliveries through every intake path (valid, duplicate, rotated secret, each kind of bad input,
 //! compliance erasure and export, uninstall, a failing store), mirrors a sandbox shop through lost
-//! webhooks and failing calls, sends its orders to sandbox supplier agents and walks every
-//! supplier exception path (`suppliers.rs`), prints a timeline and a summary, and returns `false`
-//! when any step ended differently than it must. It grows with every part of shipgate that lands.
+//! webhooks and failing calls, sends its orders to sandbox supplier agents, walks every
+//! supplier exception path and the whole way to Shopify (check, pack, label, the carrier's
+//! acceptance from a sandbox tracker, the gated fulfillment) in `suppliers.rs`, prints a timeline
+//! and a summary, and returns `false` when any step ended differently than it must or the gate
+//! was ever bypassed. It grows with every part of shipgate that lands.
 
 mod suppliers;
 
@@ -83,7 +85,10 @@ pub async fn run() -> anyhow::Result<bool> {
             secret: b"demo-la-secret".to_vec(),
         })
         .await?,
+        tracker: crate::sandbox::tracking::SandboxTracker::start(b"demo-aftership-secret".to_vec())
+            .await?,
     };
+    loopback.tracking = vec![("aftership".into(), "demo-aftership-secret".into())];
     // The sample catalogue ships from Shenzhen (location 0) or a Los Angeles 3PL (location 1).
     loopback.suppliers = vec![
         SupplierSpec::http(
@@ -132,6 +137,9 @@ pub async fn run() -> anyhow::Result<bool> {
     agents
         .la
         .set_report_to(format!("{base}/webhooks/suppliers/la-3pl"));
+    agents
+        .tracker
+        .set_report_to(format!("{base}/webhooks/tracking/aftership"));
     let client = reqwest::Client::new();
     println!("shipgate demo: daemon on {base}, store in a temporary folder\n");
     let mut t = Timeline {

@@ -18,6 +18,7 @@ use crate::workflow::model::{Actor, Decision, ExceptionKind, OrderCase};
 pub(super) struct Agents {
     pub shenzhen: SandboxAgent,
     pub la: SandboxAgent,
+    pub tracker: crate::sandbox::tracking::SandboxTracker,
 }
 
 struct Ctx<'a> {
@@ -371,6 +372,115 @@ pub(super) async fn run(
             && agents.la.duplicates() == 0
             && c.statuses(&earbuds) == vec![("la-3pl".into(), ShipmentStatus::AwaitingCheck)],
         format!("{attempts} attempts while down, delivered {delivered} time(s)"),
+    );
+
+    // The whole path: check, pack, label, the carrier's acceptance, then Shopify.
+    let phone = sandbox.create_order(order(&[("PHN-CASE-MAG-IP15", 2)]));
+    c.settle().await?;
+    let case = c
+        .case(&phone)
+        .ok_or_else(|| anyhow::anyhow!("no case for {phone}"))?;
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    let number = agents
+        .shenzhen
+        .ship(&sg)
+        .map_err(|e| anyhow::anyhow!("shipping {sg}: {e:?}"))?;
+    c.settle().await?;
+    let before_check = sandbox.fulfillments(&phone).len();
+    let now = || crate::order::Timestamp::from_unix_ms(crate::delivery::now_ms() as i64).text;
+    let short_check = serde_json::json!({
+        "id": "demo-qc-short", "type": "check_reported", "shipment_id": sg, "occurred_at": now(),
+        "check": {"inspector": {"name": "Li Wei", "organisation": "Shenzhen QC"}, "checked_at": now(),
+            "method": "every_unit",
+            "lines": [{"line_id": line, "found_sku": "PHN-CASE-MAG-IP15", "quantity_checked": 1,
+                       "quantity_passed": 1}],
+            "result": "pass", "disposition": "ship"}
+    });
+    let refused = crate::suppliers::SupplierEvent::from_json(short_check.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map(|event| daemon.workflow().validate_event("shenzhen", &event));
+    let refusal = match refused {
+        Ok(Err(e)) => e.to_string(),
+        other => format!("not refused: {other:?}"),
+    };
+    t.check(
+        "a check that covers 1 of 2 units is refused at the door",
+        refusal.contains("1 of 2 checked"),
+        refusal,
+    );
+    let check = serde_json::json!({
+        "id": "demo-qc-1", "type": "check_reported", "shipment_id": sg, "occurred_at": now(),
+        "check": {"inspector": {"name": "Li Wei", "organisation": "Shenzhen QC"}, "checked_at": now(),
+            "method": "every_unit",
+            "lines": [{"line_id": line, "found_sku": "PHN-CASE-MAG-IP15", "quantity_checked": 2,
+                       "quantity_passed": 2}],
+            "result": "pass", "disposition": "ship"}
+    });
+    let event = crate::suppliers::SupplierEvent::from_json(check.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    daemon
+        .workflow()
+        .record_event("shenzhen", event, Actor::Operator("demo".into()))
+        .await?;
+    c.settle().await?;
+    let before_carrier = sandbox.fulfillments(&phone).len();
+    let label_only = c.statuses(&phone);
+    agents
+        .tracker
+        .gwms_false_positive(&number, "cainiao", crate::delivery::now_ms() as i64);
+    agents.tracker.flush().await;
+    c.settle().await?;
+    let fulfillments = sandbox.fulfillments(&phone);
+    t.check(
+        "nothing reached Shopify before a passing check and the carrier's own pickup scan",
+        before_check == 0
+            && before_carrier == 0
+            && label_only == vec![("shenzhen".into(), ShipmentStatus::AwaitingAcceptance)],
+        format!("checked and labelled: {label_only:?}"),
+    );
+    t.check(
+        "after the carrier's pickup (not the warehouse's GWMS_ACCEPT): one fulfillment with tracking",
+        fulfillments.len() == 1 && fulfillments[0]["trackingInfo"].to_string().contains(&number),
+        format!(
+            "{} fulfillment(s), tracking {}, shipment {:?}",
+            fulfillments.len(),
+            fulfillments
+                .first()
+                .map(|f| f["trackingInfo"].to_string())
+                .unwrap_or_default(),
+            c.statuses(&phone)
+        ),
+    );
+
+    // The gate was never bypassed: every fulfillment shipgate made in Shopify is one the gate
+    // let through, for a shipment with a passing check and its carrier's acceptance.
+    let mut made = 0;
+    let mut unexplained = Vec::new();
+    for id in sandbox.order_ids() {
+        for fulfillment in sandbox.fulfillments(&id) {
+            if fulfillment["origin"] != "app" {
+                continue;
+            }
+            made += 1;
+            let fid = fulfillment["id"].as_str().unwrap_or_default().to_string();
+            let explained = c.case(&id).is_some_and(|case| {
+                case.shipments.iter().any(|s| {
+                    s.evidence.iter().any(|e| {
+                        matches!(&e.kind, crate::workflow::model::EvidenceKind::FulfillmentCreated { fulfillment_id, .. } if *fulfillment_id == fid)
+                    }) && !derive::passed_quantities(s).is_empty()
+                        && derive::acceptances(s).iter().all(|(_, a)| a.is_some())
+                })
+            });
+            if !explained {
+                unexplained.push(fid);
+            }
+        }
+    }
+    t.check(
+        "the gate was never bypassed: every fulfillment shipgate made had a passing check and carrier acceptance",
+        made > 0 && unexplained.is_empty(),
+        format!("{made} fulfillment(s) made by shipgate; unexplained: {unexplained:?}"),
     );
 
     let effects: Vec<_> = daemon.store().effects().collect::<Result<_, _>>()?;

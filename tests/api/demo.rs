@@ -20,6 +20,8 @@ async fn the_demo_passes_every_step() {
         "routed by SKU, submitted once",
         "a stockout opens an exception and holds the order in Shopify",
         "an agent down for a simulated day gets the submission once",
+        "nothing reached Shopify before a passing check and the carrier's own pickup scan",
+        "the gate was never bypassed",
     ] {
         assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
     }
