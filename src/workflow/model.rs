@@ -160,11 +160,12 @@ pub enum ExceptionKind {
     CancelledAfterSubmission,
     CheckFailed,
     WriteBackRefused,
+    FulfilledOutside,
 }
 
 impl ExceptionKind {
     /// Every kind, for listings and metrics.
-    pub const ALL: [ExceptionKind; 7] = [
+    pub const ALL: [ExceptionKind; 8] = [
         ExceptionKind::UnmappedSku,
         ExceptionKind::SupplierRejected,
         ExceptionKind::Stockout,
@@ -172,6 +173,7 @@ impl ExceptionKind {
         ExceptionKind::CancelledAfterSubmission,
         ExceptionKind::CheckFailed,
         ExceptionKind::WriteBackRefused,
+        ExceptionKind::FulfilledOutside,
     ];
 
     /// The name used in the CLI, the API and metrics.
@@ -184,6 +186,7 @@ impl ExceptionKind {
             ExceptionKind::CancelledAfterSubmission => "cancelled_after_submission",
             ExceptionKind::CheckFailed => "check_failed",
             ExceptionKind::WriteBackRefused => "write_back_refused",
+            ExceptionKind::FulfilledOutside => "fulfilled_outside",
         }
     }
 
@@ -196,7 +199,7 @@ impl ExceptionKind {
             ExceptionKind::SubstituteOffered => Some("OTHER"),
             ExceptionKind::CancelledAfterSubmission => None,
             ExceptionKind::CheckFailed => Some("OTHER"),
-            ExceptionKind::WriteBackRefused => None,
+            ExceptionKind::WriteBackRefused | ExceptionKind::FulfilledOutside => None,
         }
     }
 
@@ -210,6 +213,7 @@ impl ExceptionKind {
             ExceptionKind::CancelledAfterSubmission => &["intercepted", "accept_loss"],
             ExceptionKind::CheckFailed => &["replace", "repack", "approve_deviation", "cancel"],
             ExceptionKind::WriteBackRefused => &["retry", "investigate"],
+            ExceptionKind::FulfilledOutside => &["acknowledge"],
         }
     }
 }
@@ -255,6 +259,8 @@ pub enum Decision {
     Retry,
     /// Write-back refused: shipgate stops trying; the owner fulfils those quantities by hand.
     Investigate,
+    /// Fulfilled outside shipgate: noted; shipgate writes nothing back for the shipment.
+    Acknowledge,
 }
 
 impl Decision {
@@ -292,9 +298,10 @@ impl Decision {
             "approve_deviation" => no_supplier(Decision::ApproveDeviation)?,
             "retry" => no_supplier(Decision::Retry)?,
             "investigate" => no_supplier(Decision::Investigate)?,
+            "acknowledge" => no_supplier(Decision::Acknowledge)?,
             other => {
                 return Err(format!(
-                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation, retry, investigate)"
+                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation, retry, investigate, acknowledge)"
                 ));
             }
         };
@@ -320,6 +327,7 @@ impl Decision {
             Decision::ApproveDeviation => "approve_deviation",
             Decision::Retry => "retry",
             Decision::Investigate => "investigate",
+            Decision::Acknowledge => "acknowledge",
         }
     }
 }

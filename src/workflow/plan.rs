@@ -129,6 +129,9 @@ pub fn settle(
     sync_revisions(case, ctx, &mut changes)?;
     let mut conditions: Vec<derive::Condition> =
         case.shipments.iter().flat_map(derive::conditions).collect();
+    if let Some(order) = order {
+        conditions.extend(fulfilled_outside(case, order));
+    }
     match unmapped {
         Some(found) => conditions.extend(found),
         // Without the order, unmapped lines cannot be re-examined: those open stay open.
@@ -148,6 +151,85 @@ pub fn settle(
         write_back(case, order, ctx, &mut changes)?;
     }
     Ok(changes)
+}
+
+/// Fulfillments in Shopify that shipgate did not make, on a fulfillment order that a live,
+/// not yet fulfilled shipment of ours covers: someone fulfilled it by hand or with another app.
+/// Writing back as well would fulfil it twice, so it is an exception instead.
+fn fulfilled_outside(case: &OrderCase, order: &OrderMirror) -> Vec<derive::Condition> {
+    let ours: Vec<&str> = case
+        .shipments
+        .iter()
+        .flat_map(|s| &s.evidence)
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::FulfillmentCreated { fulfillment_id, .. } => {
+                Some(fulfillment_id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    // One of ours whose outcome is not recorded yet (its answer on the way, or lost) carries
+    // our tracking numbers: that is how Shopify's copy is told apart, as the outbox does.
+    let our_numbers: Vec<String> = case
+        .shipments
+        .iter()
+        .flat_map(derive::labels)
+        .map(|(_, _, number, _)| number)
+        .collect();
+    let outside: Vec<&str> = order
+        .fulfillments
+        .iter()
+        .filter(|f| {
+            !ours.contains(&f.id.as_str())
+                && !f
+                    .tracking
+                    .iter()
+                    .any(|t| t.number.as_ref().is_some_and(|n| our_numbers.contains(n)))
+        })
+        .map(|f| f.id.as_str())
+        .collect();
+    if outside.is_empty() {
+        return Vec::new();
+    }
+    case.shipments
+        .iter()
+        .filter(|s| {
+            !derive::is_cancelled(s)
+                && !matches!(
+                    derive::status(s, &[]),
+                    derive::ShipmentStatus::Fulfilled | derive::ShipmentStatus::Delivered
+                )
+                && !s.evidence.iter().any(|e| {
+                    matches!(&e.kind, EvidenceKind::Abandoned { reason } if reason.contains("fulfilled outside"))
+                })
+                // Covered by the fulfillment: Shopify no longer has the shipment's quantities open.
+                && order
+                    .fulfillment_orders
+                    .iter()
+                    .find(|f| f.id == s.fulfillment_order_id)
+                    .is_none_or(|fo| {
+                        s.lines.iter().all(|l| {
+                            fo.lines
+                                .iter()
+                                .find(|fl| fl.id == l.fulfillment_order_line_id)
+                                .is_none_or(|fl| fl.remaining_quantity == 0)
+                        })
+                    })
+        })
+        .map(|s| derive::Condition {
+            kind: ExceptionKind::FulfilledOutside,
+            subject: Subject {
+                fulfillment_order_id: s.fulfillment_order_id.clone(),
+                shipment_id: Some(s.id.clone()),
+                line_item_id: None,
+            },
+            summary: format!(
+                "Shopify shows the order fulfilled outside shipgate ({}) while {} still has the shipment",
+                outside.join(", "),
+                s.supplier
+            ),
+        })
+        .collect()
 }
 
 /// What the gate sees of one shipment: the facts derived from its evidence and the mirror.
@@ -1215,6 +1297,23 @@ pub fn apply_decision(
                     actor: decided.by.clone(),
                     source: Source::Manual,
                     kind: EvidenceKind::DeviationApproved { check, reason },
+                });
+            }
+        }
+        Decision::Acknowledge => {
+            let shipment = shipment
+                .as_ref()
+                .expect("fulfilled-outside exceptions name a shipment");
+            if let Some(s) = case.shipment_mut(&shipment.id) {
+                s.record(Evidence {
+                    id: format!("{exception_id}.acknowledge"),
+                    at_ms: ctx.now_ms,
+                    recorded_ms: ctx.now_ms,
+                    actor: decided.by.clone(),
+                    source: Source::Manual,
+                    kind: EvidenceKind::Abandoned {
+                        reason: "fulfilled outside shipgate; acknowledged".into(),
+                    },
                 });
             }
         }

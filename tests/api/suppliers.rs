@@ -937,3 +937,31 @@ async fn a_refused_write_back_is_an_exception_and_retried_on_decision() {
         vec![("acme".into(), ShipmentStatus::Delivered)]
     );
 }
+
+/// A fulfillment made in Shopify by hand while the supplier still has the shipment opens an
+/// exception; shipgate does not fulfil it a second time.
+#[tokio::test]
+async fn a_fulfillment_made_outside_shipgate_is_an_exception_not_a_duplicate() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let fo = s.sandbox().fulfillment_order_ids(&order)[0].clone();
+    s.sandbox()
+        .fulfill_outside(&fo, "9400111899223197428490")
+        .unwrap();
+    s.settle().await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::FulfilledOutside]);
+    assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+    s.decide(
+        &order,
+        ExceptionKind::FulfilledOutside,
+        Decision::Acknowledge,
+    )
+    .await;
+    assert!(s.open(&order).is_empty());
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Cancelled)]
+    );
+    assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+}
