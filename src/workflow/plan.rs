@@ -1200,20 +1200,18 @@ pub fn apply_decision(
             // Keyed by the exception, not by the supplier's event id, which need not be safe in
             // a header.
             let key = format!("{exception_id}.{verb}");
-            if let Some(s) = case.shipment_mut(&shipment.id) {
-                s.record(Evidence {
-                    id: format!("{key}.decided"),
-                    at_ms: ctx.now_ms,
-                    recorded_ms: ctx.now_ms,
-                    actor: decided.by.clone(),
-                    source: Source::Manual,
-                    kind: EvidenceKind::SubstituteDecided {
-                        line_item_id: line.clone(),
-                        offer,
-                        approve,
-                    },
-                });
-            }
+            record_decision(
+                case,
+                &shipment.id,
+                format!("{key}.decided"),
+                &decided,
+                EvidenceKind::SubstituteDecided {
+                    line_item_id: line.clone(),
+                    offer,
+                    approve,
+                },
+                ctx,
+            );
             let message = SupplierMessage {
                 key: key.clone(),
                 shipment_id: shipment.id.clone(),
@@ -1237,18 +1235,16 @@ pub fn apply_decision(
             let shipment = shipment
                 .as_ref()
                 .expect("cancellation exceptions name a shipment");
-            if let Some(s) = case.shipment_mut(&shipment.id) {
-                s.record(Evidence {
-                    id: format!("{exception_id}.{name}"),
-                    at_ms: ctx.now_ms,
-                    recorded_ms: ctx.now_ms,
-                    actor: decided.by.clone(),
-                    source: Source::Manual,
-                    kind: EvidenceKind::Abandoned {
-                        reason: format!("decided: {name}"),
-                    },
-                });
-            }
+            record_decision(
+                case,
+                &shipment.id,
+                format!("{exception_id}.{name}"),
+                &decided,
+                EvidenceKind::Abandoned {
+                    reason: format!("decided: {name}"),
+                },
+                ctx,
+            );
         }
         Decision::Replace | Decision::Repack => {
             let shipment = shipment
@@ -1289,33 +1285,29 @@ pub fn apply_decision(
                         .to_string(),
                 ));
             };
-            if let Some(s) = case.shipment_mut(&shipment.id) {
-                s.record(Evidence {
-                    id: format!("{exception_id}.approve_deviation"),
-                    at_ms: ctx.now_ms,
-                    recorded_ms: ctx.now_ms,
-                    actor: decided.by.clone(),
-                    source: Source::Manual,
-                    kind: EvidenceKind::DeviationApproved { check, reason },
-                });
-            }
+            record_decision(
+                case,
+                &shipment.id,
+                format!("{exception_id}.approve_deviation"),
+                &decided,
+                EvidenceKind::DeviationApproved { check, reason },
+                ctx,
+            );
         }
         Decision::Acknowledge => {
             let shipment = shipment
                 .as_ref()
                 .expect("fulfilled-outside exceptions name a shipment");
-            if let Some(s) = case.shipment_mut(&shipment.id) {
-                s.record(Evidence {
-                    id: format!("{exception_id}.acknowledge"),
-                    at_ms: ctx.now_ms,
-                    recorded_ms: ctx.now_ms,
-                    actor: decided.by.clone(),
-                    source: Source::Manual,
-                    kind: EvidenceKind::Abandoned {
-                        reason: "fulfilled outside shipgate; acknowledged".into(),
-                    },
-                });
-            }
+            record_decision(
+                case,
+                &shipment.id,
+                format!("{exception_id}.acknowledge"),
+                &decided,
+                EvidenceKind::Abandoned {
+                    reason: "fulfilled outside shipgate; acknowledged".into(),
+                },
+                ctx,
+            );
         }
         Decision::Retry | Decision::Investigate => {
             let shipment = shipment
@@ -1327,16 +1319,14 @@ pub fn apply_decision(
                 )));
             };
             let retry = decided.decision == Decision::Retry;
-            if let Some(s) = case.shipment_mut(&shipment.id) {
-                s.record(Evidence {
-                    id: format!("{exception_id}.{name}"),
-                    at_ms: ctx.now_ms,
-                    recorded_ms: ctx.now_ms,
-                    actor: decided.by.clone(),
-                    source: Source::Manual,
-                    kind: EvidenceKind::FulfillmentRefusalDecided { key, retry },
-                });
-            }
+            record_decision(
+                case,
+                &shipment.id,
+                format!("{exception_id}.{name}"),
+                &decided,
+                EvidenceKind::FulfillmentRefusalDecided { key, retry },
+                ctx,
+            );
         }
         Decision::Reroute { .. } | Decision::Cancel => {
             return Ok(Err(format!(
@@ -1348,6 +1338,27 @@ pub fn apply_decision(
         e.decision = Some(decided);
     }
     Ok(Ok(()))
+}
+
+/// Records what an operator decided as evidence on the shipment, with the operator as actor.
+fn record_decision(
+    case: &mut OrderCase,
+    shipment_id: &str,
+    id: String,
+    decided: &Decided,
+    kind: EvidenceKind,
+    ctx: &Ctx<'_>,
+) {
+    if let Some(shipment) = case.shipment_mut(shipment_id) {
+        shipment.record(Evidence {
+            id,
+            at_ms: ctx.now_ms,
+            recorded_ms: ctx.now_ms,
+            actor: decided.by.clone(),
+            source: Source::Manual,
+            kind,
+        });
+    }
 }
 
 /// The order line an exception's subject names, in the mirror.
