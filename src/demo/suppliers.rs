@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Timeline;
 use crate::clock::Clock;
 use crate::daemon::Daemon;
-use crate::sandbox::harness::settle;
+use crate::sandbox::harness::{check_event, settle};
 use crate::sandbox::shopify::{NewLine, NewOrder, OrderEdit, SandboxShopify};
 use crate::sandbox::supplier::SandboxAgent;
 use crate::workflow::derive::{self, ShipmentStatus};
@@ -388,37 +388,27 @@ pub(super) async fn run(
         .map_err(|e| anyhow::anyhow!("shipping {sg}: {e:?}"))?;
     c.settle().await?;
     let before_check = sandbox.fulfillments(&phone).len();
-    let now = || crate::order::Timestamp::from_unix_ms(crate::delivery::now_ms() as i64).text;
-    let short_check = serde_json::json!({
-        "id": "demo-qc-short", "type": "check_reported", "shipment_id": sg, "occurred_at": now(),
-        "check": {"inspector": {"name": "Li Wei", "organisation": "Shenzhen QC"}, "checked_at": now(),
-            "method": "every_unit",
-            "lines": [{"line_id": line, "found_sku": "PHN-CASE-MAG-IP15", "quantity_checked": 1,
-                       "quantity_passed": 1}],
-            "result": "pass", "disposition": "ship"}
-    });
-    let refused = crate::suppliers::SupplierEvent::from_json(short_check.to_string().as_bytes())
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .map(|event| daemon.workflow().validate_event("shenzhen", &event));
-    let refusal = match refused {
-        Ok(Err(e)) => e.to_string(),
-        other => format!("not refused: {other:?}"),
+    let short_check = check_event(
+        "demo-qc-short",
+        &sg,
+        &[(&line, "PHN-CASE-MAG-IP15", 1, 1)],
+        "pass",
+    );
+    let refusal = match daemon.workflow().validate_event("shenzhen", &short_check) {
+        Err(e) => e.to_string(),
+        Ok(()) => "not refused".to_string(),
     };
     t.check(
         "a check that covers 1 of 2 units is refused at the door",
         refusal.contains("1 of 2 checked"),
         refusal,
     );
-    let check = serde_json::json!({
-        "id": "demo-qc-1", "type": "check_reported", "shipment_id": sg, "occurred_at": now(),
-        "check": {"inspector": {"name": "Li Wei", "organisation": "Shenzhen QC"}, "checked_at": now(),
-            "method": "every_unit",
-            "lines": [{"line_id": line, "found_sku": "PHN-CASE-MAG-IP15", "quantity_checked": 2,
-                       "quantity_passed": 2}],
-            "result": "pass", "disposition": "ship"}
-    });
-    let event = crate::suppliers::SupplierEvent::from_json(check.to_string().as_bytes())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let event = check_event(
+        "demo-qc-1",
+        &sg,
+        &[(&line, "PHN-CASE-MAG-IP15", 2, 2)],
+        "pass",
+    );
     daemon
         .workflow()
         .record_event("shenzhen", event, Actor::Operator("demo".into()))

@@ -267,6 +267,33 @@ pub async fn settle(
     Ok(false)
 }
 
+/// A `check_reported` event with a whole check recorded now: per line (line item id, SKU
+/// found, quantity checked, quantity passed), and `result` (`pass`, `fail`, …). What an agent or
+/// an operator reports; the demo and the tests use it instead of writing the JSON by hand.
+pub fn check_event(
+    id: &str,
+    shipment_id: &str,
+    lines: &[(&str, &str, i64, i64)],
+    result: &str,
+) -> crate::suppliers::SupplierEvent {
+    let now = crate::order::Timestamp::from_unix_ms(crate::delivery::now_ms() as i64).text;
+    let lines: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|(line_id, sku, checked, passed)| {
+            serde_json::json!({"line_id": line_id, "found_sku": sku,
+                "quantity_checked": checked, "quantity_passed": passed})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "id": id, "type": "check_reported", "shipment_id": shipment_id, "occurred_at": now,
+        "check": {"inspector": {"name": "Li Wei", "organisation": "Sandbox QC"}, "checked_at": now,
+            "method": "every_unit", "lines": lines, "result": result,
+            "disposition": if result == "fail" { "hold" } else { "ship" }}
+    });
+    crate::suppliers::SupplierEvent::from_json(json.to_string().as_bytes())
+        .expect("the sandbox builds valid check events")
+}
+
 /// A TOML basic string.
 fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))

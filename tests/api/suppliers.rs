@@ -144,31 +144,30 @@ impl Supplied {
     /// Lets every party act on what it has until nothing moves: Shopify's webhooks, the mirror,
     /// planning, the outbox at the current clock, and the agents' events.
     async fn settle(&self) {
-        let workflow = self.daemon().workflow();
-        for _ in 0..40 {
-            let before = (
-                workflow.writes(),
-                self.acme.events_sent().len(),
-                self.bravo.events_sent().len(),
-            );
-            self.sandbox().flush_webhooks().await;
-            self.daemon().wait_idle().await;
-            self.synced.sync().await.expect("sync");
-            workflow.wait_quiet().await.unwrap();
-            self.acme.flush_events().await;
-            self.bravo.flush_events().await;
-            self.daemon().wait_idle().await;
-            workflow.wait_quiet().await.unwrap();
-            let after = (
-                workflow.writes(),
-                self.acme.events_sent().len(),
-                self.bravo.events_sent().len(),
-            );
-            if before == after {
-                return;
-            }
-        }
-        panic!("the system did not settle");
+        let settled = shipgate::sandbox::harness::settle(
+            self.daemon(),
+            self.sandbox(),
+            &[&self.acme, &self.bravo],
+            40,
+        )
+        .await
+        .expect("settling");
+        assert!(settled, "the system did not settle");
+    }
+
+    /// Records, as an operator, a whole passing check of one line of a shipment.
+    async fn record_check(&self, shipment_id: &str, line: &str, sku: &str, quantity: i64) {
+        let event = shipgate::sandbox::harness::check_event(
+            "qc-1",
+            shipment_id,
+            &[(line, sku, quantity, quantity)],
+            "pass",
+        );
+        self.daemon()
+            .workflow()
+            .record_event("acme", event, Actor::Operator("qc".into()))
+            .await
+            .unwrap();
     }
 
     fn case(&self, order: &str) -> OrderCase {
@@ -838,24 +837,7 @@ async fn the_fulfillment_is_written_back_only_after_a_check_and_the_carriers_acc
     assert!(s.sandbox().fulfillments(&order).is_empty());
 
     // A whole, passing check recorded by the operator for the agent.
-    let check = serde_json::json!({
-        "id": "qc-1", "type": "check_reported", "shipment_id": sg,
-        "occurred_at": shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64).text,
-        "check": {
-            "inspector": {"name": "Li Wei", "organisation": "Acme Sourcing"},
-            "checked_at": shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64).text,
-            "method": "every_unit",
-            "lines": [{"line_id": line, "found_sku": "MUG-RED", "quantity_checked": 2, "quantity_passed": 2}],
-            "result": "pass", "disposition": "ship"
-        }
-    });
-    let event =
-        shipgate::suppliers::SupplierEvent::from_json(check.to_string().as_bytes()).unwrap();
-    s.daemon()
-        .workflow()
-        .record_event("acme", event, Actor::Operator("qc".into()))
-        .await
-        .unwrap();
+    s.record_check(&sg, &line, "MUG-RED", 2).await;
     s.settle().await;
     assert!(
         s.sandbox().fulfillments(&order).is_empty(),
@@ -892,20 +874,7 @@ async fn a_refused_write_back_is_an_exception_and_retried_on_decision() {
     let sg = case.shipments[0].id.clone();
     let line = case.shipments[0].lines[0].line_item_id.clone();
     let number = s.acme.ship(&sg).unwrap();
-    let now = || shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64).text;
-    let check = serde_json::json!({
-        "id": "qc-1", "type": "check_reported", "shipment_id": sg, "occurred_at": now(),
-        "check": {"inspector": {"name": "Li Wei"}, "checked_at": now(), "method": "every_unit",
-            "lines": [{"line_id": line, "found_sku": "MUG-RED", "quantity_checked": 1, "quantity_passed": 1}],
-            "result": "pass", "disposition": "ship"}
-    });
-    let event =
-        shipgate::suppliers::SupplierEvent::from_json(check.to_string().as_bytes()).unwrap();
-    s.daemon()
-        .workflow()
-        .record_event("acme", event, Actor::Operator("qc".into()))
-        .await
-        .unwrap();
+    s.record_check(&sg, &line, "MUG-RED", 1).await;
     s.settle().await;
 
     // The merchant holds the order; shipgate does not hear of it before the carrier's scan.
