@@ -10,6 +10,8 @@
 
 pub mod shopify;
 pub mod suppliers;
+#[cfg(test)]
+mod test_support;
 pub mod tracking;
 
 use std::collections::HashMap;

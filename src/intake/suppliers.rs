@@ -173,18 +173,14 @@ async fn receive(
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
     use std::sync::atomic::Ordering;
-    use std::task::{Context, Poll};
     use std::time::Duration;
 
-    use axum::Router;
-    use axum::body::{Body, Bytes, HttpBody};
+    use axum::body::Body;
     use axum::http::StatusCode;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     use super::*;
+    use crate::intake::test_support::{TestIntake, counted, send, stalled};
     use crate::intake::{IntakeCounters, IntakeSettings};
     use crate::store::{Store, StoreOptions};
     use crate::suppliers::EventKind;
@@ -224,41 +220,17 @@ mod tests {
         })
     }
 
-    struct TestIntake {
-        _dir: tempfile::TempDir,
-        store: Store,
-        counters: Arc<IntakeCounters>,
-        router: Router,
-    }
-
     fn intake_with(mode: IntakeMode) -> TestIntake {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        let counters = Arc::new(IntakeCounters::default());
-        let intake = Intake::new(
-            store.clone(),
-            [],
-            IntakeSettings {
-                body_limit: LIMIT,
-                body_read_timeout: Duration::from_millis(200),
-                mode,
-            },
-            counters.clone(),
-        )
-        .with_suppliers(
-            [
-                ("acme".to_string(), vec![NEW.to_vec(), OLD.to_vec()]),
-                ("other".to_string(), vec![b"other-secret".to_vec()]),
-                ("unkeyed".to_string(), Vec::new()),
-            ],
-            validator(),
-        );
-        TestIntake {
-            _dir: dir,
-            store,
-            counters,
-            router: intake.router(),
-        }
+        crate::intake::test_support::intake(mode, LIMIT, |intake| {
+            intake.with_suppliers(
+                [
+                    ("acme".to_string(), vec![NEW.to_vec(), OLD.to_vec()]),
+                    ("other".to_string(), vec![b"other-secret".to_vec()]),
+                    ("unkeyed".to_string(), Vec::new()),
+                ],
+                validator(),
+            )
+        })
     }
 
     fn intake() -> TestIntake {
@@ -288,21 +260,6 @@ mod tests {
     fn signed_request(supplier: &str, secret: &[u8], body: Vec<u8>) -> Request {
         let signature = signed(secret, &body);
         request(supplier, Some(&signature), body)
-    }
-
-    async fn send(router: &Router, request: Request) -> (StatusCode, String) {
-        let response = router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    fn counted(counters: &IntakeCounters, topic: &str, result: &str) -> u64 {
-        counters
-            .by_topic()
-            .into_iter()
-            .find(|((t, r), _)| t == topic && *r == result)
-            .map_or(0, |(_, n)| n)
     }
 
     fn origin(supplier: &str) -> Origin {
@@ -395,30 +352,11 @@ mod tests {
         assert_eq!(t.store.delivery_count(), 0);
     }
 
-    /// A body whose sender never sends anything.
-    struct Stalled;
-
-    impl HttpBody for Stalled {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-            Poll::Pending
-        }
-    }
-
     #[tokio::test]
     async fn a_body_that_never_arrives_is_408() {
         let t = intake();
         let signature = signed(NEW, &event("evt_1"));
-        let (status, _) = send(
-            &t.router,
-            request("acme", Some(&signature), Body::new(Stalled)),
-        )
-        .await;
+        let (status, _) = send(&t.router, request("acme", Some(&signature), stalled())).await;
         assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
         assert_eq!(counted(&t.counters, "unverified", "body_timeout"), 1);
     }

@@ -142,19 +142,15 @@ async fn receive(
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
-    use std::task::{Context, Poll};
     use std::time::Duration;
 
-    use axum::Router;
-    use axum::body::{Body, Bytes, HttpBody};
+    use axum::body::Body;
     use axum::http::StatusCode;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     use super::*;
+    use crate::intake::test_support::{TestIntake, counted, send, stalled};
     use crate::intake::{IntakeCounters, IntakeSettings};
     use crate::store::{Store, StoreOptions};
     use crate::tracking::{aftership, seventeen};
@@ -164,34 +160,8 @@ mod tests {
     const OLD: &[u8] = b"aftership-old-secret";
     const KEY: &[u8] = b"17track-key";
 
-    struct TestIntake {
-        _dir: tempfile::TempDir,
-        store: Store,
-        counters: Arc<IntakeCounters>,
-        router: Router,
-    }
-
     fn intake_with(mode: IntakeMode, providers: Vec<(String, Vec<Vec<u8>>)>) -> TestIntake {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        let counters = Arc::new(IntakeCounters::default());
-        let intake = Intake::new(
-            store.clone(),
-            [],
-            IntakeSettings {
-                body_limit: LIMIT,
-                body_read_timeout: Duration::from_millis(200),
-                mode,
-            },
-            counters.clone(),
-        )
-        .with_tracking(providers);
-        TestIntake {
-            _dir: dir,
-            store,
-            counters,
-            router: intake.router(),
-        }
+        crate::intake::test_support::intake(mode, LIMIT, |intake| intake.with_tracking(providers))
     }
 
     fn intake() -> TestIntake {
@@ -232,21 +202,6 @@ mod tests {
     fn seventeen_request(key: &[u8], body: Vec<u8>) -> Request {
         let signature = seventeen::sign(key, &body);
         request("17track", Some((seventeen::HEADER, &signature)), body)
-    }
-
-    async fn send(router: &Router, request: Request) -> (StatusCode, String) {
-        let response = router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    fn counted(counters: &IntakeCounters, topic: &str, result: &str) -> u64 {
-        counters
-            .by_topic()
-            .into_iter()
-            .find(|((t, r), _)| t == topic && *r == result)
-            .map_or(0, |(_, n)| n)
     }
 
     fn origin(provider: &str) -> Origin {
@@ -389,21 +344,6 @@ mod tests {
         assert_eq!(t.store.delivery_count(), 0);
     }
 
-    /// A body whose sender never sends anything.
-    struct Stalled;
-
-    impl HttpBody for Stalled {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-            Poll::Pending
-        }
-    }
-
     #[tokio::test]
     async fn a_body_that_never_arrives_is_408() {
         let t = intake();
@@ -413,7 +353,7 @@ mod tests {
             request(
                 "aftership",
                 Some((aftership::HEADER, &signature)),
-                Body::new(Stalled),
+                stalled(),
             ),
         )
         .await;
