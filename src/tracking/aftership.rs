@@ -28,8 +28,7 @@ use sha2::Sha256;
 
 use super::{
     ExceptionKind, MAX_ID_LEN, MAX_TRACKING_NUMBER_LEN, Normalized, ParsedWebhook, PayloadError,
-    Provider, SignatureError, TrackingEvent, check_key_text, digest_matches, event_id,
-    parse_carrier_time,
+    Provider, SignatureError, TrackingEvent, check_key_text, event_id, parse_carrier_time,
 };
 
 /// The signature header, lowercase.
@@ -67,17 +66,7 @@ pub fn verify<'a>(
             ));
         }
     };
-    let mut any_secret = false;
-    for secret in secrets {
-        any_secret = true;
-        if digest_matches(&presented, &mac(secret, body)) {
-            return Ok(());
-        }
-    }
-    if !any_secret {
-        return Err(SignatureError::NoSecret);
-    }
-    Err(SignatureError::Mismatch)
+    super::verify_any(&presented, body, secrets, mac)
 }
 
 #[derive(Deserialize)]

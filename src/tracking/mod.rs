@@ -381,6 +381,27 @@ pub(crate) fn digest_matches(presented: &[u8], expected: &[u8]) -> bool {
     presented.len() == expected.len() && bool::from(presented.ct_eq(expected))
 }
 
+/// Checks a presented 32-byte digest against the digest of the body under each secret, in
+/// constant time; refuses when no secret is configured. `digest` is the provider's scheme.
+pub(crate) fn verify_any<'a>(
+    presented: &[u8],
+    body: &[u8],
+    secrets: impl IntoIterator<Item = &'a [u8]>,
+    digest: impl Fn(&[u8], &[u8]) -> [u8; 32],
+) -> Result<(), SignatureError> {
+    let mut any_secret = false;
+    for secret in secrets {
+        any_secret = true;
+        if digest_matches(presented, &digest(secret, body)) {
+            return Ok(());
+        }
+    }
+    if !any_secret {
+        return Err(SignatureError::NoSecret);
+    }
+    Err(SignatureError::Mismatch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ExceptionKind, MAX_TRACKING_NUMBER_LEN, Normalized, ParsedWebhook, PayloadError, Provider,
-    SignatureError, TrackingEvent, check_key_text, digest_matches, event_id, parse_carrier_time,
+    SignatureError, TrackingEvent, check_key_text, event_id, parse_carrier_time,
 };
 
 /// The signature header, lowercase.
@@ -70,17 +70,7 @@ pub fn verify<'a>(
             ));
         }
     };
-    let mut any_key = false;
-    for key in keys {
-        any_key = true;
-        if digest_matches(&presented, &digest(key, body)) {
-            return Ok(());
-        }
-    }
-    if !any_key {
-        return Err(SignatureError::NoSecret);
-    }
-    Err(SignatureError::Mismatch)
+    super::verify_any(&presented, body, keys, digest)
 }
 
 #[derive(Deserialize)]
