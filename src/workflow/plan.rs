@@ -307,6 +307,24 @@ fn gate_input(case: &OrderCase, shipment: &Shipment, order: &OrderMirror) -> gat
     }
 }
 
+/// The shipments whose gate is open on the order as it stands, with what it would let through:
+/// what `settle` would write back now. Reconciliation reads it to find cases that were not
+/// settled since the mirror last changed; it changes nothing.
+pub fn open_gates(case: &OrderCase, order: &OrderMirror) -> Vec<(String, gate::GateDecision)> {
+    if order.truncated {
+        return Vec::new();
+    }
+    case.shipments
+        .iter()
+        .filter(|s| !derive::is_cancelled(s))
+        .filter_map(|s| {
+            gate::fulfillable(&gate_input(case, s, order))
+                .ok()
+                .map(|d| (s.id.clone(), d))
+        })
+        .collect()
+}
+
 /// The write-back (invariant 3): for every shipment, what the gate lets through becomes a
 /// `fulfillmentCreate` intent with the tracking of the accepted parcels. The intent is recorded
 /// on the shipment too, so the same quantities never pass the gate twice.
