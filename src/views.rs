@@ -841,6 +841,8 @@ fn effect_row(e: &Effect) -> EffectRow {
             fulfillment_order_id,
             ..
         } => fulfillment_order_id.clone(),
+        Action::FulfillmentEvent { fulfillment_id, .. }
+        | Action::UpdateTracking { fulfillment_id, .. } => fulfillment_id.clone(),
     };
     let (state, outcome) = match &e.state {
         EffectState::Pending => ("pending", None),
@@ -1219,7 +1221,9 @@ impl Operations {
                 | Action::ReleaseHold { exception_id, .. } => {
                     exceptions.iter().any(|e| e.id == *exception_id)
                 }
-                Action::CreateFulfillment { shipment_id, .. } => *shipment_id == id,
+                Action::CreateFulfillment { shipment_id, .. }
+                | Action::FulfillmentEvent { shipment_id, .. }
+                | Action::UpdateTracking { shipment_id, .. } => *shipment_id == id,
             };
             if about {
                 effects.push(effect_row(&effect));

@@ -51,6 +51,13 @@ pub enum MessageBody {
     /// The owner's answer to a failed physical check: `replace` the goods or `repack` them
     /// (then check again and report the new check).
     CheckDecision { action: String },
+    /// The owner's answer to a parcel the carrier never took or that stopped moving: `chase` it
+    /// with the carrier, make a `new_label`, or `reship` the goods. A new label or a reshipment
+    /// is reported as a new `label_created` for the same parcel.
+    ParcelDecision {
+        action: String,
+        tracking_number: String,
+    },
 }
 
 /// One message to a supplier, named by its idempotency key.
@@ -73,6 +80,7 @@ impl SupplierMessage {
             MessageBody::Cancellation { .. } => "cancellation",
             MessageBody::Decision { .. } => "decision",
             MessageBody::CheckDecision { .. } => "check_decision",
+            MessageBody::ParcelDecision { .. } => "parcel_decision",
         }
     }
 
@@ -110,6 +118,13 @@ impl SupplierMessage {
             }
             MessageBody::CheckDecision { action } => {
                 object.insert("decision".into(), action.as_str().into());
+            }
+            MessageBody::ParcelDecision {
+                action,
+                tracking_number,
+            } => {
+                object.insert("decision".into(), action.as_str().into());
+                object.insert("tracking_number".into(), tracking_number.as_str().into());
             }
             MessageBody::Decision { line_id, approve } => {
                 object.insert("line_id".into(), line_id.as_str().into());

@@ -41,6 +41,28 @@ pub enum Action {
         tracking_urls: Vec<String>,
         notify_customer: bool,
     },
+    /// `fulfillmentEventCreate`: the carrier's progress on a fulfillment shipgate created
+    /// (acceptance as `CARRIER_PICKED_UP`, then `IN_TRANSIT`, `OUT_FOR_DELIVERY`, `DELIVERED`, …).
+    FulfillmentEvent {
+        shipment_id: String,
+        fulfillment_id: String,
+        /// A `FulfillmentEventStatus` name.
+        status: String,
+        /// When the carrier says it happened, RFC 3339.
+        happened_at: String,
+        /// The carrier's words and place, for the order's timeline.
+        message: Option<String>,
+    },
+    /// `fulfillmentTrackingInfoUpdate`: a fulfilled parcel's tracking number changed (a new
+    /// label, a reshipment); the fulfillment carries these numbers from now on.
+    UpdateTracking {
+        shipment_id: String,
+        fulfillment_id: String,
+        tracking_company: Option<String>,
+        tracking_numbers: Vec<String>,
+        tracking_urls: Vec<String>,
+        notify_customer: bool,
+    },
 }
 
 impl Action {
@@ -52,11 +74,14 @@ impl Action {
                 "amendment" => "supplier_amendment",
                 "cancellation" => "supplier_cancellation",
                 "check_decision" => "supplier_check_decision",
+                "parcel_decision" => "supplier_parcel_decision",
                 _ => "supplier_decision",
             },
             Action::PlaceHold { .. } => "shopify_hold",
             Action::ReleaseHold { .. } => "shopify_release_hold",
             Action::CreateFulfillment { .. } => "shopify_fulfillment",
+            Action::FulfillmentEvent { .. } => "shopify_fulfillment_event",
+            Action::UpdateTracking { .. } => "shopify_tracking_update",
         }
     }
 }

@@ -799,6 +799,26 @@ impl Workflow {
                 }
             }
             (Action::CreateFulfillment { .. }, _) => {}
+            // A refused progress event costs the customer one line of tracking history, not
+            // the parcel: the outbox shows it as failed, and nothing else depends on it.
+            (Action::FulfillmentEvent { .. }, EffectState::Failed { reason, .. }) => {
+                tracing::warn!(effect = %effect.key, %reason, "Shopify refused a fulfillment event");
+            }
+            (Action::FulfillmentEvent { .. }, _) => {}
+            (
+                Action::UpdateTracking { shipment_id, .. },
+                EffectState::Failed { reason, .. },
+            ) => {
+                // The customer keeps seeing the old number: as visible as a refused fulfillment,
+                // with the same decisions (retry, investigate).
+                if let Some(shipment) = case.shipment_mut(shipment_id) {
+                    shipment.record(outcome(EvidenceKind::FulfillmentRefused {
+                        key: effect.key.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+            (Action::UpdateTracking { .. }, _) => {}
             (Action::ReleaseHold { exception_id, .. }, state) => {
                 if let Some(hold) = case
                     .exceptions

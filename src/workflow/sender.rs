@@ -486,6 +486,11 @@ impl Sender {
                     Err(e) => shopify_outcome(e),
                 }
             }
+            // Being wired (fulfillmentEventCreate, fulfillmentTrackingInfoUpdate).
+            Action::FulfillmentEvent { .. } | Action::UpdateTracking { .. } => SendOutcome::Retry {
+                reason: "not wired yet".into(),
+                maybe_delivered: false,
+            },
             Action::ReleaseHold {
                 fulfillment_order_id,
                 handle,
@@ -549,6 +554,10 @@ impl Sender {
             } => self.find_hold(effect, fulfillment_order_id, handle).await,
             // A release always reads first anyway.
             Action::ReleaseHold { .. } => Remote::HasNot,
+            // Being wired (read back the fulfillment's events and tracking).
+            Action::FulfillmentEvent { .. } | Action::UpdateTracking { .. } => {
+                Remote::Unknown("not wired yet".into())
+            }
             // Shopify has no idempotency key for fulfillments: ours is the one carrying our
             // tracking numbers.
             Action::CreateFulfillment {

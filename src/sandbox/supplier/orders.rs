@@ -235,9 +235,9 @@ impl State {
             MessageBody::Decision { line_id, approve } => {
                 self.decide(&message.shipment_id, line_id, *approve)
             }
-            // The owner's answer to a failed check: the agent takes note; a new check is
-            // reported by hand in tests (the agent does not check goods itself).
-            MessageBody::CheckDecision { .. } => match self.shipments.get(&message.shipment_id) {
+            // The owner's answer to a failed check or a stuck parcel: the agent takes note; a
+            // new check or label is reported by hand in tests (the agent has no goods).
+            MessageBody::CheckDecision { .. } | MessageBody::ParcelDecision { .. } => match self.shipments.get(&message.shipment_id) {
                 Some(_) => Ok(None),
                 None => Err(format!("no shipment `{}` here", message.shipment_id)),
             },
