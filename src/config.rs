@@ -89,6 +89,8 @@ const SUPPLIER_KEYS: &[&str] = &[
     "request_timeout_secs",
 ];
 const WORKFLOW_KEYS: &[&str] = &[
+    "no_acceptance_business_days",
+    "stalled_business_days",
     "hold_on_exceptions",
     "notify_merchant",
     "notify_customer",
@@ -399,6 +401,12 @@ pub struct WorkflowConfig {
     /// created after shipgate first planned an order of the shop, so that connecting a store
     /// does not send its backlog (handled elsewhere until then) to suppliers.
     pub route_orders_created_after: Option<crate::order::Timestamp>,
+    /// A label the carrier has not accepted this many business days (Monday to Friday, UTC)
+    /// after it was created opens a no-carrier-movement exception (SPEC §7). Default 3.
+    pub no_acceptance_business_days: u32,
+    /// A fulfilled parcel whose tracking has not moved for this many business days opens a
+    /// tracking-stalled exception. Default 5.
+    pub stalled_business_days: u32,
 }
 
 impl Default for WorkflowConfig {
@@ -408,6 +416,8 @@ impl Default for WorkflowConfig {
             notify_merchant: false,
             notify_customer: true,
             route_orders_created_after: None,
+            no_acceptance_business_days: 3,
+            stalled_business_days: 5,
         }
     }
 }
@@ -786,6 +796,20 @@ impl Walker<'_> {
             ),
             notify_merchant: self.boolean(t, p, "notify_merchant", defaults.notify_merchant),
             notify_customer: self.boolean(t, p, "notify_customer", defaults.notify_customer),
+            no_acceptance_business_days: self.integer(
+                t,
+                p,
+                "no_acceptance_business_days",
+                1..=60,
+                defaults.no_acceptance_business_days.into(),
+            ) as u32,
+            stalled_business_days: self.integer(
+                t,
+                p,
+                "stalled_business_days",
+                1..=60,
+                defaults.stalled_business_days.into(),
+            ) as u32,
             route_orders_created_after: match t.get("route_orders_created_after") {
                 None => None,
                 Some(value) => {
@@ -2900,7 +2924,7 @@ mod tests {
     #[test]
     fn suppliers_and_workflow_parse_with_all_values() {
         let text = format!(
-            "{}\n[workflow]\nhold_on_exceptions = false\nnotify_merchant = true\nroute_orders_created_after = \"2026-11-01T00:00:00Z\"\n",
+            "{}\n[workflow]\nhold_on_exceptions = false\nnotify_merchant = true\nroute_orders_created_after = \"2026-11-01T00:00:00Z\"\nno_acceptance_business_days = 4\nstalled_business_days = 7\n",
             with_suppliers(SUPPLIERS)
         );
         let loaded = parse_with(&text, Path::new("/"), SUPPLIER_VARS, None).unwrap();
@@ -2922,6 +2946,8 @@ mod tests {
                 route_orders_created_after: Some(
                     crate::order::Timestamp::parse("2026-11-01T00:00:00Z").unwrap()
                 ),
+                no_acceptance_business_days: 4,
+                stalled_business_days: 7,
             }
         );
         assert_eq!(c.suppliers.len(), 3);
@@ -2968,6 +2994,8 @@ mod tests {
                 notify_merchant: false,
                 notify_customer: true,
                 route_orders_created_after: None,
+                no_acceptance_business_days: 3,
+                stalled_business_days: 5,
             }
         );
 

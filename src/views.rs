@@ -788,6 +788,39 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
             format!("fulfilled in Shopify as {fulfillment_id}"),
             None,
         ),
+        EvidenceKind::ProgressIntended {
+            status,
+            happened_ms,
+            fulfillment_id,
+            ..
+        } => (
+            "progress_intended".to_string(),
+            format!(
+                "{status} ({}) to be posted on {fulfillment_id}",
+                time_text(*happened_ms)
+            ),
+            None,
+        ),
+        EvidenceKind::TrackingUpdateIntended {
+            fulfillment_id,
+            numbers,
+            ..
+        } => (
+            "tracking_update_intended".to_string(),
+            format!(
+                "the tracking of {fulfillment_id} to become {}",
+                numbers.join(", ")
+            ),
+            None,
+        ),
+        EvidenceKind::ParcelFollowUp {
+            action,
+            tracking_number,
+        } => (
+            "parcel_follow_up".to_string(),
+            format!("{tracking_number}: {}", action.replace('_', " ")),
+            None,
+        ),
         EvidenceKind::DeviationApproved { check, reason } => (
             "deviation_approved".to_string(),
             format!("failed check {check} accepted as a deviation: {reason}"),

@@ -54,6 +54,11 @@ pub(super) struct CaseTrees {
     /// Tracking number NUL event id → carrier event, for numbers no label carries yet: a
     /// carrier's first scan can arrive before the supplier's label.
     tracking_waiting: sled::Tree,
+    /// shop NUL order gid → the case's `wake_at_ms` (i64 BE), to find its entry in `wakes`.
+    case_wakes: sled::Tree,
+    /// Wake time (BE, offset so negative times sort) ++ case key → (): when each case must be
+    /// settled again without news, so the timers read only the cases that are due.
+    wakes: sled::Tree,
 }
 
 impl CaseTrees {
@@ -70,6 +75,8 @@ impl CaseTrees {
             outbox_counts: db.open_tree("outbox_counts")?,
             tracking_numbers: db.open_tree("tracking_numbers")?,
             tracking_waiting: db.open_tree("tracking_waiting")?,
+            case_wakes: db.open_tree("case_wakes")?,
+            wakes: db.open_tree("wakes")?,
         })
     }
 }
@@ -82,6 +89,12 @@ fn due_key(at_ms: i64, id: u64) -> Vec<u8> {
     // Flipping the sign bit makes signed times sort as unsigned bytes.
     let mut key = ((at_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
     key.extend_from_slice(&u64_key(id));
+    key
+}
+
+fn wake_key(at_ms: i64, case_key: &[u8]) -> Vec<u8> {
+    let mut key = ((at_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(case_key);
     key
 }
 
@@ -336,12 +349,31 @@ impl Store {
             &t.outbox_streams,
             &t.outbox_counts,
             &t.tracking_numbers,
+            &t.case_wakes,
+            &t.wakes,
         );
         let result = trees.transaction(
-            |(cases, ids, open, outbox, keys, due, streams, counts, numbers)| {
+            |(cases, ids, open, outbox, keys, due, streams, counts, numbers, case_wakes, wakes)| {
                 if let Some(case) = write.case {
                     let key = case_key(&case.shop, &case.order_gid);
                     cases.insert(key.clone(), encode(case))?;
+                    let old_wake = case_wakes.get(&key)?.and_then(|v| {
+                        <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes)
+                    });
+                    if old_wake != case.wake_at_ms {
+                        if let Some(old) = old_wake {
+                            wakes.remove(wake_key(old, &key))?;
+                        }
+                        match case.wake_at_ms {
+                            Some(at) => {
+                                wakes.insert(wake_key(at, &key), &[])?;
+                                case_wakes.insert(key.clone(), &at.to_be_bytes())?;
+                            }
+                            None => {
+                                case_wakes.remove(key.clone())?;
+                            }
+                        }
+                    }
                     for shipment in &case.shipments {
                         ids.insert(shipment.id.as_bytes(), key.clone())?;
                     }
@@ -415,6 +447,36 @@ impl Store {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    /// The cases whose wake time has come, earliest first: (shop, order gid).
+    pub fn due_cases(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let end = wake_key(now_ms.saturating_add(1), &[]);
+        let mut out = Vec::new();
+        for entry in self.case_trees().wakes.range(..end).take(limit) {
+            let (k, _) = entry?;
+            let parts = super::codec::split_composite_key(&k[8..]).unwrap_or_default();
+            if let [shop, order_gid] = parts.as_slice() {
+                out.push((shop.clone(), order_gid.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest wake time of any case.
+    pub fn next_wake_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(match self.case_trees().wakes.first()? {
+            Some((k, _)) if k.len() >= 8 => {
+                let mut be = [0u8; 8];
+                be.copy_from_slice(&k[..8]);
+                Some((u64::from_be_bytes(be) ^ (1 << 63)) as i64)
+            }
+            _ => None,
+        })
     }
 
     /// An effect by id.
@@ -645,6 +707,13 @@ impl Store {
                     t.ids.remove(id.as_bytes())?;
                     t.open_exceptions.remove(id.as_bytes())?;
                 }
+            }
+            if let Some(at) = t
+                .case_wakes
+                .remove(&k)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes))
+            {
+                t.wakes.remove(wake_key(at, &k))?;
             }
             t.cases.remove(k)?;
             erased += 1;

@@ -445,30 +445,63 @@ pub fn parcels(shipment: &Shipment) -> BTreeMap<String, Vec<(String, i64)>> {
     parcels
 }
 
-/// The labels: (parcel id, carrier, tracking number, tracking URL). A label that names no
-/// parcel is for the only parcel there is.
+/// The current labels: (parcel id, carrier, tracking number, tracking URL). A label that names
+/// no parcel is for the only parcel there is. A parcel labelled again (a new label, a
+/// reshipment) carries only its latest label: the earlier number no longer counts for it.
 pub fn labels(shipment: &Shipment) -> Vec<(Option<String>, String, String, Option<String>)> {
     let parcels = parcels(shipment);
     let only = (parcels.len() == 1)
         .then(|| parcels.keys().next().cloned())
         .flatten();
-    canonical(shipment)
-        .into_iter()
+    let mut out: Vec<(Option<String>, String, String, Option<String>)> = Vec::new();
+    for e in canonical(shipment) {
+        if let EvidenceKind::Supplier(ev) = &e.kind
+            && let EventKind::LabelCreated {
+                parcel_id,
+                carrier,
+                tracking_number,
+                tracking_url,
+            } = &ev.kind
+        {
+            let parcel = parcel_id.clone().or_else(|| only.clone());
+            if parcel.is_some() {
+                out.retain(|(p, ..)| *p != parcel);
+            }
+            out.retain(|(_, _, n, _)| n != tracking_number);
+            out.push((
+                parcel,
+                carrier.clone(),
+                tracking_number.clone(),
+                tracking_url.clone(),
+            ));
+        }
+    }
+    out
+}
+
+/// When each tracking number was first labelled (the supplier's time).
+pub fn label_times(shipment: &Shipment) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &shipment.evidence {
+        if let EvidenceKind::Supplier(ev) = &e.kind
+            && let EventKind::LabelCreated {
+                tracking_number, ..
+            } = &ev.kind
+        {
+            let at = out.entry(tracking_number.clone()).or_insert(e.at_ms);
+            *at = (*at).min(e.at_ms);
+        }
+    }
+    out
+}
+
+/// The carrier events recorded for one tracking number, in the order they were recorded.
+pub fn carrier_events(shipment: &Shipment, number: &str) -> Vec<crate::tracking::TrackingEvent> {
+    shipment
+        .evidence
+        .iter()
         .filter_map(|e| match &e.kind {
-            EvidenceKind::Supplier(ev) => match &ev.kind {
-                EventKind::LabelCreated {
-                    parcel_id,
-                    carrier,
-                    tracking_number,
-                    tracking_url,
-                } => Some((
-                    parcel_id.clone().or_else(|| only.clone()),
-                    carrier.clone(),
-                    tracking_number.clone(),
-                    tracking_url.clone(),
-                )),
-                _ => None,
-            },
+            EvidenceKind::Carrier(ev) if ev.tracking_number == number => Some(ev.clone()),
             _ => None,
         })
         .collect()
@@ -582,35 +615,18 @@ fn packing(shipment: &Shipment) -> (Vec<String>, bool) {
     (parcels.into_keys().collect(), covered)
 }
 
-/// The carrier's acceptance of each labelled tracking number: (number, accepted), by the latch
-/// rule of `tracking::acceptance` over the carrier events recorded for that number.
+/// The carrier's acceptance of each currently labelled tracking number: (number, accepted), by
+/// the latch rule of `tracking::acceptance` over the carrier events recorded for that number.
 pub fn acceptances(
     shipment: &Shipment,
 ) -> Vec<(String, Option<crate::tracking::acceptance::Acceptance>)> {
-    let mut labels: BTreeMap<String, i64> = BTreeMap::new();
-    for e in &shipment.evidence {
-        if let EvidenceKind::Supplier(ev) = &e.kind
-            && let EventKind::LabelCreated {
-                tracking_number, ..
-            } = &ev.kind
-        {
-            let at = labels.entry(tracking_number.clone()).or_insert(e.at_ms);
-            *at = (*at).min(e.at_ms);
-        }
-    }
-    labels
+    let times = label_times(shipment);
+    labels(shipment)
         .into_iter()
-        .map(|(number, label_ms)| {
-            let events: Vec<crate::tracking::TrackingEvent> = shipment
-                .evidence
-                .iter()
-                .filter_map(|e| match &e.kind {
-                    EvidenceKind::Carrier(ev) if ev.tracking_number == number => Some(ev.clone()),
-                    _ => None,
-                })
-                .collect();
-            let accepted =
-                crate::tracking::acceptance::accepted_at(&events, Some(label_ms), None, false);
+        .map(|(_, _, number, _)| {
+            let events = carrier_events(shipment, &number);
+            let label_ms = times.get(&number).copied();
+            let accepted = crate::tracking::acceptance::accepted_at(&events, label_ms, None, false);
             (number, accepted)
         })
         .collect()

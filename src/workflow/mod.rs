@@ -13,6 +13,7 @@ pub mod effect;
 pub mod gate;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod sender;
 
 use std::collections::hash_map::DefaultHasher;
@@ -54,6 +55,10 @@ pub struct WorkflowSettings {
     /// Orders created before this (Unix ms) are mirrored but not routed. None: before the
     /// shop's routing start, the first time shipgate planned an order of the shop.
     pub route_orders_created_after_ms: Option<i64>,
+    /// Business days a label may wait for the carrier's acceptance.
+    pub no_acceptance_business_days: u32,
+    /// Business days a fulfilled parcel's tracking may stand still.
+    pub stalled_business_days: u32,
 }
 
 impl WorkflowSettings {
@@ -67,6 +72,8 @@ impl WorkflowSettings {
                 .route_orders_created_after
                 .as_ref()
                 .map(|t| t.unix_ms),
+            no_acceptance_business_days: config.no_acceptance_business_days,
+            stalled_business_days: config.stalled_business_days,
         }
     }
 }
@@ -78,6 +85,8 @@ impl Default for WorkflowSettings {
             notify_merchant: false,
             notify_customer: true,
             route_orders_created_after_ms: None,
+            no_acceptance_business_days: 3,
+            stalled_business_days: 5,
         }
     }
 }
@@ -657,48 +666,34 @@ impl Workflow {
         Ok(case)
     }
 
-    /// Runs the timers: waits that ran out reopen their exception for a new decision. Returns
-    /// how many cases changed.
+    /// Runs the timers: settles every case whose wake time came (a wait that ran out, a
+    /// label the carrier has not accepted in time, tracking that stood still). Settling
+    /// re-derives the conditions with the clock, which opens or closes the exceptions. Returns
+    /// how many cases were settled.
     pub async fn tick(&self) -> Result<usize, StoreError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now_ms();
-        let mut changed = 0;
-        for case in store.cases_with_open_exceptions()? {
-            let due = case.open_exceptions().any(|e| {
-                matches!(&e.decision, Some(Decided { decision: Decision::WaitUntil { day }, .. })
-                    if now >= day.start_ms())
-            });
-            if !due {
-                continue;
-            }
-            let _guard = self.lock(&case.shop, &case.order_gid).lock().await;
-            let Some(mut case) = store.case(&case.shop, &case.order_gid)? else {
+        let mut settled = 0;
+        // Each due case is settled once per pass; settling moves its wake time past `now`.
+        for (shop, order_gid) in store.due_cases(now, usize::MAX)? {
+            let _guard = self.lock(&shop, &order_gid).lock().await;
+            let Some(mut case) = store.case(&shop, &order_gid)? else {
                 continue;
             };
-            let order = store.order(&case.shop, &case.order_gid)?;
+            if case.wake_at_ms.is_none_or(|at| at > now) {
+                continue;
+            }
+            let order = store.order(&shop, &order_gid)?;
             let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
             self.write(&case, changes)?;
-            changed += 1;
+            settled += 1;
         }
-        Ok(changed)
+        Ok(settled)
     }
 
-    /// The earliest time a timer is due, if any.
+    /// The earliest time a timer is due, if any (read from the store's wake index).
     pub fn next_timer_ms(&self) -> Result<Option<i64>, StoreError> {
-        let mut next: Option<i64> = None;
-        for case in self.inner.store.cases_with_open_exceptions()? {
-            for e in case.open_exceptions() {
-                if let Some(Decided {
-                    decision: Decision::WaitUntil { day },
-                    ..
-                }) = &e.decision
-                {
-                    let at = day.start_ms();
-                    next = Some(next.map_or(at, |n| n.min(at)));
-                }
-            }
-        }
-        Ok(next)
+        self.inner.store.next_wake_ms()
     }
 
     /// Records an effect's new state and what it means for the case, in one write. The sender

@@ -112,6 +112,9 @@ pub enum EvidenceKind {
         fulfillment_order_id: String,
         lines: Vec<(String, i64)>,
         parcels: Vec<String>,
+        /// The tracking numbers the fulfillment is created with.
+        #[serde(default)]
+        numbers: Vec<String>,
     },
     /// Shopify has the fulfillment.
     FulfillmentCreated { key: String, fulfillment_id: String },
@@ -120,6 +123,31 @@ pub enum EvidenceKind {
     /// The owner's answer to a refused fulfillment: try again (`retry`), or leave those
     /// quantities to be handled by hand (`investigate`).
     FulfillmentRefusalDecided { key: String, retry: bool },
+    /// A carrier event is to be posted on the Shopify fulfillment (`key` names the
+    /// fulfillment's intent): `status` is the `FulfillmentEventStatus`, `happened_ms` the
+    /// carrier's time, `event` the carrier evidence it comes from.
+    ProgressIntended {
+        key: String,
+        fulfillment_id: String,
+        status: String,
+        happened_ms: i64,
+        event: String,
+    },
+    /// The fulfillment's tracking is to become these numbers (a parcel was labelled anew).
+    /// `key` is the update's own key; `fulfillment` the fulfillment intent's key.
+    TrackingUpdateIntended {
+        key: String,
+        fulfillment: String,
+        fulfillment_id: String,
+        numbers: Vec<String>,
+    },
+    /// The owner's answer to a parcel that the carrier did not take or that stopped moving:
+    /// `chase` or `customer_updated` restart its clock; `new_label` and `reship` wait for a new
+    /// label of the parcel.
+    ParcelFollowUp {
+        action: String,
+        tracking_number: String,
+    },
 }
 
 /// One evidence record: append-only, each with actor, time and source.
@@ -161,11 +189,13 @@ pub enum ExceptionKind {
     CheckFailed,
     WriteBackRefused,
     FulfilledOutside,
+    NoCarrierMovement,
+    TrackingStalled,
 }
 
 impl ExceptionKind {
     /// Every kind, for listings and metrics.
-    pub const ALL: [ExceptionKind; 8] = [
+    pub const ALL: [ExceptionKind; 10] = [
         ExceptionKind::UnmappedSku,
         ExceptionKind::SupplierRejected,
         ExceptionKind::Stockout,
@@ -174,6 +204,8 @@ impl ExceptionKind {
         ExceptionKind::CheckFailed,
         ExceptionKind::WriteBackRefused,
         ExceptionKind::FulfilledOutside,
+        ExceptionKind::NoCarrierMovement,
+        ExceptionKind::TrackingStalled,
     ];
 
     /// The name used in the CLI, the API and metrics.
@@ -187,6 +219,8 @@ impl ExceptionKind {
             ExceptionKind::CheckFailed => "check_failed",
             ExceptionKind::WriteBackRefused => "write_back_refused",
             ExceptionKind::FulfilledOutside => "fulfilled_outside",
+            ExceptionKind::NoCarrierMovement => "no_carrier_movement",
+            ExceptionKind::TrackingStalled => "tracking_stalled",
         }
     }
 
@@ -199,7 +233,12 @@ impl ExceptionKind {
             ExceptionKind::SubstituteOffered => Some("OTHER"),
             ExceptionKind::CancelledAfterSubmission => None,
             ExceptionKind::CheckFailed => Some("OTHER"),
-            ExceptionKind::WriteBackRefused | ExceptionKind::FulfilledOutside => None,
+            // Nothing is left to hold: the goods are labelled (or already fulfilled), and the
+            // gate waits for the carrier anyway.
+            ExceptionKind::WriteBackRefused
+            | ExceptionKind::FulfilledOutside
+            | ExceptionKind::NoCarrierMovement
+            | ExceptionKind::TrackingStalled => None,
         }
     }
 
@@ -214,6 +253,8 @@ impl ExceptionKind {
             ExceptionKind::CheckFailed => &["replace", "repack", "approve_deviation", "cancel"],
             ExceptionKind::WriteBackRefused => &["retry", "investigate"],
             ExceptionKind::FulfilledOutside => &["acknowledge"],
+            ExceptionKind::NoCarrierMovement => &["chase", "new_label", "cancel"],
+            ExceptionKind::TrackingStalled => &["customer_updated", "reship"],
         }
     }
 }
@@ -261,6 +302,14 @@ pub enum Decision {
     Investigate,
     /// Fulfilled outside shipgate: noted; shipgate writes nothing back for the shipment.
     Acknowledge,
+    /// No carrier movement: the owner chases the carrier or supplier; the clock starts again.
+    Chase,
+    /// No carrier movement: the supplier makes a new label; shipgate waits for it.
+    NewLabel,
+    /// Tracking stalled: the customer was told; the clock starts again.
+    CustomerUpdated,
+    /// Tracking stalled: the supplier sends the goods again and reports the new label.
+    Reship,
 }
 
 impl Decision {
@@ -299,9 +348,13 @@ impl Decision {
             "retry" => no_supplier(Decision::Retry)?,
             "investigate" => no_supplier(Decision::Investigate)?,
             "acknowledge" => no_supplier(Decision::Acknowledge)?,
+            "chase" => no_supplier(Decision::Chase)?,
+            "new_label" => no_supplier(Decision::NewLabel)?,
+            "customer_updated" => no_supplier(Decision::CustomerUpdated)?,
+            "reship" => no_supplier(Decision::Reship)?,
             other => {
                 return Err(format!(
-                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation, retry, investigate, acknowledge)"
+                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation, retry, investigate, acknowledge, chase, new_label, customer_updated, reship)"
                 ));
             }
         };
@@ -328,6 +381,10 @@ impl Decision {
             Decision::Retry => "retry",
             Decision::Investigate => "investigate",
             Decision::Acknowledge => "acknowledge",
+            Decision::Chase => "chase",
+            Decision::NewLabel => "new_label",
+            Decision::CustomerUpdated => "customer_updated",
+            Decision::Reship => "reship",
         }
     }
 }
@@ -430,6 +487,11 @@ pub struct OrderCase {
     pub tried: Vec<(String, String)>,
     /// The order's `updatedAt` this case was last planned against.
     pub planned_at_ms: i64,
+    /// When the case must be settled again even if nothing arrives: the earliest deadline of
+    /// a wait, of a label the carrier has not accepted, or of tracking that may stall. Set by
+    /// every settle; the store indexes it so the timers never scan every case.
+    #[serde(default)]
+    pub wake_at_ms: Option<i64>,
 }
 
 impl OrderCase {
@@ -444,6 +506,7 @@ impl OrderCase {
             line_rules: Vec::new(),
             tried: Vec::new(),
             planned_at_ms: 0,
+            wake_at_ms: None,
         }
     }
 

@@ -19,7 +19,7 @@ use super::model::{
     Actor, Closed, Decided, Decision, Evidence, EvidenceKind, Exception, ExceptionKind, HoldRecord,
     HoldState, LineRule, OrderCase, Shipment, ShipmentLine, Source, Subject,
 };
-use super::{Routes, WorkflowSettings, gate};
+use super::{Routes, WorkflowSettings, gate, progress};
 use crate::order::{
     FulfillmentOrder, FulfillmentOrderLine, FulfillmentOrderStatus, LineItem, OrderMirror,
 };
@@ -42,7 +42,7 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn evidence(&self, id: String, kind: EvidenceKind) -> Evidence {
+    pub(super) fn evidence(&self, id: String, kind: EvidenceKind) -> Evidence {
         Evidence {
             id,
             at_ms: self.now_ms,
@@ -53,7 +53,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn effect(
+    pub(super) fn effect(
         &self,
         case: &OrderCase,
         key: String,
@@ -129,6 +129,9 @@ pub fn settle(
     sync_revisions(case, ctx, &mut changes)?;
     let mut conditions: Vec<derive::Condition> =
         case.shipments.iter().flat_map(derive::conditions).collect();
+    for shipment in &case.shipments {
+        conditions.extend(progress::conditions(shipment, ctx.now_ms, ctx.settings));
+    }
     if let Some(order) = order {
         conditions.extend(fulfilled_outside(case, order));
     }
@@ -150,6 +153,8 @@ pub fn settle(
     if let Some(order) = order {
         write_back(case, order, ctx, &mut changes)?;
     }
+    progress::report(case, ctx, &mut changes)?;
+    case.wake_at_ms = progress::wake_at(case, ctx.now_ms, ctx.settings);
     Ok(changes)
 }
 
@@ -366,6 +371,7 @@ fn write_back(
                 fulfillment_order_id: decision.fulfillment_order_id.clone(),
                 lines: decision.lines.clone(),
                 parcels: decision.parcels.clone(),
+                numbers: numbers.clone(),
             },
         ));
         let effect = ctx.effect(
@@ -1345,6 +1351,55 @@ pub fn apply_decision(
                 EvidenceKind::FulfillmentRefusalDecided { key, retry },
                 ctx,
             );
+        }
+        Decision::Chase | Decision::NewLabel | Decision::CustomerUpdated | Decision::Reship => {
+            let shipment = shipment
+                .as_ref()
+                .expect("carrier exceptions name a shipment");
+            let numbers =
+                progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings);
+            if numbers.is_empty() {
+                return Ok(Err(format!(
+                    "{exception_id}: no parcel of {} is overdue any more",
+                    shipment.id
+                )));
+            }
+            for number in numbers {
+                let key = format!("{exception_id}.{name}.{number}");
+                record_decision(
+                    case,
+                    &shipment.id,
+                    format!("{key}.decided"),
+                    &decided,
+                    EvidenceKind::ParcelFollowUp {
+                        action: name.to_string(),
+                        tracking_number: number.clone(),
+                    },
+                    ctx,
+                );
+                // The customer was told by the owner: nothing for the supplier to do.
+                if decided.decision == Decision::CustomerUpdated {
+                    continue;
+                }
+                let message = SupplierMessage {
+                    key: key.clone(),
+                    shipment_id: shipment.id.clone(),
+                    sent_at: ctx.timestamp(),
+                    body: MessageBody::ParcelDecision {
+                        action: name.to_string(),
+                        tracking_number: number,
+                    },
+                };
+                changes.new_effects.push(ctx.effect(
+                    case,
+                    key,
+                    shipment_stream(&shipment.id),
+                    Action::Supplier {
+                        supplier: shipment.supplier.clone(),
+                        message,
+                    },
+                )?);
+            }
         }
         Decision::Reroute { .. } | Decision::Cancel => {
             return Ok(Err(format!(

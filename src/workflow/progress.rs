@@ -1,0 +1,585 @@
+//! After the label: what the carrier does with the parcel, and what Shopify hears of it.
+//!
+//! - Timers (SPEC §7): a current label the carrier has not accepted N business days after it
+//!   was created is a no-carrier-movement exception; a fulfilled parcel whose tracking stood
+//!   still for M business days is a tracking-stalled exception. Both are pure functions of the
+//!   evidence and the clock, so `settle` re-derives them like every other condition, and the
+//!   case's wake time makes sure it is settled when a deadline passes without news.
+//! - Progress (SPEC §4): once Shopify has a fulfillment of ours, the carrier's acceptance is
+//!   posted as `CARRIER_PICKED_UP` and each later change of status as its
+//!   `FulfillmentEventStatus`, never label statuses. A parcel labelled anew after it was
+//!   fulfilled has its number replaced with `fulfillmentTrackingInfoUpdate`, once the carrier
+//!   accepted the new number (and, after a reshipment, once the new goods passed a check).
+//!
+//! Every post is an intent recorded as evidence in the same write as the outbox effect, so a
+//! replay or a crash never posts twice, and the timeline shows what Shopify was told.
+
+use std::collections::BTreeSet;
+
+use super::derive::{self, Condition};
+use super::effect::Action;
+use super::WorkflowSettings;
+use super::model::{
+    Decided, Decision, EvidenceKind, ExceptionKind, OrderCase, Shipment, Subject,
+};
+use super::plan::{Changes, Ctx};
+use crate::store::StoreError;
+use crate::suppliers::EventKind;
+use crate::tracking::acceptance::{business_deadline_ms, last_movement, latest};
+use crate::tracking::{Normalized, TrackingEvent};
+
+/// The stream a fulfillment's events and tracking updates are sent in, in order.
+pub fn fulfillment_stream(fulfillment_key: &str) -> String {
+    format!("fulfillment:{fulfillment_key}")
+}
+
+/// The Shopify `FulfillmentEventStatus` a carrier status after acceptance is posted as. None:
+/// not progress (label information, pre-advice, a status nobody can map).
+pub fn shopify_status(status: &Normalized) -> Option<&'static str> {
+    use crate::tracking::ExceptionKind as K;
+    match status {
+        Normalized::InTransit => Some("IN_TRANSIT"),
+        Normalized::OutForDelivery => Some("OUT_FOR_DELIVERY"),
+        Normalized::AvailableForPickup => Some("READY_FOR_PICKUP"),
+        Normalized::AttemptFailed => Some("ATTEMPTED_DELIVERY"),
+        Normalized::Delivered => Some("DELIVERED"),
+        Normalized::Exception(K::Delayed | K::Customs) => Some("DELAYED"),
+        Normalized::Exception(
+            K::Lost | K::Damaged | K::Refused | K::Address | K::Cancelled | K::Disposed,
+        )
+        | Normalized::Returning
+        | Normalized::Returned => Some("FAILURE"),
+        Normalized::Exception(K::Other)
+        | Normalized::NotFound
+        | Normalized::InfoReceived
+        | Normalized::Expired
+        | Normalized::Unknown(_) => None,
+    }
+}
+
+/// One tracking number that is overdue, or waiting for the label the owner asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub kind: ExceptionKind,
+    pub number: String,
+    pub carrier: String,
+    /// When the clock started: the label, the last movement, or the last chase.
+    pub since_ms: i64,
+    /// The owner asked for a new label or a reshipment, and it has not come yet.
+    pub awaiting_label: bool,
+}
+
+/// The latest follow-up the owner decided for a number after `after_ms`: its action and time.
+fn follow_up(shipment: &Shipment, number: &str, after_ms: i64) -> Option<(String, i64)> {
+    shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::ParcelFollowUp {
+                action,
+                tracking_number,
+            } if tracking_number == number && e.at_ms >= after_ms => {
+                Some((action.clone(), e.at_ms))
+            }
+            _ => None,
+        })
+        .max_by_key(|(_, at)| *at)
+}
+
+/// The fulfillments of ours Shopify has, with the parcels they carry.
+struct Fulfilled {
+    key: String,
+    fulfillment_id: String,
+    parcels: Vec<String>,
+    /// The numbers Shopify shows (as created, or as last updated).
+    numbers: Vec<String>,
+}
+
+fn fulfilled(shipment: &Shipment) -> Vec<Fulfilled> {
+    let mut out = Vec::new();
+    for e in &shipment.evidence {
+        let EvidenceKind::FulfillmentCreated {
+            key,
+            fulfillment_id,
+        } = &e.kind
+        else {
+            continue;
+        };
+        let Some((parcels, numbers)) = shipment.evidence.iter().find_map(|i| match &i.kind {
+            EvidenceKind::FulfillmentIntended {
+                key: k,
+                parcels,
+                numbers,
+                ..
+            } if k == key => Some((parcels.clone(), numbers.clone())),
+            _ => None,
+        }) else {
+            continue;
+        };
+        // The latest update that still stands (one refused and to be retried does not).
+        let updated = shipment
+            .evidence
+            .iter()
+            .filter_map(|u| match &u.kind {
+                EvidenceKind::TrackingUpdateIntended {
+                    key: update,
+                    fulfillment,
+                    numbers,
+                    ..
+                } if fulfillment == key && !retried(shipment, update) => Some(numbers.clone()),
+                _ => None,
+            })
+            .next_back();
+        out.push(Fulfilled {
+            key: key.clone(),
+            fulfillment_id: fulfillment_id.clone(),
+            parcels,
+            numbers: updated.unwrap_or(numbers),
+        });
+    }
+    out
+}
+
+/// Whether Shopify refused an intent and the owner decided to try again.
+fn retried(shipment: &Shipment, key: &str) -> bool {
+    let refused = shipment
+        .evidence
+        .iter()
+        .any(|e| matches!(&e.kind, EvidenceKind::FulfillmentRefused { key: k, .. } if k == key));
+    refused
+        && shipment.evidence.iter().any(|e| {
+            matches!(&e.kind, EvidenceKind::FulfillmentRefusalDecided { key: k, retry: true } if k == key)
+        })
+}
+
+/// Whether a refused intent still waits for the owner's decision.
+fn refusal_undecided(shipment: &Shipment, key: &str) -> bool {
+    derive::undecided_refusals(shipment)
+        .iter()
+        .any(|(k, _)| k == key)
+}
+
+/// The numbers that are overdue at `now_ms`, and the earliest deadline still ahead.
+pub fn overdue(
+    shipment: &Shipment,
+    now_ms: i64,
+    settings: &WorkflowSettings,
+) -> (Vec<Overdue>, Option<i64>) {
+    if derive::is_cancelled(shipment) {
+        return (Vec::new(), None);
+    }
+    let times = derive::label_times(shipment);
+    let accepted: Vec<String> = derive::acceptances(shipment)
+        .into_iter()
+        .filter(|(_, a)| a.is_some())
+        .map(|(n, _)| n)
+        .collect();
+    let fulfilled_parcels: BTreeSet<String> = fulfilled(shipment)
+        .into_iter()
+        .flat_map(|f| f.parcels)
+        .collect();
+    let mut out = Vec::new();
+    let mut next: Option<i64> = None;
+    let mut ahead = |at: i64| next = Some(next.map_or(at, |n: i64| n.min(at)));
+    for (parcel, carrier, number, _) in derive::labels(shipment) {
+        let labelled = times.get(&number).copied().unwrap_or(shipment.created_ms);
+        let (kind, since, days) = if !accepted.contains(&number) {
+            let since = match follow_up(shipment, &number, labelled) {
+                Some((action, _)) if action == "new_label" || action == "reship" => {
+                    out.push(Overdue {
+                        kind: ExceptionKind::NoCarrierMovement,
+                        number,
+                        carrier,
+                        since_ms: labelled,
+                        awaiting_label: true,
+                    });
+                    continue;
+                }
+                Some((_, at)) => at.max(labelled),
+                None => labelled,
+            };
+            (
+                ExceptionKind::NoCarrierMovement,
+                since,
+                settings.no_acceptance_business_days,
+            )
+        } else if parcel.as_ref().is_some_and(|p| fulfilled_parcels.contains(p)) {
+            let events = derive::carrier_events(shipment, &number);
+            if latest(&events).is_some_and(|e| e.normalized.is_final()) {
+                continue;
+            }
+            let moved = last_movement(&events).map_or(labelled, |e| e.occurred_at.unix_ms);
+            let since = match follow_up(shipment, &number, moved) {
+                Some((action, _)) if action == "reship" || action == "new_label" => {
+                    out.push(Overdue {
+                        kind: ExceptionKind::TrackingStalled,
+                        number,
+                        carrier,
+                        since_ms: moved,
+                        awaiting_label: true,
+                    });
+                    continue;
+                }
+                Some((_, at)) => at.max(moved),
+                None => moved,
+            };
+            (
+                ExceptionKind::TrackingStalled,
+                since,
+                settings.stalled_business_days,
+            )
+        } else {
+            // Accepted and not yet fulfilled: the gate's business, not a timer's.
+            continue;
+        };
+        let deadline = business_deadline_ms(since, days);
+        if now_ms >= deadline {
+            out.push(Overdue {
+                kind,
+                number,
+                carrier,
+                since_ms: since,
+                awaiting_label: false,
+            });
+        } else {
+            ahead(deadline);
+        }
+    }
+    (out, next)
+}
+
+/// The timers' conditions for a shipment: one exception per kind, naming every number in it.
+pub fn conditions(
+    shipment: &Shipment,
+    now_ms: i64,
+    settings: &WorkflowSettings,
+) -> Vec<Condition> {
+    let (overdue, _) = overdue(shipment, now_ms, settings);
+    let mut out = Vec::new();
+    for kind in [
+        ExceptionKind::NoCarrierMovement,
+        ExceptionKind::TrackingStalled,
+    ] {
+        let numbers: Vec<&Overdue> = overdue.iter().filter(|o| o.kind == kind).collect();
+        if numbers.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = numbers
+            .iter()
+            .map(|o| {
+                let since = crate::order::Timestamp::from_unix_ms(o.since_ms).text;
+                match (kind, o.awaiting_label) {
+                    (_, true) => format!("{} ({}): waiting for the new label", o.number, o.carrier),
+                    (ExceptionKind::NoCarrierMovement, false) => format!(
+                        "{} ({}) labelled {since}, not accepted after {} business days",
+                        o.number, o.carrier, settings.no_acceptance_business_days
+                    ),
+                    _ => format!(
+                        "{} ({}) has not moved since {since} ({} business days)",
+                        o.number, o.carrier, settings.stalled_business_days
+                    ),
+                }
+            })
+            .collect();
+        let summary = match kind {
+            ExceptionKind::NoCarrierMovement => {
+                format!("no carrier movement: {}", parts.join("; "))
+            }
+            _ => format!("tracking stalled: {}", parts.join("; ")),
+        };
+        out.push(Condition {
+            kind,
+            subject: Subject {
+                fulfillment_order_id: shipment.fulfillment_order_id.clone(),
+                shipment_id: Some(shipment.id.clone()),
+                line_item_id: None,
+            },
+            summary,
+        });
+    }
+    out
+}
+
+/// When the case must be settled again without news: the earliest wait that runs out, and the
+/// earliest timer deadline of its shipments.
+pub fn wake_at(case: &OrderCase, now_ms: i64, settings: &WorkflowSettings) -> Option<i64> {
+    let waits = case.open_exceptions().filter_map(|e| match &e.decision {
+        Some(Decided {
+            decision: Decision::WaitUntil { day },
+            ..
+        }) => Some(day.start_ms()),
+        _ => None,
+    });
+    let timers = case
+        .shipments
+        .iter()
+        .filter_map(|s| overdue(s, now_ms, settings).1);
+    waits.chain(timers).min()
+}
+
+/// The numbers an exception's decision is about: those overdue (or awaiting a label) of its
+/// kind on the shipment now.
+pub fn numbers_of(
+    shipment: &Shipment,
+    kind: ExceptionKind,
+    now_ms: i64,
+    settings: &WorkflowSettings,
+) -> Vec<String> {
+    overdue(shipment, now_ms, settings)
+        .0
+        .into_iter()
+        .filter(|o| o.kind == kind)
+        .map(|o| o.number)
+        .collect()
+}
+
+/// Whether a check recorded after `after_ms` passed (or its failure was accepted).
+fn checked_since(shipment: &Shipment, after_ms: i64) -> bool {
+    let latest_check = shipment
+        .evidence
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EvidenceKind::Supplier(ev) if matches!(ev.kind, EventKind::CheckReported { .. }))
+        })
+        .max_by_key(|e| (e.at_ms, e.id.clone()));
+    latest_check.is_some_and(|c| c.at_ms >= after_ms) && !derive::passed_quantities(shipment).is_empty()
+}
+
+/// Posts what Shopify should hear about the shipment's fulfillments: new tracking numbers,
+/// then carrier progress. Called by `settle` after the write-back.
+pub fn report(
+    case: &mut OrderCase,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for index in 0..case.shipments.len() {
+        update_tracking(case, index, ctx, changes)?;
+        post_progress(case, index, ctx, changes)?;
+    }
+    Ok(())
+}
+
+/// A fulfilled parcel labelled anew gets its number replaced in Shopify, once the carrier
+/// accepted the new number, and, when the goods were reshipped, once a check passed after the
+/// reshipment was asked for.
+fn update_tracking(
+    case: &mut OrderCase,
+    index: usize,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let shipment = &case.shipments[index];
+    if derive::is_cancelled(shipment) {
+        return Ok(());
+    }
+    let labels = derive::labels(shipment);
+    let accepted: Vec<String> = derive::acceptances(shipment)
+        .into_iter()
+        .filter(|(_, a)| a.is_some())
+        .map(|(n, _)| n)
+        .collect();
+    let mut intents = Vec::new();
+    for f in fulfilled(shipment) {
+        let current: Vec<_> = labels
+            .iter()
+            .filter(|(p, ..)| p.as_ref().is_some_and(|p| f.parcels.contains(p)))
+            .collect();
+        let now: BTreeSet<&str> = current.iter().map(|(_, _, n, _)| n.as_str()).collect();
+        let shown: BTreeSet<&str> = f.numbers.iter().map(String::as_str).collect();
+        if current.is_empty() || now == shown {
+            continue;
+        }
+        if !current.iter().all(|(_, _, n, _)| accepted.contains(n)) {
+            continue;
+        }
+        let reshipped = f
+            .numbers
+            .iter()
+            .filter_map(|n| follow_up(shipment, n, i64::MIN))
+            .filter(|(action, _)| action == "reship")
+            .map(|(_, at)| at)
+            .max();
+        if reshipped.is_some_and(|at| !checked_since(shipment, at)) {
+            continue;
+        }
+        let earlier: Vec<String> = shipment
+            .evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EvidenceKind::TrackingUpdateIntended {
+                    key, fulfillment, ..
+                } if *fulfillment == f.key => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        if earlier.iter().any(|k| refusal_undecided(shipment, k)) {
+            continue;
+        }
+        let key = format!("{}.t{}", f.key, earlier.len() + 1);
+        let numbers: Vec<String> = current.iter().map(|(_, _, n, _)| n.clone()).collect();
+        let urls: Vec<String> = current.iter().filter_map(|(.., u)| u.clone()).collect();
+        intents.push((
+            key,
+            f,
+            current.first().map(|(_, c, ..)| c.clone()),
+            numbers,
+            urls,
+        ));
+    }
+    for (key, f, company, numbers, urls) in intents {
+        let shipment_id = case.shipments[index].id.clone();
+        tracing::info!(shipment = %shipment_id, fulfillment = %f.fulfillment_id, key = %key,
+            "a fulfilled parcel has a new number: tracking update intended");
+        case.shipments[index].record(ctx.evidence(
+            format!("{key}.intended"),
+            EvidenceKind::TrackingUpdateIntended {
+                key: key.clone(),
+                fulfillment: f.key.clone(),
+                fulfillment_id: f.fulfillment_id.clone(),
+                numbers: numbers.clone(),
+            },
+        ));
+        let effect = ctx.effect(
+            case,
+            key,
+            fulfillment_stream(&f.key),
+            Action::UpdateTracking {
+                shipment_id,
+                fulfillment_id: f.fulfillment_id,
+                tracking_company: company,
+                tracking_urls: if urls.len() == numbers.len() {
+                    urls
+                } else {
+                    Vec::new()
+                },
+                tracking_numbers: numbers,
+                notify_customer: ctx.settings.notify_customer,
+            },
+        )?;
+        changes.new_effects.push(effect);
+    }
+    Ok(())
+}
+
+/// The statuses to post for a fulfillment, in carrier time: its acceptance, then each change
+/// of status after it. (status, happened at, carrier evidence id, message).
+fn progress_of(
+    shipment: &Shipment,
+    numbers: &[String],
+) -> Vec<(&'static str, i64, String, Option<String>)> {
+    let message = |e: &TrackingEvent| {
+        Some(match &e.location {
+            Some(place) => format!("{} ({place})", e.raw_text),
+            None => e.raw_text.clone(),
+        })
+    };
+    let times = derive::label_times(shipment);
+    let acceptance = numbers
+        .iter()
+        .filter_map(|n| {
+            let events = derive::carrier_events(shipment, n);
+            crate::tracking::acceptance::accepted_at(
+                &events,
+                times.get(n).copied(),
+                None,
+                false,
+            )
+        })
+        .min_by_key(|a| a.event.occurred_at.unix_ms);
+    let Some(acceptance) = acceptance else {
+        return Vec::new();
+    };
+    let accepted_ms = acceptance.event.occurred_at.unix_ms;
+    let mut out = vec![(
+        "CARRIER_PICKED_UP",
+        accepted_ms,
+        acceptance.event.event_id.clone(),
+        message(&acceptance.event),
+    )];
+    let mut events: Vec<TrackingEvent> = numbers
+        .iter()
+        .flat_map(|n| derive::carrier_events(shipment, n))
+        .filter(|e| e.occurred_at.unix_ms >= accepted_ms && e.event_id != acceptance.event.event_id)
+        .collect();
+    events.sort_by(|a, b| {
+        (a.occurred_at.unix_ms, &a.event_id).cmp(&(b.occurred_at.unix_ms, &b.event_id))
+    });
+    let mut last = "CARRIER_PICKED_UP";
+    for e in events {
+        let Some(status) = shopify_status(&e.normalized) else {
+            continue;
+        };
+        // The acceptance already told Shopify the parcel is on its way.
+        if status == last || (last == "CARRIER_PICKED_UP" && status == "IN_TRANSIT") {
+            continue;
+        }
+        last = status;
+        out.push((status, e.occurred_at.unix_ms, e.event_id.clone(), message(&e)));
+    }
+    out
+}
+
+/// Posts each status of a fulfillment's parcels not posted yet. A status that turns up late
+/// with a time before the last one posted is left out: Shopify would show the parcel going
+/// back.
+fn post_progress(
+    case: &mut OrderCase,
+    index: usize,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let shipment = &case.shipments[index];
+    let mut intents = Vec::new();
+    for f in fulfilled(shipment) {
+        let posted: Vec<(String, i64)> = shipment
+            .evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EvidenceKind::ProgressIntended {
+                    key,
+                    status,
+                    happened_ms,
+                    ..
+                } if key.starts_with(&format!("{}.e", f.key)) => Some((status.clone(), *happened_ms)),
+                _ => None,
+            })
+            .collect();
+        let mut last_ms = posted.iter().map(|(_, at)| *at).max().unwrap_or(i64::MIN);
+        let mut n = posted.len();
+        for (status, at, event, message) in progress_of(shipment, &f.numbers) {
+            if posted.iter().any(|(s, a)| s == status && *a == at) || at < last_ms {
+                continue;
+            }
+            n += 1;
+            last_ms = at;
+            intents.push((format!("{}.e{n}", f.key), f.key.clone(), f.fulfillment_id.clone(), status, at, event, message));
+        }
+    }
+    for (key, fulfillment_key, fulfillment_id, status, at, event, message) in intents {
+        let shipment_id = case.shipments[index].id.clone();
+        case.shipments[index].record(ctx.evidence(
+            format!("{key}.intended"),
+            EvidenceKind::ProgressIntended {
+                key: key.clone(),
+                fulfillment_id: fulfillment_id.clone(),
+                status: status.to_string(),
+                happened_ms: at,
+                event,
+            },
+        ));
+        let effect = ctx.effect(
+            case,
+            key,
+            fulfillment_stream(&fulfillment_key),
+            Action::FulfillmentEvent {
+                shipment_id,
+                fulfillment_id,
+                status: status.to_string(),
+                happened_at: crate::order::Timestamp::from_unix_ms(at).text,
+                message,
+            },
+        )?;
+        changes.new_effects.push(effect);
+    }
+    Ok(())
+}
