@@ -357,9 +357,9 @@ impl Store {
                 if let Some(case) = write.case {
                     let key = case_key(&case.shop, &case.order_gid);
                     cases.insert(key.clone(), encode(case))?;
-                    let old_wake = case_wakes.get(&key)?.and_then(|v| {
-                        <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes)
-                    });
+                    let old_wake = case_wakes
+                        .get(&key)?
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes));
                     if old_wake != case.wake_at_ms {
                         if let Some(old) = old_wake {
                             wakes.remove(wake_key(old, &key))?;

@@ -404,6 +404,20 @@ fn latest_check(shipment: &Shipment) -> Option<(&str, bool)> {
         .next_back()
 }
 
+/// The latest physical check the supplier reported, as its event.
+pub fn latest_check_event(shipment: &Shipment) -> Option<&crate::suppliers::SupplierEvent> {
+    let (id, _) = latest_check(shipment)?;
+    shipment.evidence.iter().find_map(|e| match &e.kind {
+        EvidenceKind::Supplier(ev) if e.id == id => Some(ev),
+        _ => None,
+    })
+}
+
+/// Whether the latest check failed and the owner accepted the deviation.
+pub fn deviation_accepted(shipment: &Shipment) -> bool {
+    latest_check(shipment).is_some_and(|(id, passed)| !passed && deviation_approved(shipment, id))
+}
+
 /// Whether the owner accepted a failed check as a deviation.
 fn deviation_approved(shipment: &Shipment, check: &str) -> bool {
     has(

@@ -335,13 +335,41 @@ impl Workflow {
         supplier: &str,
         event: &SupplierEvent,
     ) -> Result<(), WorkflowError> {
+        self.validate_in_batch(supplier, event, &[])
+    }
+
+    /// Validates an event as if `earlier` (events of the same batch, validated already) were
+    /// recorded: a sheet may carry a shipment's check, packing and label in one go.
+    fn validate_in_batch(
+        &self,
+        supplier: &str,
+        event: &SupplierEvent,
+        earlier: &[SupplierEvent],
+    ) -> Result<(), WorkflowError> {
         let unknown = || WorkflowError::Invalid(format!("unknown shipment {}", event.shipment_id));
         let case = self
             .inner
             .store
             .case_of(&event.shipment_id)?
             .ok_or_else(unknown)?;
-        let shipment = case.shipment(&event.shipment_id).ok_or_else(unknown)?;
+        let mut shipment = case
+            .shipment(&event.shipment_id)
+            .ok_or_else(unknown)?
+            .clone();
+        for e in earlier
+            .iter()
+            .filter(|e| e.shipment_id == event.shipment_id)
+        {
+            shipment.record(Evidence {
+                id: e.id.clone(),
+                at_ms: e.occurred_at.unix_ms,
+                recorded_ms: e.occurred_at.unix_ms,
+                actor: Actor::Supplier(supplier.to_string()),
+                source: Source::Manual,
+                kind: EvidenceKind::Supplier(e.clone()),
+            });
+        }
+        let shipment = &shipment;
         if shipment.supplier != supplier {
             return Err(WorkflowError::Invalid(format!(
                 "shipment {} is not {supplier}'s",
@@ -371,7 +399,104 @@ impl Workflow {
                     ))
                 })?;
         }
+        match &event.kind {
+            crate::suppliers::EventKind::Packed { .. } => {
+                self.packing_at_the_door(supplier, shipment, event)?;
+            }
+            crate::suppliers::EventKind::LabelCreated { .. } => {
+                let packing = self.packing_at_the_door(supplier, shipment, event)?;
+                if let Some(packing) = packing {
+                    crate::evidence::LabelRecord::from_event(event)
+                        .and_then(|label| crate::evidence::validate_label(label, &packing))
+                        .map_err(|e| {
+                            WorkflowError::Invalid(format!(
+                                "the label of shipment {} is refused: {e}",
+                                event.shipment_id
+                            ))
+                        })?;
+                }
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// Packing and labels are checked against the check at the door (SPEC 3.1): a parcel may
+    /// only hold units that passed the shipment's latest check, and a label must name a packed
+    /// parcel. For a `packed` event the event itself is the packing checked; for a label, the
+    /// parcels packed so far.
+    ///
+    /// Events may arrive out of order, so what is not here yet is not held against an event:
+    /// with no check recorded, or only one made after the event, the event is taken as it is
+    /// (the gate still needs a passing check that covers the quantities). None then, and also
+    /// when the owner accepted a failed check as a deviation (their note is the bound).
+    fn packing_at_the_door(
+        &self,
+        supplier: &str,
+        shipment: &model::Shipment,
+        event: &SupplierEvent,
+    ) -> Result<Option<crate::evidence::ValidPacking>, WorkflowError> {
+        let what = match &event.kind {
+            crate::suppliers::EventKind::Packed { .. } => "packing",
+            _ => "label",
+        };
+        let refuse = |why: String| {
+            WorkflowError::Invalid(format!(
+                "the {what} of shipment {} is refused: {why}",
+                shipment.id
+            ))
+        };
+        let Some(check) = derive::latest_check_event(shipment)
+            .filter(|c| c.occurred_at.unix_ms <= event.occurred_at.unix_ms)
+        else {
+            return Ok(None);
+        };
+        if let Some(failed) = derive::failed_check(shipment) {
+            return Err(refuse(format!(
+                "the latest check ({failed}) failed: replace or repack and check again, or have the owner accept the deviation"
+            )));
+        }
+        if derive::deviation_accepted(shipment) {
+            return Ok(None);
+        }
+        let view = crate::evidence::ShipmentLinesView::from_shipment(shipment);
+        let valid_check = crate::evidence::CheckRecord::from_event(check, supplier)
+            .and_then(|c| crate::evidence::validate(c, &view, self.inner.clock.now_ms()))
+            .map_err(|e| refuse(format!("its check no longer validates: {e}")))?;
+        let record = match &event.kind {
+            crate::suppliers::EventKind::Packed { .. } => {
+                crate::evidence::PackingRecord::from_event(event)
+                    .map_err(|e| refuse(e.to_string()))?
+            }
+            _ => {
+                let parcels = derive::parcels(shipment);
+                if parcels.is_empty() {
+                    return Ok(None);
+                }
+                crate::evidence::PackingRecord {
+                    packed_at: event.occurred_at.clone(),
+                    parcels: parcels
+                        .into_iter()
+                        .map(|(parcel_id, lines)| crate::evidence::PackedParcelRecord {
+                            parcel_id,
+                            lines: lines
+                                .into_iter()
+                                .map(|(line_id, quantity)| crate::suppliers::ParcelLine {
+                                    line_id,
+                                    quantity,
+                                })
+                                .collect(),
+                            weight_grams: None,
+                            dimensions_cm: None,
+                            photos: Vec::new(),
+                        })
+                        .collect(),
+                }
+            }
+        };
+        crate::evidence::validate_packing(record, &view, &valid_check)
+            .map(Some)
+            .map_err(|e| refuse(e.to_string()))
     }
 
     /// Records a supplier event as evidence and settles the case.
@@ -440,8 +565,8 @@ impl Workflow {
         }
         let events = imported.map_err(ImportFailure::Rows)?;
         // Every event is checked before any is recorded: the whole sheet or nothing.
-        for event in &events {
-            self.validate_event(supplier, event)
+        for (i, event) in events.iter().enumerate() {
+            self.validate_in_batch(supplier, event, &events[..i])
                 .map_err(ImportFailure::Workflow)?;
         }
         let mut report = ImportReport::default();
@@ -800,10 +925,7 @@ impl Workflow {
                 tracing::warn!(effect = %effect.key, %reason, "Shopify refused a fulfillment event");
             }
             (Action::FulfillmentEvent { .. }, _) => {}
-            (
-                Action::UpdateTracking { shipment_id, .. },
-                EffectState::Failed { reason, .. },
-            ) => {
+            (Action::UpdateTracking { shipment_id, .. }, EffectState::Failed { reason, .. }) => {
                 // The customer keeps seeing the old number: as visible as a refused fulfillment,
                 // with the same decisions (retry, investigate).
                 if let Some(shipment) = case.shipment_mut(shipment_id) {

@@ -1356,8 +1356,7 @@ pub fn apply_decision(
             let shipment = shipment
                 .as_ref()
                 .expect("carrier exceptions name a shipment");
-            let numbers =
-                progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings);
+            let numbers = progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings);
             if numbers.is_empty() {
                 return Ok(Err(format!(
                     "{exception_id}: no parcel of {} is overdue any more",

@@ -16,12 +16,10 @@
 
 use std::collections::BTreeSet;
 
+use super::WorkflowSettings;
 use super::derive::{self, Condition};
 use super::effect::Action;
-use super::WorkflowSettings;
-use super::model::{
-    Decided, Decision, EvidenceKind, ExceptionKind, OrderCase, Shipment, Subject,
-};
+use super::model::{Decided, Decision, EvidenceKind, ExceptionKind, OrderCase, Shipment, Subject};
 use super::plan::{Changes, Ctx};
 use crate::store::StoreError;
 use crate::suppliers::EventKind;
@@ -203,7 +201,10 @@ pub fn overdue(
                 since,
                 settings.no_acceptance_business_days,
             )
-        } else if parcel.as_ref().is_some_and(|p| fulfilled_parcels.contains(p)) {
+        } else if parcel
+            .as_ref()
+            .is_some_and(|p| fulfilled_parcels.contains(p))
+        {
             let events = derive::carrier_events(shipment, &number);
             if latest(&events).is_some_and(|e| e.normalized.is_final()) {
                 continue;
@@ -249,11 +250,7 @@ pub fn overdue(
 }
 
 /// The timers' conditions for a shipment: one exception per kind, naming every number in it.
-pub fn conditions(
-    shipment: &Shipment,
-    now_ms: i64,
-    settings: &WorkflowSettings,
-) -> Vec<Condition> {
+pub fn conditions(shipment: &Shipment, now_ms: i64, settings: &WorkflowSettings) -> Vec<Condition> {
     let (overdue, _) = overdue(shipment, now_ms, settings);
     let mut out = Vec::new();
     for kind in [
@@ -342,7 +339,8 @@ fn checked_since(shipment: &Shipment, after_ms: i64) -> bool {
             matches!(&e.kind, EvidenceKind::Supplier(ev) if matches!(ev.kind, EventKind::CheckReported { .. }))
         })
         .max_by_key(|e| (e.at_ms, e.id.clone()));
-    latest_check.is_some_and(|c| c.at_ms >= after_ms) && !derive::passed_quantities(shipment).is_empty()
+    latest_check.is_some_and(|c| c.at_ms >= after_ms)
+        && !derive::passed_quantities(shipment).is_empty()
 }
 
 /// Posts what Shopify should hear about the shipment's fulfillments: new tracking numbers,
@@ -478,12 +476,7 @@ fn progress_of(
         .iter()
         .filter_map(|n| {
             let events = derive::carrier_events(shipment, n);
-            crate::tracking::acceptance::accepted_at(
-                &events,
-                times.get(n).copied(),
-                None,
-                false,
-            )
+            crate::tracking::acceptance::accepted_at(&events, times.get(n).copied(), None, false)
         })
         .min_by_key(|a| a.event.occurred_at.unix_ms);
     let Some(acceptance) = acceptance else {
@@ -514,7 +507,12 @@ fn progress_of(
             continue;
         }
         last = status;
-        out.push((status, e.occurred_at.unix_ms, e.event_id.clone(), message(&e)));
+        out.push((
+            status,
+            e.occurred_at.unix_ms,
+            e.event_id.clone(),
+            message(&e),
+        ));
     }
     out
 }
@@ -540,7 +538,9 @@ fn post_progress(
                     status,
                     happened_ms,
                     ..
-                } if key.starts_with(&format!("{}.e", f.key)) => Some((status.clone(), *happened_ms)),
+                } if key.starts_with(&format!("{}.e", f.key)) => {
+                    Some((status.clone(), *happened_ms))
+                }
                 _ => None,
             })
             .collect();
@@ -552,7 +552,15 @@ fn post_progress(
             }
             n += 1;
             last_ms = at;
-            intents.push((format!("{}.e{n}", f.key), f.key.clone(), f.fulfillment_id.clone(), status, at, event, message));
+            intents.push((
+                format!("{}.e{n}", f.key),
+                f.key.clone(),
+                f.fulfillment_id.clone(),
+                status,
+                at,
+                event,
+                message,
+            ));
         }
     }
     for (key, fulfillment_key, fulfillment_id, status, at, event, message) in intents {
