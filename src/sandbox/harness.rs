@@ -276,7 +276,24 @@ pub fn check_event(
     lines: &[(&str, &str, i64, i64)],
     result: &str,
 ) -> crate::suppliers::SupplierEvent {
-    let now = crate::order::Timestamp::from_unix_ms(crate::delivery::now_ms() as i64).text;
+    check_event_at(
+        id,
+        shipment_id,
+        lines,
+        result,
+        crate::delivery::now_ms() as i64,
+    )
+}
+
+/// [`check_event`] made at `at_ms` (for runs on a manual clock that moved on).
+pub fn check_event_at(
+    id: &str,
+    shipment_id: &str,
+    lines: &[(&str, &str, i64, i64)],
+    result: &str,
+    at_ms: i64,
+) -> crate::suppliers::SupplierEvent {
+    let now = crate::order::Timestamp::from_unix_ms(at_ms).text;
     let lines: Vec<serde_json::Value> = lines
         .iter()
         .map(|(line_id, sku, checked, passed)| {

@@ -934,3 +934,260 @@ async fn a_fulfillment_made_outside_shipgate_is_an_exception_not_a_duplicate() {
     );
     assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
 }
+
+/// The statuses Shopify shows on an order's fulfillments, in the order they were posted.
+fn posted_statuses(fulfillment: &Value) -> Vec<String> {
+    let events = &fulfillment["events"];
+    events["nodes"]
+        .as_array()
+        .or_else(|| events.as_array())
+        .into_iter()
+        .flatten()
+        .map(|e| e["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+impl Supplied {
+    /// Records, as an operator, a label for a parcel of a shipment at the clock's time.
+    async fn record_label(&self, shipment_id: &str, parcel: &str, number: &str, id: &str) {
+        let event = shipgate::suppliers::SupplierEvent {
+            id: id.into(),
+            shipment_id: shipment_id.into(),
+            occurred_at: shipgate::order::Timestamp::from_unix_ms(self.clock.now_ms()),
+            kind: shipgate::suppliers::EventKind::LabelCreated {
+                parcel_id: Some(parcel.into()),
+                carrier: "UPS".into(),
+                tracking_number: number.into(),
+                tracking_url: None,
+            },
+        };
+        self.daemon()
+            .workflow()
+            .record_event("acme", event, Actor::Operator("warehouse".into()))
+            .await
+            .unwrap();
+    }
+
+    /// The carrier's acceptance scan of a number at `at_ms`, through the tracker's webhook.
+    async fn carrier_accepts(&self, number: &str, at_ms: i64) {
+        use shipgate::sandbox::tracking::Checkpoint;
+        self.tracker.register(number, "ups");
+        self.tracker
+            .push(
+                number,
+                Checkpoint::new(
+                    "InTransit_002",
+                    Some("OA"),
+                    "Accepted at UPS Origin Facility",
+                    Some("LOUISVILLE, KY"),
+                    at_ms,
+                ),
+            )
+            .unwrap();
+        self.tracker.flush().await;
+        self.daemon().wait_idle().await;
+        self.settle().await;
+    }
+
+    /// Moves the clock on and lets the workflow's timers act.
+    async fn days_pass(&self, days: u64) {
+        self.clock.advance(Duration::from_secs(days * 24 * 3600));
+        self.daemon().workflow().tick().await.unwrap();
+        self.settle().await;
+    }
+
+    /// The parcel id of a shipment's only parcel.
+    fn parcel(&self, order: &str) -> String {
+        derive::parcels(&self.case(order).shipments[0])
+            .into_keys()
+            .next()
+            .expect("a packed parcel")
+    }
+}
+
+/// After the fulfillment, the carrier's progress reaches Shopify as fulfillment events: the
+/// acceptance as CARRIER_PICKED_UP (the departure scan adds nothing new), then out for
+/// delivery and delivered, each once however often the tracker repeats itself.
+#[tokio::test]
+async fn the_carriers_progress_reaches_shopify_as_fulfillment_events() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    let number = s.acme.ship(&sg).unwrap();
+    s.record_check(&sg, &line, "MUG-RED", 1).await;
+    s.settle().await;
+    s.tracker
+        .accept_and_deliver(&number, "ups", s.clock.now_ms() - 60 * 3600 * 1000);
+    s.tracker.flush().await;
+    s.daemon().wait_idle().await;
+    s.settle().await;
+    let fulfillments = s.sandbox().fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    assert_eq!(
+        posted_statuses(&fulfillments[0]),
+        ["CARRIER_PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"],
+        "{fulfillments:?}"
+    );
+    // Every intent was delivered, and settling again posts nothing more.
+    s.settle().await;
+    assert_eq!(
+        posted_statuses(&s.sandbox().fulfillments(&order)[0]).len(),
+        3
+    );
+    let effects: Vec<_> = s
+        .daemon()
+        .store()
+        .effects()
+        .map(Result::unwrap)
+        .filter(|e| e.action.name() == "shopify_fulfillment_event")
+        .collect();
+    assert_eq!(effects.len(), 3);
+    assert!(
+        effects
+            .iter()
+            .all(|e| matches!(e.state, EffectState::Done { .. })),
+        "{effects:?}"
+    );
+}
+
+/// A label the carrier does not take within three business days opens an exception (no hold:
+/// the gate waits for the carrier anyway). `chase` asks the agent and starts the clock again;
+/// `new_label` keeps it open until the agent's new label, whose acceptance then fulfils the
+/// order with the new number only.
+#[tokio::test]
+async fn a_label_the_carrier_never_takes_is_an_exception_until_a_new_label_is_accepted() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    let old = s.acme.ship(&sg).unwrap();
+    s.record_check(&sg, &line, "MUG-RED", 1).await;
+    s.settle().await;
+
+    s.days_pass(1).await;
+    assert!(s.open(&order).is_empty(), "one day is within the three");
+    s.days_pass(5).await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::NoCarrierMovement]);
+    assert!(
+        s.holds(&order).is_empty(),
+        "no hold for a label nobody took"
+    );
+
+    s.decide(&order, ExceptionKind::NoCarrierMovement, Decision::Chase)
+        .await;
+    assert!(s.open(&order).is_empty(), "chasing starts the clock again");
+    let asked: Vec<_> = s
+        .acme
+        .accepted_messages()
+        .into_iter()
+        .filter(|m| m.kind == "parcel_decision")
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].body["decision"], "chase", "{}", asked[0].body);
+    assert_eq!(asked[0].body["tracking_number"], old.as_str());
+
+    s.days_pass(6).await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::NoCarrierMovement]);
+    s.decide(&order, ExceptionKind::NoCarrierMovement, Decision::NewLabel)
+        .await;
+    s.days_pass(6).await;
+    assert_eq!(
+        s.open(&order),
+        vec![ExceptionKind::NoCarrierMovement],
+        "open until the new label comes"
+    );
+
+    let parcel = s.parcel(&order);
+    s.record_label(&sg, &parcel, "1ZNEWLABEL0001", "relabel-1")
+        .await;
+    s.settle().await;
+    assert!(s.open(&order).is_empty());
+    assert!(s.sandbox().fulfillments(&order).is_empty());
+    s.carrier_accepts("1ZNEWLABEL0001", s.clock.now_ms()).await;
+    let fulfillments = s.sandbox().fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1);
+    let tracking = fulfillments[0]["trackingInfo"].to_string();
+    assert!(tracking.contains("1ZNEWLABEL0001"), "{tracking}");
+    assert!(
+        !tracking.contains(&old),
+        "the dead number is not sent: {tracking}"
+    );
+}
+
+/// Tracking that stands still for five business days after the fulfillment opens an exception.
+/// `reship` keeps it open until the agent's new label for the parcel; once a check passed after
+/// the reshipment and the carrier accepted the new number, Shopify's fulfillment gets the new
+/// number through `fulfillmentTrackingInfoUpdate`, and the new pickup is posted.
+#[tokio::test]
+async fn stalled_tracking_is_an_exception_and_a_reshipment_updates_the_tracking() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    let old = s.acme.ship(&sg).unwrap();
+    s.record_check(&sg, &line, "MUG-RED", 1).await;
+    s.settle().await;
+    s.carrier_accepts(&old, s.clock.now_ms()).await;
+    assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Fulfilled)]
+    );
+
+    s.days_pass(2).await;
+    assert!(s.open(&order).is_empty());
+    s.days_pass(6).await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::TrackingStalled]);
+    s.decide(&order, ExceptionKind::TrackingStalled, Decision::Reship)
+        .await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::TrackingStalled]);
+    assert!(
+        s.acme
+            .accepted_messages()
+            .iter()
+            .any(|m| m.kind == "parcel_decision" && m.body["decision"] == "reship"),
+        "the agent is asked to reship"
+    );
+
+    // The new goods are labelled and taken by the carrier, but not checked yet: Shopify keeps
+    // the old number.
+    s.clock.advance(Duration::from_secs(3600));
+    let parcel = s.parcel(&order);
+    s.record_label(&sg, &parcel, "1ZRESHIP00001", "reship-label")
+        .await;
+    s.carrier_accepts("1ZRESHIP00001", s.clock.now_ms()).await;
+    assert!(s.open(&order).is_empty(), "the new label ends the wait");
+    let tracking = s.sandbox().fulfillments(&order)[0]["trackingInfo"].to_string();
+    assert!(tracking.contains(&old), "{tracking}");
+
+    let event = shipgate::sandbox::harness::check_event_at(
+        "qc-reship",
+        &sg,
+        &[(&line, "MUG-RED", 1, 1)],
+        "pass",
+        s.clock.now_ms(),
+    );
+    s.daemon()
+        .workflow()
+        .record_event("acme", event, Actor::Operator("qc".into()))
+        .await
+        .unwrap();
+    s.settle().await;
+    let fulfillments = s.sandbox().fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "updated, not fulfilled again");
+    let tracking = fulfillments[0]["trackingInfo"].to_string();
+    assert!(tracking.contains("1ZRESHIP00001"), "{tracking}");
+    assert!(!tracking.contains(&old), "{tracking}");
+    assert_eq!(
+        posted_statuses(&fulfillments[0]),
+        ["CARRIER_PICKED_UP", "CARRIER_PICKED_UP"],
+        "the first pickup, then the reshipment's"
+    );
+}

@@ -74,6 +74,16 @@ struct WireCheckDecision {
     decision: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireParcelDecision {
+    key: String,
+    shipment_id: String,
+    sent_at: String,
+    decision: String,
+    tracking_number: String,
+}
+
 fn nonempty(field: &str, value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err(format!("`{field}` is empty"));
@@ -163,9 +173,29 @@ pub(super) fn parse(body: &[u8]) -> Result<(SupplierMessage, Value), String> {
                 },
             }
         }
+        "parcel_decision" => {
+            let wire: WireParcelDecision = serde_json::from_value(rest).map_err(invalid)?;
+            head(&wire.key, &wire.shipment_id, &wire.sent_at)?;
+            nonempty("tracking_number", &wire.tracking_number)?;
+            if !matches!(wire.decision.as_str(), "chase" | "new_label" | "reship") {
+                return Err(format!(
+                    "`decision` is `{}`; expected chase, new_label or reship",
+                    wire.decision
+                ));
+            }
+            SupplierMessage {
+                key: wire.key,
+                shipment_id: wire.shipment_id,
+                sent_at: wire.sent_at,
+                body: MessageBody::ParcelDecision {
+                    action: wire.decision,
+                    tracking_number: wire.tracking_number,
+                },
+            }
+        }
         other => {
             return Err(format!(
-                "unknown `type` `{other}` (expected submission, amendment, cancellation, decision or check_decision)"
+                "unknown `type` `{other}` (expected submission, amendment, cancellation, decision, check_decision or parcel_decision)"
             ));
         }
     };
