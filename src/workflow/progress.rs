@@ -591,3 +591,6 @@ fn post_progress(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
