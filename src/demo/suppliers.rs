@@ -416,9 +416,10 @@ pub(super) async fn run(
     c.settle().await?;
     let before_carrier = sandbox.fulfillments(&phone).len();
     let label_only = c.statuses(&phone);
+    let labelled_at = crate::delivery::now_ms() as i64;
     agents
         .tracker
-        .gwms_false_positive(&number, "cainiao", crate::delivery::now_ms() as i64);
+        .gwms_false_positive(&number, "cainiao", labelled_at);
     agents.tracker.flush().await;
     c.settle().await?;
     let fulfillments = sandbox.fulfillments(&phone);
@@ -441,6 +442,56 @@ pub(super) async fn run(
                 .unwrap_or_default(),
             c.statuses(&phone)
         ),
+    );
+
+    // The carrier carries on: Shopify hears of each change of status, once.
+    use crate::sandbox::tracking::Checkpoint;
+    let hour = 3_600_000;
+    for checkpoint in [
+        Checkpoint::new(
+            "InTransit_007",
+            Some("DEP"),
+            "Departed from facility",
+            Some("SHENZHEN"),
+            labelled_at + 9 * hour,
+        ),
+        Checkpoint::new(
+            "OutForDelivery_001",
+            Some("OFD"),
+            "Out for delivery",
+            Some("PORTLAND, OR"),
+            labelled_at + 50 * hour,
+        ),
+        Checkpoint::new(
+            "Delivered_001",
+            Some("DLV"),
+            "Delivered, in mailbox",
+            Some("PORTLAND, OR"),
+            labelled_at + 56 * hour,
+        ),
+    ] {
+        agents.tracker.push(&number, checkpoint)?;
+    }
+    agents.tracker.flush().await;
+    c.settle().await?;
+    let posted: Vec<String> = sandbox
+        .fulfillments(&phone)
+        .first()
+        .and_then(|f| {
+            f["events"]["nodes"]
+                .as_array()
+                .or_else(|| f["events"].as_array())
+                .cloned()
+        })
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or_default().to_string())
+        .collect();
+    t.check(
+        "the carrier's progress reached Shopify as fulfillment events, each once, and the order is delivered",
+        posted == ["CARRIER_PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"]
+            && c.statuses(&phone) == vec![("shenzhen".into(), ShipmentStatus::Delivered)],
+        format!("events {posted:?}, shipment {:?}", c.statuses(&phone)),
     );
 
     // The gate was never bypassed: every fulfillment shipgate made in Shopify is one the gate
