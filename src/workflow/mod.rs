@@ -678,6 +678,10 @@ impl Workflow {
         let shipment = case
             .shipment_mut(&event.shipment_id)
             .expect("validated above");
+        let numbers_before: Vec<String> = derive::labels(shipment)
+            .into_iter()
+            .map(|(_, _, n, _)| n)
+            .collect();
         let new = shipment.record(Evidence {
             // Apart from shipgate's own record ids, whatever the supplier calls its events.
             id: format!("supplier:{}", event.id),
@@ -695,9 +699,30 @@ impl Workflow {
         self.write(&case, changes)?;
         drop(_guard);
         if let Some(number) = label_number {
+            // Other orders that share the new number, or shared the one it replaced, see
+            // their tracking conflict appear or go away when they are planned again.
+            let mut touched = numbers_before;
+            touched.push(number.clone());
+            self.replan_sharing(&case, &touched)?;
             self.label_recorded(&number).await?;
         }
         Ok(EventApplied::Recorded)
+    }
+
+    /// Queues for planning the other orders whose labels carry any of these numbers.
+    fn replan_sharing(&self, case: &OrderCase, numbers: &[String]) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        for number in numbers {
+            for other in store.shipments_with_tracking_number(number)? {
+                if case.shipment(&other).is_some() {
+                    continue;
+                }
+                if let Some(located) = store.case_of(&other)? {
+                    store.queue_plan(&located.shop, &located.order_gid)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Records a carrier's tracking event on every shipment whose label carries its number.

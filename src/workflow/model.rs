@@ -191,11 +191,12 @@ pub enum ExceptionKind {
     FulfilledOutside,
     NoCarrierMovement,
     TrackingStalled,
+    TrackingConflict,
 }
 
 impl ExceptionKind {
     /// Every kind, for listings and metrics.
-    pub const ALL: [ExceptionKind; 10] = [
+    pub const ALL: [ExceptionKind; 11] = [
         ExceptionKind::UnmappedSku,
         ExceptionKind::SupplierRejected,
         ExceptionKind::Stockout,
@@ -206,6 +207,7 @@ impl ExceptionKind {
         ExceptionKind::FulfilledOutside,
         ExceptionKind::NoCarrierMovement,
         ExceptionKind::TrackingStalled,
+        ExceptionKind::TrackingConflict,
     ];
 
     /// The name used in the CLI, the API and metrics.
@@ -221,6 +223,7 @@ impl ExceptionKind {
             ExceptionKind::FulfilledOutside => "fulfilled_outside",
             ExceptionKind::NoCarrierMovement => "no_carrier_movement",
             ExceptionKind::TrackingStalled => "tracking_stalled",
+            ExceptionKind::TrackingConflict => "tracking_conflict",
         }
     }
 
@@ -238,7 +241,8 @@ impl ExceptionKind {
             ExceptionKind::WriteBackRefused
             | ExceptionKind::FulfilledOutside
             | ExceptionKind::NoCarrierMovement
-            | ExceptionKind::TrackingStalled => None,
+            | ExceptionKind::TrackingStalled
+            | ExceptionKind::TrackingConflict => None,
         }
     }
 
@@ -255,6 +259,7 @@ impl ExceptionKind {
             ExceptionKind::FulfilledOutside => &["acknowledge"],
             ExceptionKind::NoCarrierMovement => &["chase", "new_label", "cancel"],
             ExceptionKind::TrackingStalled => &["customer_updated", "reship"],
+            ExceptionKind::TrackingConflict => &["new_label"],
         }
     }
 }

@@ -148,6 +148,13 @@ pub fn settle(
                 }),
         ),
     }
+    let mut conflicted = Vec::new();
+    for conflict in tracking_conflicts(case, ctx)? {
+        if !conflicted.contains(&conflict.shipment_id) {
+            conflicted.push(conflict.shipment_id);
+            conditions.push(conflict.condition);
+        }
+    }
     let cancelled = order.is_some_and(|o| o.is_cancelled());
     reconcile_exceptions(case, conditions, cancelled, ctx, &mut changes)?;
     if let Some(order) = order {
@@ -156,6 +163,74 @@ pub fn settle(
     progress::report(case, ctx, &mut changes)?;
     case.wake_at_ms = progress::wake_at(case, ctx.now_ms, ctx.settings);
     Ok(changes)
+}
+
+/// A tracking number a live shipment of this order shares with a live shipment of another
+/// order: a reused or mistyped label. The carrier's scans cannot say whose parcel moved, so
+/// neither is fulfilled on them (SPEC §7) until one of them gets a new label. One entry per
+/// shared number; every entry of a shipment carries the same condition.
+pub(crate) struct Conflict {
+    pub shipment_id: String,
+    pub number: String,
+    pub condition: derive::Condition,
+}
+
+pub(crate) fn tracking_conflicts(
+    case: &OrderCase,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Conflict>, StoreError> {
+    let mut out = Vec::new();
+    for shipment in case.shipments.iter().filter(|s| !derive::is_cancelled(s)) {
+        let mut found: Vec<(String, String)> = Vec::new();
+        for (_, _, number, _) in derive::labels(shipment) {
+            for other_id in ctx.store.shipments_with_tracking_number(&number)? {
+                if case.shipment(&other_id).is_some() {
+                    continue;
+                }
+                let Some(other_case) = ctx.store.case_of(&other_id)? else {
+                    continue;
+                };
+                let live = other_case.shipment(&other_id).is_some_and(|other| {
+                    !derive::is_cancelled(other)
+                        && derive::status(other, &other_case.exceptions)
+                            != derive::ShipmentStatus::Delivered
+                        && derive::labels(other)
+                            .iter()
+                            .any(|(_, _, n, _)| *n == number)
+                });
+                if live {
+                    found.push((number.clone(), other_case.order_name.clone()));
+                }
+            }
+        }
+        if found.is_empty() {
+            continue;
+        }
+        let list = |pick: fn(&(String, String)) -> &str| {
+            found.iter().map(pick).collect::<Vec<_>>().join(", ")
+        };
+        let summary = format!(
+            "tracking number {} is also on order {}: ask for a new label",
+            list(|(n, _)| n),
+            list(|(_, o)| o)
+        );
+        for (number, _) in &found {
+            out.push(Conflict {
+                shipment_id: shipment.id.clone(),
+                number: number.clone(),
+                condition: derive::Condition {
+                    kind: ExceptionKind::TrackingConflict,
+                    subject: Subject {
+                        fulfillment_order_id: shipment.fulfillment_order_id.clone(),
+                        shipment_id: Some(shipment.id.clone()),
+                        line_item_id: None,
+                    },
+                    summary: summary.clone(),
+                },
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Fulfillments in Shopify that shipgate did not make, on a fulfillment order that a live,
@@ -1356,7 +1431,15 @@ pub fn apply_decision(
             let shipment = shipment
                 .as_ref()
                 .expect("carrier exceptions name a shipment");
-            let numbers = progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings);
+            let numbers = if exception.kind == ExceptionKind::TrackingConflict {
+                tracking_conflicts(case, ctx)?
+                    .into_iter()
+                    .filter(|c| c.shipment_id == shipment.id)
+                    .map(|c| c.number)
+                    .collect()
+            } else {
+                progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings)
+            };
             if numbers.is_empty() {
                 return Ok(Err(format!(
                     "{exception_id}: no parcel of {} is overdue any more",

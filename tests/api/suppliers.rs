@@ -1191,3 +1191,64 @@ async fn stalled_tracking_is_an_exception_and_a_reshipment_updates_the_tracking(
         "the first pickup, then the reshipment's"
     );
 }
+
+/// A tracking number that turns up on two open orders (a reused label) stops both: the
+/// carrier's scans cannot say whose parcel moved. A new label for one ends the conflict for
+/// both, and each is fulfilled with its own number.
+#[tokio::test]
+async fn a_number_on_two_open_orders_stops_both_until_one_gets_a_new_label() {
+    let s = spawn_supplied().await;
+    let first = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    let second = s.sandbox().create_order(new_order(&[("MUG-BLUE", 1)]));
+    s.settle().await;
+    let mut shipments = Vec::new();
+    for (order, sku) in [(&first, "MUG-RED"), (&second, "MUG-BLUE")] {
+        let case = s.case(order);
+        let sg = case.shipments[0].id.clone();
+        let line = case.shipments[0].lines[0].line_item_id.clone();
+        s.acme.ship(&sg).unwrap();
+        s.record_check(&sg, &line, sku, 1).await;
+        shipments.push(sg);
+    }
+    s.settle().await;
+    let shared = derive::labels(&s.case(&first).shipments[0])[0].2.clone();
+    // An hour later (the agents' labels carry the wall clock's time), the second parcel's
+    // label is replaced with the first one's number.
+    s.clock.advance(Duration::from_secs(3600));
+    let parcel = s.parcel(&second);
+    s.record_label(&shipments[1], &parcel, &shared, "reused-label")
+        .await;
+    s.settle().await;
+    assert_eq!(s.open(&first), vec![ExceptionKind::TrackingConflict]);
+    assert_eq!(s.open(&second), vec![ExceptionKind::TrackingConflict]);
+    let summary = s.case(&second).exceptions[0].summary.clone();
+    assert!(summary.contains(&shared), "{summary}");
+
+    s.carrier_accepts(&shared, s.clock.now_ms()).await;
+    assert!(s.sandbox().fulfillments(&first).is_empty());
+    assert!(s.sandbox().fulfillments(&second).is_empty());
+
+    s.decide(&second, ExceptionKind::TrackingConflict, Decision::NewLabel)
+        .await;
+    assert_eq!(s.open(&second), vec![ExceptionKind::TrackingConflict]);
+    assert!(
+        s.acme
+            .accepted_messages()
+            .iter()
+            .any(|m| m.kind == "parcel_decision" && m.body["tracking_number"] == shared.as_str()),
+        "the agent is asked for a new label"
+    );
+    s.clock.advance(Duration::from_secs(600));
+    s.record_label(&shipments[1], &parcel, "1ZFRESH000002", "fresh-label")
+        .await;
+    s.settle().await;
+    assert!(s.open(&second).is_empty());
+    assert!(
+        s.open(&first).is_empty(),
+        "the other order is planned again"
+    );
+    assert_eq!(s.sandbox().fulfillments(&first).len(), 1);
+    s.carrier_accepts("1ZFRESH000002", s.clock.now_ms()).await;
+    let tracking = s.sandbox().fulfillments(&second)[0]["trackingInfo"].to_string();
+    assert!(tracking.contains("1ZFRESH000002"), "{tracking}");
+}
