@@ -494,6 +494,85 @@ pub(super) async fn run(
         format!("events {posted:?}, shipment {:?}", c.statuses(&phone)),
     );
 
+    // A label the carrier never takes: three business days later it is an exception; the
+    // owner asks for a new label, and the new number is what Shopify gets once it is taken.
+    let stuck = sandbox.create_order(order(&[("PHN-CASE-MAG-IP15", 1)]));
+    c.settle().await?;
+    let case = c
+        .case(&stuck)
+        .ok_or_else(|| anyhow::anyhow!("no case for {stuck}"))?;
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    agents
+        .shenzhen
+        .ship(&sg)
+        .map_err(|e| anyhow::anyhow!("shipping {sg}: {e:?}"))?;
+    c.settle().await?;
+    let check = crate::sandbox::harness::check_event_at(
+        "demo-qc-stuck",
+        &sg,
+        &[(&line, "PHN-CASE-MAG-IP15", 1, 1)],
+        "pass",
+        clock.now_ms(),
+    );
+    daemon
+        .workflow()
+        .record_event("shenzhen", check, Actor::Operator("demo".into()))
+        .await?;
+    clock.advance(Duration::from_secs(6 * 24 * 3600));
+    daemon.workflow().tick().await?;
+    c.settle().await?;
+    let opened = c.open(&stuck);
+    let exception = opened
+        .iter()
+        .find(|(_, kind)| *kind == ExceptionKind::NoCarrierMovement)
+        .map(|(id, _)| id.clone());
+    if let Some(id) = &exception {
+        c.decide(id, Decision::NewLabel).await?;
+    }
+    let parcel = c
+        .case(&stuck)
+        .and_then(|case| derive::parcels(&case.shipments[0]).into_keys().next())
+        .unwrap_or_default();
+    let relabel = crate::suppliers::SupplierEvent {
+        id: "demo-relabel".into(),
+        shipment_id: sg.clone(),
+        occurred_at: crate::order::Timestamp::from_unix_ms(clock.now_ms()),
+        kind: crate::suppliers::EventKind::LabelCreated {
+            parcel_id: Some(parcel),
+            carrier: "UPS".into(),
+            tracking_number: "1ZDEMORELABEL01".into(),
+            tracking_url: None,
+        },
+    };
+    daemon
+        .workflow()
+        .record_event("shenzhen", relabel, Actor::Operator("demo".into()))
+        .await?;
+    agents.tracker.register("1ZDEMORELABEL01", "ups");
+    agents.tracker.push(
+        "1ZDEMORELABEL01",
+        Checkpoint::new(
+            "InTransit_002",
+            Some("PU"),
+            "Pickup scan",
+            Some("SHENZHEN"),
+            clock.now_ms() + hour,
+        ),
+    )?;
+    agents.tracker.flush().await;
+    c.settle().await?;
+    let tracking = sandbox
+        .fulfillments(&stuck)
+        .first()
+        .map(|f| f["trackingInfo"].to_string())
+        .unwrap_or_default();
+    t.check(
+        "a label the carrier never took became an exception after 3 business days; the new label was fulfilled",
+        exception.is_some() && tracking.contains("1ZDEMORELABEL01") && c.open(&stuck).is_empty(),
+        format!("opened {opened:?}, tracking {tracking}, shipment {:?}", c.statuses(&stuck)),
+    );
+
     // The gate was never bypassed: every fulfillment shipgate made in Shopify is one the gate
     // let through, for a shipment with a passing check and its carrier's acceptance.
     let mut made = 0;
