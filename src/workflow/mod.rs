@@ -805,7 +805,10 @@ impl Workflow {
                 tracing::warn!(effect = %effect.key, %reason, "Shopify refused a fulfillment event");
             }
             (Action::FulfillmentEvent { .. }, _) => {}
-            (Action::UpdateTracking { shipment_id, .. }, EffectState::Failed { reason, .. }) => {
+            (
+                Action::UpdateTracking { shipment_id, .. },
+                EffectState::Failed { reason, .. },
+            ) => {
                 // The customer keeps seeing the old number: as visible as a refused fulfillment,
                 // with the same decisions (retry, investigate).
                 if let Some(shipment) = case.shipment_mut(shipment_id) {

@@ -237,12 +237,10 @@ impl State {
             }
             // The owner's answer to a failed check or a stuck parcel: the agent takes note; a
             // new check or label is reported by hand in tests (the agent has no goods).
-            MessageBody::CheckDecision { .. } | MessageBody::ParcelDecision { .. } => {
-                match self.shipments.get(&message.shipment_id) {
-                    Some(_) => Ok(None),
-                    None => Err(format!("no shipment `{}` here", message.shipment_id)),
-                }
-            }
+            MessageBody::CheckDecision { .. } | MessageBody::ParcelDecision { .. } => match self.shipments.get(&message.shipment_id) {
+                Some(_) => Ok(None),
+                None => Err(format!("no shipment `{}` here", message.shipment_id)),
+            },
         };
         let supplier_ref = match outcome {
             Ok(supplier_ref) => supplier_ref,
