@@ -832,7 +832,7 @@ mod tests {
             assert_eq!(is_mutation(&text), declares_mutation, "{}", path.display());
             seen += 1;
         }
-        assert_eq!(seen, 10);
+        assert_eq!(seen, 11);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::order::{
 };
 use crate::shopify::ops;
 use crate::shopify::ops::fulfillment_create as fc;
+use crate::shopify::ops::fulfillment_event_create as fec;
+use crate::shopify::ops::fulfillment_events as fev;
 use crate::shopify::ops::fulfillment_order_hold as fh;
+use crate::shopify::ops::fulfillment_tracking_info_update as ftu;
 use crate::shopify::ops::orders_by_ids as obi;
 
 /// `fulfillments(first: …)` in `graphql/OrdersByIds.graphql`. That field is a plain list without
@@ -26,6 +29,10 @@ const FULFILLMENTS_FIRST: usize = 5;
 /// `trackingInfo(first: …)` in `graphql/OrdersByIds.graphql`, read the same way as
 /// `FULFILLMENTS_FIRST`.
 const TRACKING_FIRST: usize = 3;
+
+/// `events(first: …)` in `graphql/FulfillmentEvents.graphql`: how many of a fulfillment's newest
+/// events a read-back sees.
+pub const EVENTS_FIRST: usize = 100;
 
 /// The longest hold handle Shopify accepts, in characters.
 const HOLD_HANDLE_MAX_CHARS: usize = 64;
@@ -85,6 +92,35 @@ pub enum ConvertError {
         /// The name that was given.
         reason: String,
     },
+    /// A fulfillment event status that is not a `FulfillmentEventStatus` value this build knows.
+    #[error(
+        "fulfillment {fulfillment_id}: field `status`: unknown FulfillmentEventStatus `{status}`"
+    )]
+    UnknownEventStatus {
+        /// The fulfillment the event was for.
+        fulfillment_id: String,
+        /// The name that was given.
+        status: String,
+    },
+    /// A field of a fulfillment (a write-back input, or the read-back answer) that Shopify would
+    /// refuse or that shipgate cannot read.
+    #[error("fulfillment {fulfillment_id}: field `{field}`: {reason}")]
+    FulfillmentField {
+        /// The fulfillment concerned.
+        fulfillment_id: String,
+        /// The field's path, e.g. `events[2].happenedAt`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `nodes(ids: [fulfillment])` answered with something else than that one fulfillment.
+    #[error("field `nodes`: requested fulfillment {requested} came back as {returned}")]
+    NotTheFulfillment {
+        /// The fulfillment id that was requested.
+        requested: String,
+        /// What came back instead (a count, another type, another id).
+        returned: String,
+    },
     /// A hold handle that is empty or longer than Shopify accepts.
     #[error(
         "fulfillment order {fulfillment_order_id}: field `handle`: must be 1 to 64 characters, got {chars}"
@@ -139,6 +175,50 @@ pub struct FulfillmentRequest {
     pub tracking_urls: Vec<String>,
     /// An optional message stored with the fulfillment.
     pub message: Option<String>,
+}
+
+/// One fulfillment event as Shopify lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedEvent {
+    /// The event's gid.
+    pub id: String,
+    /// Its `FulfillmentEventStatus` name (an unknown value keeps its name).
+    pub status: String,
+    /// When it happened.
+    pub happened_at: Timestamp,
+}
+
+/// What a fulfillment carries now, as `FulfillmentEvents` reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FulfillmentProgress {
+    /// The fulfillment's gid.
+    pub id: String,
+    /// Its tracking numbers (entries without a number are left out).
+    pub tracking_numbers: Vec<String>,
+    /// Its newest events (at most `EVENTS_FIRST`), newest first.
+    pub events: Vec<PostedEvent>,
+}
+
+impl FulfillmentProgress {
+    /// The event already posted with this status at this instant, if any.
+    ///
+    /// Instants are compared in whole Unix seconds, not as text: Shopify answers in UTC without
+    /// fractions, whatever offset and precision the event was posted with. Only the newest
+    /// `EVENTS_FIRST` events are read, so an event older than that many later ones is not found.
+    pub fn find_event(&self, status: &str, happened_at: &Timestamp) -> Option<&PostedEvent> {
+        let second = happened_at.unix_ms.div_euclid(1000);
+        self.events
+            .iter()
+            .find(|e| e.status == status && e.happened_at.unix_ms.div_euclid(1000) == second)
+    }
+
+    /// Whether the fulfillment carries exactly these tracking numbers, in any order.
+    pub fn has_tracking_numbers(&self, numbers: &[String]) -> bool {
+        let ours: std::collections::BTreeSet<&str> = numbers.iter().map(String::as_str).collect();
+        let theirs: std::collections::BTreeSet<&str> =
+            self.tracking_numbers.iter().map(String::as_str).collect();
+        ours == theirs
+    }
 }
 
 /// Converts an `OrdersByIds` response into one `Fetched` per requested id, in request order.
@@ -292,6 +372,137 @@ pub fn hold_variables(
             reason_notes: (!notes.is_empty()).then(|| notes.to_string()),
         },
     })
+}
+
+/// Builds the `FulfillmentEventCreate` variables: `status` is a `FulfillmentEventStatus` name
+/// (e.g. `CARRIER_PICKED_UP`), `happened_at` RFC 3339.
+///
+/// A status the schema does not name, or a time that is not RFC 3339, is refused here, where the
+/// cause is visible, rather than by Shopify as a GraphQL error about the variables.
+pub fn fulfillment_event_variables(
+    fulfillment_id: &str,
+    status: &str,
+    happened_at: &str,
+    message: Option<&str>,
+) -> Result<fec::Variables, ConvertError> {
+    // As for hold reasons, the generated enum's Deserialize is the single list of known names.
+    let parsed: Result<fec::FulfillmentEventStatus, serde::de::value::Error> =
+        serde::Deserialize::deserialize(status.into_deserializer());
+    let status = match parsed {
+        Ok(fec::FulfillmentEventStatus::Other(_)) | Err(_) => {
+            return Err(ConvertError::UnknownEventStatus {
+                fulfillment_id: fulfillment_id.to_string(),
+                status: status.to_string(),
+            });
+        }
+        Ok(known) => known,
+    };
+    Timestamp::parse(happened_at).map_err(|reason| ConvertError::FulfillmentField {
+        fulfillment_id: fulfillment_id.to_string(),
+        field: "happenedAt".into(),
+        reason,
+    })?;
+    Ok(fec::Variables {
+        fulfillment_event: fec::FulfillmentEventInput {
+            address1: None,
+            city: None,
+            country: None,
+            estimated_delivery_at: None,
+            fulfillment_id: fulfillment_id.to_string(),
+            happened_at: Some(happened_at.to_string()),
+            latitude: None,
+            longitude: None,
+            message: message.filter(|m| !m.is_empty()).map(str::to_string),
+            province: None,
+            status,
+            zip: None,
+        },
+    })
+}
+
+/// Builds the `FulfillmentTrackingInfoUpdate` variables, which replace the fulfillment's tracking
+/// with these numbers (and URLs, matched by position) under `company` as given.
+///
+/// Tracking goes in the plural fields, as in `fulfillment_create_variables`. At least one number
+/// is required: without one the update would not say what the fulfillment carries from now on,
+/// and a read-back could not tell whether it landed.
+pub fn tracking_update_variables(
+    fulfillment_id: &str,
+    company: Option<&str>,
+    numbers: &[String],
+    urls: &[String],
+    notify_customer: bool,
+) -> Result<ftu::Variables, ConvertError> {
+    if numbers.iter().all(|n| n.trim().is_empty()) {
+        return Err(ConvertError::FulfillmentField {
+            fulfillment_id: fulfillment_id.to_string(),
+            field: "trackingInfoInput.numbers".into(),
+            reason: "at least one tracking number is required".into(),
+        });
+    }
+    Ok(ftu::Variables {
+        fulfillment_id: fulfillment_id.to_string(),
+        tracking_info_input: ftu::FulfillmentTrackingInput {
+            company: company.map(str::to_string),
+            number: None,
+            numbers: non_empty(numbers),
+            url: None,
+            urls: non_empty(urls),
+        },
+        notify_customer: Some(notify_customer),
+    })
+}
+
+/// Converts a `FulfillmentEvents` answer for `requested`: none when Shopify has no such
+/// fulfillment (`nodes` answered null), an error when anything else than it came back.
+pub fn fulfillment_progress(
+    requested: &str,
+    data: fev::ResponseData,
+) -> Result<Option<FulfillmentProgress>, ConvertError> {
+    let not_it = |returned: String| ConvertError::NotTheFulfillment {
+        requested: requested.to_string(),
+        returned,
+    };
+    let mut nodes = data.nodes;
+    if nodes.len() != 1 {
+        return Err(not_it(format!("{} entries", nodes.len())));
+    }
+    let fulfillment = match nodes.pop().flatten() {
+        None => return Ok(None),
+        Some(fev::FulfillmentEventsNodes::Fulfillment(f)) if f.id == requested => f,
+        Some(fev::FulfillmentEventsNodes::Fulfillment(f)) => return Err(not_it(f.id)),
+        // The other variants carry no data; their Debug output is the GraphQL type name.
+        Some(other) => return Err(not_it(format!("a `{other:?}` node"))),
+    };
+    let events = fulfillment
+        .events
+        .nodes
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let happened_at = Timestamp::parse(&e.happened_at).map_err(|reason| {
+                ConvertError::FulfillmentField {
+                    fulfillment_id: requested.to_string(),
+                    field: format!("events[{i}].happenedAt"),
+                    reason,
+                }
+            })?;
+            Ok(PostedEvent {
+                id: e.id,
+                status: enum_name(&e.status),
+                happened_at,
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    Ok(Some(FulfillmentProgress {
+        id: fulfillment.id,
+        tracking_numbers: fulfillment
+            .tracking_info
+            .into_iter()
+            .filter_map(|t| t.number)
+            .collect(),
+        events,
+    }))
 }
 
 /// Converts one order node into the mirror.
@@ -1131,6 +1342,222 @@ mod tests {
             Err(ConvertError::BadHoldHandle { chars: 65, .. })
         ));
         assert!(hold_variables(fo, "OTHER", "", &"é".repeat(64)).is_ok());
+    }
+
+    const FULFILLMENT: &str = "gid://shopify/Fulfillment/255858046";
+
+    #[test]
+    fn fulfillment_event_variables_have_the_shape_shopify_expects() {
+        let vars = fulfillment_event_variables(
+            FULFILLMENT,
+            "CARRIER_PICKED_UP",
+            "2026-11-25T10:00:00+08:00",
+            Some("Picked up in Shenzhen"),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(vars).unwrap(),
+            json!({
+                "fulfillmentEvent": {
+                    "fulfillmentId": FULFILLMENT,
+                    "status": "CARRIER_PICKED_UP",
+                    "happenedAt": "2026-11-25T10:00:00+08:00",
+                    "message": "Picked up in Shenzhen"
+                }
+            })
+        );
+        // An empty message is no message rather than an empty line in the order's timeline.
+        let vars =
+            fulfillment_event_variables(FULFILLMENT, "DELIVERED", "2026-11-30T09:00:00Z", Some(""))
+                .unwrap();
+        assert_eq!(vars.fulfillment_event.message, None);
+        assert_eq!(
+            vars.fulfillment_event.status,
+            fec::FulfillmentEventStatus::DELIVERED
+        );
+    }
+
+    #[test]
+    fn fulfillment_event_variables_reject_what_shopify_would() {
+        let err =
+            fulfillment_event_variables(FULFILLMENT, "PICKED_UP", "2026-11-25T10:00:00Z", None)
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "fulfillment gid://shopify/Fulfillment/255858046: field `status`: unknown FulfillmentEventStatus `PICKED_UP`"
+        );
+        assert!(matches!(
+            fulfillment_event_variables(FULFILLMENT, "in_transit", "2026-11-25T10:00:00Z", None),
+            Err(ConvertError::UnknownEventStatus { .. })
+        ));
+        let err = fulfillment_event_variables(FULFILLMENT, "IN_TRANSIT", "25/11/2026 10:00", None)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConvertError::FulfillmentField { field, .. } if field == "happenedAt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tracking_update_variables_replace_the_numbers_in_the_plural_fields() {
+        let vars = tracking_update_variables(
+            FULFILLMENT,
+            Some("China Post"),
+            &["LX123456789CN".into(), "LX123456790CN".into()],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(vars).unwrap(),
+            json!({
+                "fulfillmentId": FULFILLMENT,
+                "trackingInfoInput": {
+                    "company": "China Post",
+                    "numbers": ["LX123456789CN", "LX123456790CN"]
+                },
+                "notifyCustomer": false
+            })
+        );
+        let vars = tracking_update_variables(
+            FULFILLMENT,
+            None,
+            &["UG1YW".into()],
+            &["https://track.yw56.com.cn/en/querydel?nums=UG1YW".into()],
+            true,
+        )
+        .unwrap();
+        let json = serde_json::to_value(vars).unwrap();
+        assert_eq!(
+            json["trackingInfoInput"],
+            json!({ "numbers": ["UG1YW"], "urls": ["https://track.yw56.com.cn/en/querydel?nums=UG1YW"] })
+        );
+        assert_eq!(json["notifyCustomer"], json!(true));
+    }
+
+    #[test]
+    fn tracking_update_variables_need_a_number() {
+        for numbers in [vec![], vec![" ".to_string()]] {
+            let err = tracking_update_variables(FULFILLMENT, Some("UPS"), &numbers, &[], true)
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "fulfillment gid://shopify/Fulfillment/255858046: field `trackingInfoInput.numbers`: at least one tracking number is required"
+            );
+        }
+    }
+
+    fn progress_response(node: serde_json::Value) -> fev::ResponseData {
+        serde_json::from_value(json!({ "nodes": [node] })).unwrap()
+    }
+
+    fn fulfillment_node() -> serde_json::Value {
+        json!({
+            "__typename": "Fulfillment",
+            "id": FULFILLMENT,
+            "trackingInfo": [{ "number": "LX123456789CN" }, { "number": null }, { "number": "LX123456790CN" }],
+            "events": { "nodes": [
+                { "id": "gid://shopify/FulfillmentEvent/3", "status": "DELIVERED", "happenedAt": "2026-11-30T09:00:00Z" },
+                { "id": "gid://shopify/FulfillmentEvent/2", "status": "PARCEL_TELEPORTED", "happenedAt": "2026-11-27T09:00:00Z" },
+                { "id": "gid://shopify/FulfillmentEvent/1", "status": "CARRIER_PICKED_UP", "happenedAt": "2026-11-25T02:00:00Z" }
+            ] }
+        })
+    }
+
+    #[test]
+    fn fulfillment_progress_converts_numbers_and_events() {
+        let progress = fulfillment_progress(FULFILLMENT, progress_response(fulfillment_node()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(progress.id, FULFILLMENT);
+        assert_eq!(
+            progress.tracking_numbers,
+            vec!["LX123456789CN", "LX123456790CN"]
+        );
+        let statuses: Vec<_> = progress.events.iter().map(|e| e.status.as_str()).collect();
+        // An enum value this build does not know keeps its name.
+        assert_eq!(
+            statuses,
+            vec!["DELIVERED", "PARCEL_TELEPORTED", "CARRIER_PICKED_UP"]
+        );
+        assert_eq!(
+            progress.events[2].happened_at.unix_ms,
+            Timestamp::parse("2026-11-25T10:00:00+08:00")
+                .unwrap()
+                .unix_ms
+        );
+    }
+
+    #[test]
+    fn an_event_is_found_by_status_and_instant_not_by_text() {
+        let progress = fulfillment_progress(FULFILLMENT, progress_response(fulfillment_node()))
+            .unwrap()
+            .unwrap();
+        let at = |text: &str| Timestamp::parse(text).unwrap();
+        // The same instant written with another offset and with fractions of a second.
+        let found = progress.find_event("CARRIER_PICKED_UP", &at("2026-11-25T10:00:00.400+08:00"));
+        assert_eq!(
+            found.map(|e| e.id.as_str()),
+            Some("gid://shopify/FulfillmentEvent/1")
+        );
+        // Another status at that instant, or the same status a second later, is another event.
+        assert!(
+            progress
+                .find_event("IN_TRANSIT", &at("2026-11-25T02:00:00Z"))
+                .is_none()
+        );
+        assert!(
+            progress
+                .find_event("CARRIER_PICKED_UP", &at("2026-11-25T02:00:01Z"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn tracking_numbers_match_as_a_set() {
+        let progress = fulfillment_progress(FULFILLMENT, progress_response(fulfillment_node()))
+            .unwrap()
+            .unwrap();
+        let numbers = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(progress.has_tracking_numbers(&numbers(&["LX123456790CN", "LX123456789CN"])));
+        assert!(!progress.has_tracking_numbers(&numbers(&["LX123456789CN"])));
+        assert!(!progress.has_tracking_numbers(&numbers(&[
+            "LX123456789CN",
+            "LX123456790CN",
+            "LX123456791CN"
+        ])));
+    }
+
+    #[test]
+    fn a_missing_fulfillment_is_none_and_anything_else_an_error() {
+        assert_eq!(
+            fulfillment_progress(FULFILLMENT, progress_response(json!(null))).unwrap(),
+            None
+        );
+        let mut other = fulfillment_node();
+        other["id"] = json!("gid://shopify/Fulfillment/1");
+        let err = fulfillment_progress(FULFILLMENT, progress_response(other)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field `nodes`: requested fulfillment gid://shopify/Fulfillment/255858046 came back as gid://shopify/Fulfillment/1"
+        );
+        let order = json!({ "__typename": "Order" });
+        assert!(matches!(
+            fulfillment_progress(FULFILLMENT, progress_response(order)),
+            Err(ConvertError::NotTheFulfillment { .. })
+        ));
+        let empty: fev::ResponseData = serde_json::from_value(json!({ "nodes": [] })).unwrap();
+        assert!(matches!(
+            fulfillment_progress(FULFILLMENT, empty),
+            Err(ConvertError::NotTheFulfillment { .. })
+        ));
+        let mut bad = fulfillment_node();
+        bad["events"]["nodes"][1]["happenedAt"] = json!("yesterday");
+        let err = fulfillment_progress(FULFILLMENT, progress_response(bad)).unwrap_err();
+        assert!(
+            matches!(&err, ConvertError::FulfillmentField { field, .. } if field == "events[1].happenedAt"),
+            "{err}"
+        );
     }
 }
 

@@ -72,6 +72,22 @@ pub struct FulfillmentCreate;
 )]
 pub struct FulfillmentEventCreate;
 
+/// Reads one fulfillment's tracking numbers and newest events, to learn whether a
+/// `FulfillmentEventCreate` or `FulfillmentTrackingInfoUpdate` whose answer was lost took effect.
+///
+/// `fragments_other_variant` turns an id that resolves to a type outside the schema subset into an
+/// `Unknown` variant that `convert` reports, instead of a deserialization failure.
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "graphql/schema.graphql",
+    query_path = "graphql/FulfillmentEvents.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone",
+    skip_serializing_none,
+    fragments_other_variant = "true"
+)]
+pub struct FulfillmentEvents;
+
 /// Places an idempotent (handle-keyed) hold on a fulfillment order.
 #[derive(GraphQLQuery)]
 #[graphql(

@@ -12,7 +12,9 @@
 //!
 //! An effect found marked at step 2 (a crash, a timeout, a broken connection) is never simply
 //! sent again: the remote state is read first (the supplier's lookup by idempotency key, the
-//! fulfillment order's holds by handle), and only a remote side that does not have it gets it.
+//! fulfillment order's holds by handle, the order's fulfillments by tracking number, the
+//! fulfillment's events by status and instant or its tracking numbers as a set), and only a
+//! remote side that does not have it gets it.
 //! Effects of one stream go out strictly in order; retries back off exponentially with jitter.
 
 use std::collections::HashMap;
@@ -24,10 +26,12 @@ use tokio_util::sync::CancellationToken;
 use super::Workflow;
 use super::effect::{Action, Effect, EffectState};
 use crate::order::OrderMirror;
+use crate::order::Timestamp;
 use crate::shopify::client::{ShopifyClient, ShopifyError};
 use crate::shopify::convert::{self, Fetched};
 use crate::shopify::ops::{
-    FulfillmentCreate, FulfillmentOrderHold, FulfillmentOrderReleaseHold, OrdersByIds,
+    FulfillmentCreate, FulfillmentEventCreate, FulfillmentEvents, FulfillmentOrderHold,
+    FulfillmentOrderReleaseHold, FulfillmentTrackingInfoUpdate, OrdersByIds, fulfillment_events,
     fulfillment_order_release_hold, orders_by_ids,
 };
 use crate::store::StoreError;
@@ -486,11 +490,93 @@ impl Sender {
                     Err(e) => shopify_outcome(e),
                 }
             }
-            // Being wired (fulfillmentEventCreate, fulfillmentTrackingInfoUpdate).
-            Action::FulfillmentEvent { .. } | Action::UpdateTracking { .. } => SendOutcome::Retry {
-                reason: "not wired yet".into(),
-                maybe_delivered: false,
-            },
+            Action::FulfillmentEvent {
+                fulfillment_id,
+                status,
+                happened_at,
+                message,
+                ..
+            } => {
+                let Some(client) = self.shops.get(&effect.shop) else {
+                    return SendOutcome::Refused {
+                        reason: format!("no Admin API credentials for {}", effect.shop),
+                    };
+                };
+                let variables = match convert::fulfillment_event_variables(
+                    fulfillment_id,
+                    status,
+                    happened_at,
+                    message.as_deref(),
+                ) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return SendOutcome::Refused {
+                            reason: e.to_string(),
+                        };
+                    }
+                };
+                match client.run::<FulfillmentEventCreate>(variables, 1).await {
+                    Ok(data) => match data
+                        .fulfillment_event_create
+                        .and_then(|p| p.fulfillment_event)
+                    {
+                        Some(event) => SendOutcome::Accepted {
+                            supplier_ref: Some(event.id),
+                        },
+                        None => SendOutcome::Retry {
+                            reason: "Shopify returned no fulfillment event".into(),
+                            maybe_delivered: true,
+                        },
+                    },
+                    Err(e) => shopify_outcome(e),
+                }
+            }
+            Action::UpdateTracking {
+                fulfillment_id,
+                tracking_company,
+                tracking_numbers,
+                tracking_urls,
+                notify_customer,
+                ..
+            } => {
+                let Some(client) = self.shops.get(&effect.shop) else {
+                    return SendOutcome::Refused {
+                        reason: format!("no Admin API credentials for {}", effect.shop),
+                    };
+                };
+                let variables = match convert::tracking_update_variables(
+                    fulfillment_id,
+                    tracking_company.as_deref(),
+                    tracking_numbers,
+                    tracking_urls,
+                    *notify_customer,
+                ) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return SendOutcome::Refused {
+                            reason: e.to_string(),
+                        };
+                    }
+                };
+                match client
+                    .run::<FulfillmentTrackingInfoUpdate>(variables, 1)
+                    .await
+                {
+                    Ok(data) => match data
+                        .fulfillment_tracking_info_update
+                        .and_then(|p| p.fulfillment)
+                    {
+                        Some(fulfillment) => SendOutcome::Accepted {
+                            supplier_ref: Some(fulfillment.id),
+                        },
+                        None => SendOutcome::Retry {
+                            reason: "Shopify returned no fulfillment".into(),
+                            maybe_delivered: true,
+                        },
+                    },
+                    Err(e) => shopify_outcome(e),
+                }
+            }
             Action::ReleaseHold {
                 fulfillment_order_id,
                 handle,
@@ -554,10 +640,41 @@ impl Sender {
             } => self.find_hold(effect, fulfillment_order_id, handle).await,
             // A release always reads first anyway.
             Action::ReleaseHold { .. } => Remote::HasNot,
-            // Being wired (read back the fulfillment's events and tracking).
-            Action::FulfillmentEvent { .. } | Action::UpdateTracking { .. } => {
-                Remote::Unknown("not wired yet".into())
+            // Shopify has no idempotency key for fulfillment events: ours is the one with the
+            // same status at the same instant.
+            Action::FulfillmentEvent {
+                fulfillment_id,
+                status,
+                happened_at,
+                ..
+            } => {
+                // A time that does not parse was never sent (the send refuses it first), so
+                // there is nothing to find and the send will refuse it for good.
+                let Ok(happened_at) = Timestamp::parse(happened_at) else {
+                    return Remote::HasNot;
+                };
+                match self.read_fulfillment(effect, fulfillment_id).await {
+                    Ok(Some(progress)) => progress
+                        .find_event(status, &happened_at)
+                        .map_or(Remote::HasNot, |e| Remote::Has(Some(e.id.clone()))),
+                    Ok(None) => Remote::HasNot,
+                    Err(e) => Remote::Unknown(e),
+                }
             }
+            // The update replaces the numbers, so it landed when the fulfillment carries exactly
+            // ours. Sending it again would be harmless for Shopify's state, but the customer may
+            // be notified a second time.
+            Action::UpdateTracking {
+                fulfillment_id,
+                tracking_numbers,
+                ..
+            } => match self.read_fulfillment(effect, fulfillment_id).await {
+                Ok(Some(progress)) if progress.has_tracking_numbers(tracking_numbers) => {
+                    Remote::Has(Some(progress.id))
+                }
+                Ok(_) => Remote::HasNot,
+                Err(e) => Remote::Unknown(e),
+            },
             // Shopify has no idempotency key for fulfillments: ours is the one carrying our
             // tracking numbers.
             Action::CreateFulfillment {
@@ -583,6 +700,29 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Reads a fulfillment's tracking numbers and newest events; none when Shopify has no such
+    /// fulfillment, or when the shop has no credentials (the send then refuses for good, and
+    /// asking first would retry forever).
+    async fn read_fulfillment(
+        &self,
+        effect: &Effect,
+        fulfillment_id: &str,
+    ) -> Result<Option<convert::FulfillmentProgress>, String> {
+        let Some(client) = self.shops.get(&effect.shop) else {
+            return Ok(None);
+        };
+        let data = client
+            .run::<FulfillmentEvents>(
+                fulfillment_events::Variables {
+                    id: fulfillment_id.to_string(),
+                },
+                1,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        convert::fulfillment_progress(fulfillment_id, data).map_err(|e| e.to_string())
     }
 
     /// Fetches the order and looks for our hold (by handle) on the fulfillment order. The

@@ -9,6 +9,7 @@ mod helpers;
 mod intake;
 mod mirror;
 mod operations;
+mod outbox_shopify;
 mod reconcile;
 mod shopify_client;
 mod suppliers;

@@ -665,10 +665,19 @@ impl Projector {
 
     fn connection(&mut self, conn: &Map<String, Value>, field: &Field) -> (Value, u64) {
         let empty = Vec::new();
-        let all = conn
+        let listed = conn
             .get("__connection")
             .and_then(Value::as_array)
             .unwrap_or(&empty);
+        // `reverse: true` reverses the underlying list before any slicing, as Shopify does; a
+        // resolver that sliced itself (`__pageInfo`) has applied it already.
+        let reverse = conn.get("__pageInfo").is_none()
+            && field.arg("reverse").and_then(Value::as_bool) == Some(true);
+        let all: Vec<&Value> = if reverse {
+            listed.iter().rev().collect()
+        } else {
+            listed.iter().collect()
+        };
         let first = field.arg_u64("first");
         let last = field.arg_u64("last");
         if first.is_none() && last.is_none() && !self.bulk {
@@ -704,13 +713,13 @@ impl Projector {
                     })
                     .unwrap_or_default();
                 (
-                    all.iter().collect(),
+                    all.clone(),
                     cursors,
                     page["hasNextPage"].as_bool().unwrap_or(false),
                     page["hasPreviousPage"].as_bool().unwrap_or(false),
                 )
             } else {
-                let cursors: Vec<String> = all.iter().map(item_cursor).collect();
+                let cursors: Vec<String> = all.iter().map(|item| item_cursor(item)).collect();
                 let mut start = 0;
                 let mut end = all.len();
                 for (arg, is_after) in [("after", true), ("before", false)] {
@@ -737,7 +746,7 @@ impl Projector {
                     (None, None) => (start, end),
                 };
                 (
-                    all[lo..hi].iter().collect(),
+                    all[lo..hi].to_vec(),
                     cursors[lo..hi].to_vec(),
                     hi < all.len(),
                     lo > 0,

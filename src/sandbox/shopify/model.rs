@@ -1450,6 +1450,15 @@ impl State {
         })
     }
 
+    /// A fulfillment's events in the order of `events`' default sort key, `HAPPENED_AT` (ties in
+    /// the order they were posted): a carrier event posted late still lands in its place. The
+    /// sandbox does not implement the other sort key, `ID`.
+    fn events_by_happened_at(f: &Fulfillment) -> Vec<&FulfillmentEvent> {
+        let mut events: Vec<&FulfillmentEvent> = f.events.iter().collect();
+        events.sort_by_key(|e| (e.happened_at, e.id));
+        events
+    }
+
     /// A fulfillment as a GraphQL object.
     pub fn fulfillment_json(&self, order: &Order, f: &Fulfillment) -> Value {
         let lines: Vec<Value> = f
@@ -1490,7 +1499,7 @@ impl State {
             "totalQuantity": f.lines.iter().map(|l| l.quantity).sum::<i64>(),
             "location": self.location_json(f.location),
             "trackingInfo": f.tracking.iter().map(Self::tracking_json).collect::<Vec<_>>(),
-            "events": { "__connection": f.events.iter().map(Self::event_json).collect::<Vec<_>>(), "__itemType": "FulfillmentEvent" },
+            "events": { "__connection": Self::events_by_happened_at(f).into_iter().map(Self::event_json).collect::<Vec<_>>(), "__itemType": "FulfillmentEvent" },
             "fulfillmentLineItems": { "__connection": lines, "__itemType": "FulfillmentLineItem" },
             "fulfillmentOrders": {
                 "__connection": f.fo_ids.iter().filter_map(|id| order.fo(*id)).map(|fo| self.fo_json(order, fo)).collect::<Vec<_>>(),

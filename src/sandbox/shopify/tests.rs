@@ -2066,3 +2066,100 @@ async fn a_bulk_run_over_100k_orders_keeps_the_shop_responsive() {
     );
     h.sandbox.stop().await;
 }
+
+/// The outbox's read-back after a lost answer (`graphql/FulfillmentEvents.graphql`): the newest
+/// events first by the time they happened (not the order they were posted in), cut by `first`,
+/// and the tracking numbers an update put in place of the old ones.
+#[tokio::test]
+async fn fulfillment_events_reads_the_newest_events_and_the_current_numbers() {
+    const FULFILLMENT_EVENTS: &str = include_str!("../../../graphql/FulfillmentEvents.graphql");
+    let h = Harness::default().await;
+    let id = h.order(&[("MUG", 1, 0)]);
+    let fo = h.sandbox.fulfillment_order_ids(&id)[0].clone();
+    let (payload, _) = fulfil(
+        &h,
+        json!([{ "fulfillmentOrderId": fo }]),
+        json!({ "company": "USPS", "number": "9400100000000000000000" }),
+    )
+    .await;
+    let fulfillment = payload["fulfillment"]["id"].as_str().unwrap().to_string();
+    // Posted out of order: the pickup arrives after the transit scan.
+    for (status, at) in [
+        ("IN_TRANSIT", "2026-11-26T08:00:00Z"),
+        ("CARRIER_PICKED_UP", "2026-11-25T10:00:00+08:00"),
+        ("DELIVERED", "2026-11-30T09:00:00Z"),
+    ] {
+        h.data(
+            FULFILLMENT_EVENT_CREATE,
+            "FulfillmentEventCreate",
+            json!({ "fulfillmentEvent": { "fulfillmentId": fulfillment, "status": status, "happenedAt": at } }),
+        )
+        .await;
+    }
+    h.data(
+        FULFILLMENT_TRACKING_INFO_UPDATE,
+        "FulfillmentTrackingInfoUpdate",
+        json!({ "fulfillmentId": fulfillment, "trackingInfoInput": { "company": "China Post", "numbers": ["LX2CN", "LX1CN"] }, "notifyCustomer": false }),
+    )
+    .await;
+
+    let data = h
+        .data(
+            FULFILLMENT_EVENTS,
+            "FulfillmentEvents",
+            json!({ "id": fulfillment }),
+        )
+        .await;
+    let node = &data["nodes"][0];
+    assert_eq!(node["__typename"], "Fulfillment");
+    assert_eq!(
+        node["trackingInfo"],
+        json!([{ "number": "LX2CN" }, { "number": "LX1CN" }]),
+        "replaced, not added to"
+    );
+    let listed: Vec<(&str, &str)> = node["events"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["status"].as_str().unwrap(),
+                e["happenedAt"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("DELIVERED", "2026-11-30T09:00:00Z"),
+            ("IN_TRANSIT", "2026-11-26T08:00:00Z"),
+            ("CARRIER_PICKED_UP", "2026-11-25T02:00:00Z"),
+        ]
+    );
+
+    // `first` cuts the reversed list: the newest ones stay.
+    let newest = h
+        .data(
+            "query Newest($id: ID!) { nodes(ids: [$id]) { ... on Fulfillment { events(first: 2, reverse: true) { nodes { status } pageInfo { hasNextPage } } } } }",
+            "Newest",
+            json!({ "id": fulfillment }),
+        )
+        .await;
+    assert_eq!(
+        newest["nodes"][0]["events"],
+        json!({ "nodes": [{ "status": "DELIVERED" }, { "status": "IN_TRANSIT" }], "pageInfo": { "hasNextPage": true } })
+    );
+    // Without `reverse`, the oldest first.
+    let oldest = h
+        .data(
+            "query Oldest($id: ID!) { nodes(ids: [$id]) { ... on Fulfillment { events(first: 1) { nodes { status } } } } }",
+            "Oldest",
+            json!({ "id": fulfillment }),
+        )
+        .await;
+    assert_eq!(
+        oldest["nodes"][0]["events"]["nodes"],
+        json!([{ "status": "CARRIER_PICKED_UP" }])
+    );
+    h.sandbox.stop().await;
+}
