@@ -1020,7 +1020,7 @@ async fn the_carriers_progress_reaches_shopify_as_fulfillment_events() {
     s.record_check(&sg, &line, "MUG-RED", 1).await;
     s.settle().await;
     s.tracker
-        .accept_and_deliver(&number, "ups", s.clock.now_ms() - 60 * 3600 * 1000);
+        .accept_and_deliver(&number, "ups", s.clock.now_ms() - 12 * 3600 * 1000);
     s.tracker.flush().await;
     s.daemon().wait_idle().await;
     s.settle().await;
