@@ -62,6 +62,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/suppliers/{supplier}/events", post(record_event))
         .route("/api/shipments/{id}", get(show_shipment))
+        .route("/api/shipments/{id}/check", post(record_check))
+        .route("/api/shipments/{id}/pack", post(record_packing))
+        .route("/api/shipments/{id}/label", post(record_label))
+        .route("/api/tracking/{number}/accept", post(accept_scan))
         .route("/api/outbox", get(list_outbox))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
@@ -414,6 +418,50 @@ async fn show_shipment(
     Path(id): Path<String>,
 ) -> Result<Json<views::ShipmentDetail>, ApiError> {
     Ok(Json(state.operations.show_shipment(&id)?))
+}
+
+async fn record_check(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EvidenceRecorded>, ApiError> {
+    let request: views::CheckRequest = json_body(&body)?;
+    Ok(Json(state.operations.record_check(&id, &request).await?))
+}
+
+async fn record_packing(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EvidenceRecorded>, ApiError> {
+    let request: views::PackRequest = json_body(&body)?;
+    Ok(Json(state.operations.record_packing(&id, &request).await?))
+}
+
+async fn record_label(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EvidenceRecorded>, ApiError> {
+    let request: views::LabelRequest = json_body(&body)?;
+    Ok(Json(state.operations.record_label(&id, &request).await?))
+}
+
+/// A manual acceptance: 200 when recorded on the shipments whose label carries the number,
+/// 202 when no label carries it yet and it waits for one.
+async fn accept_scan(
+    State(state): State<AdminState>,
+    Path(number): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: views::AcceptRequest = json_body(&body)?;
+    let recorded = state.operations.accept_scan(&number, &request).await?;
+    let status = if recorded.result == "waiting" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(recorded)).into_response())
 }
 
 #[derive(Deserialize)]
