@@ -638,6 +638,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The Shopify effects (`Action::name`) that always have a `shipgate_write_backs` series, 0
+/// included, so that an alert on one never sees it vanish; other `shopify_` actions appear once
+/// the outbox has held one.
+const WRITE_BACK_ACTIONS: [&str; 5] = [
+    "shopify_fulfillment",
+    "shopify_fulfillment_event",
+    "shopify_tracking_update",
+    "shopify_hold",
+    "shopify_release_hold",
+];
+
 /// The supplier workflow's gauges. Every kind and every state is written, 0 included, so that
 /// an alert on a series never sees it vanish. A store that cannot be read leaves the samples out
 /// (the family stays, so a scrape still shows the metric exists) and logs why.
@@ -679,6 +690,39 @@ fn workflow_metrics(out: &mut String, store: &Store) {
             }
         }
         Err(e) => tracing::error!(error = %e, "metrics: cannot count outbox effects"),
+    }
+    family(
+        out,
+        "shipgate_write_backs",
+        "gauge",
+        "Effects written back to Shopify (fulfillments, their events and tracking updates, holds, releases), by action and state.",
+    );
+    match store.effect_counts_by_action() {
+        Ok(counts) => {
+            let mut actions: Vec<&str> = WRITE_BACK_ACTIONS.to_vec();
+            for (action, _) in &counts {
+                if action.starts_with("shopify_") && !actions.contains(&action.as_str()) {
+                    actions.push(action);
+                }
+            }
+            for action in actions {
+                let states = counts
+                    .iter()
+                    .find(|(a, _)| a == action)
+                    .map(|(_, states)| *states);
+                for state in ["pending", "done", "failed", "superseded"] {
+                    let n = states
+                        .and_then(|s| s.iter().find(|(name, _)| *name == state).map(|(_, n)| *n))
+                        .unwrap_or(0);
+                    let _ = writeln!(
+                        out,
+                        "shipgate_write_backs{{action=\"{}\",state=\"{state}\"}} {n}",
+                        escape(action)
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "metrics: cannot count write-backs"),
     }
     family(
         out,
