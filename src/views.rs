@@ -1735,8 +1735,14 @@ impl Operations {
             .as_object_mut()
             .expect("the event's fields are built as an object");
         object.insert("type".into(), kind.into());
+        let short = match kind {
+            "check_reported" => "check",
+            "packed" => "pack",
+            "label_created" => "label",
+            other => other,
+        };
         let id = manual_event_id(
-            kind,
+            short,
             shipment_id,
             &serde_json::Value::Object(object.clone()),
         );

@@ -167,6 +167,9 @@ fn state_name(state: &EffectState) -> &'static str {
     }
 }
 
+/// Effects by state name, in the order of `STATE_NAMES`.
+pub type StateCounts = [(&'static str, u64); 4];
+
 /// Set in `outbox_counts` once the counts by action cover every effect.
 const ACTION_COUNTS_MARKER: &[u8] = b"counted_by_action";
 
@@ -582,11 +585,9 @@ impl Store {
 
     /// Effects by action name (`Action::name`) and state, from counters kept with the
     /// effects: every action the outbox ever held, with each state (0 included).
-    pub fn effect_counts_by_action(
-        &self,
-    ) -> Result<Vec<(String, [(&'static str, u64); 4])>, StoreError> {
+    pub fn effect_counts_by_action(&self) -> Result<Vec<(String, StateCounts)>, StoreError> {
         let counts = &self.case_trees().outbox_counts;
-        let mut out: Vec<(String, [(&'static str, u64); 4])> = Vec::new();
+        let mut out: Vec<(String, StateCounts)> = Vec::new();
         for entry in counts.scan_prefix(composite_prefix(&["action"])) {
             let (key, value) = entry?;
             let parts =
@@ -597,10 +598,11 @@ impl Store {
             let [_, action, state] = parts.as_slice() else {
                 continue;
             };
-            let n = (value.len() == 8)
-                .then(|| i64::from_be_bytes(value.as_ref().try_into().expect("8 bytes")))
-                .unwrap_or(0)
-                .max(0) as u64;
+            let n = if value.len() == 8 {
+                i64::from_be_bytes(value.as_ref().try_into().expect("8 bytes")).max(0) as u64
+            } else {
+                0
+            };
             // Keys sort by action, so one action's states are neighbours.
             if out.last().is_none_or(|(a, _)| a != action) {
                 out.push((action.clone(), STATE_NAMES.map(|name| (name, 0u64))));

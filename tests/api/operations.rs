@@ -949,7 +949,7 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
     assert!(String::from_utf8_lossy(&out.stderr).contains("the daemon is not running"));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains(&format!("recorded: check_reported manual-check_reported-"))
+        text.contains("recorded: check_reported manual-check-")
             && text.contains(&format!("shipment {shipment} is now awaiting_packing")),
         "{text}"
     );
