@@ -776,3 +776,123 @@ impl Store {
         Ok(erased)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::effect::Action;
+
+    fn effect(id: u64, action: Action, state: EffectState) -> Effect {
+        Effect {
+            id,
+            key: format!("EX-{id}.hold"),
+            stream: format!("fo-{id}"),
+            shop: "a.myshopify.com".into(),
+            order_gid: format!("gid://shopify/Order/{id}"),
+            action,
+            state,
+            attempts: 0,
+            next_attempt_ms: 0,
+            created_ms: 0,
+            last_error: None,
+            maybe_delivered: false,
+        }
+    }
+
+    fn hold(id: u64) -> Effect {
+        effect(
+            id,
+            Action::PlaceHold {
+                fulfillment_order_id: "gid://shopify/FulfillmentOrder/1".into(),
+                handle: format!("shipgate-EX-{id}"),
+                reason: "OTHER".into(),
+                notes: String::new(),
+                exception_id: format!("EX-{id}"),
+            },
+            EffectState::Pending,
+        )
+    }
+
+    fn release(id: u64) -> Effect {
+        effect(
+            id,
+            Action::ReleaseHold {
+                fulfillment_order_id: "gid://shopify/FulfillmentOrder/1".into(),
+                handle: format!("shipgate-EX-{id}"),
+                exception_id: format!("EX-{id}"),
+            },
+            EffectState::Pending,
+        )
+    }
+
+    fn counted(store: &Store) -> Vec<(String, Vec<u64>)> {
+        store
+            .effect_counts_by_action()
+            .unwrap()
+            .into_iter()
+            .map(|(action, states)| (action, states.iter().map(|(_, n)| *n).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn counts_by_action_follow_every_write_and_are_made_once_for_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::default()).unwrap();
+        store
+            .write_case(CaseWrite {
+                case: None,
+                new_effects: vec![hold(1), hold(2), release(3)],
+                updated_effects: Vec::new(),
+            })
+            .unwrap();
+        let mut done = hold(1);
+        done.state = EffectState::Done {
+            at_ms: 1,
+            reference: Some("hold-1".into()),
+            note: "answered".into(),
+        };
+        store
+            .write_case(CaseWrite {
+                case: None,
+                // Recording an intent twice counts it once.
+                new_effects: vec![hold(2)],
+                updated_effects: vec![done],
+            })
+            .unwrap();
+        let expected = vec![
+            ("shopify_hold".to_string(), vec![1, 1, 0, 0]),
+            ("shopify_release_hold".to_string(), vec![1, 0, 0, 0]),
+        ];
+        assert_eq!(counted(&store), expected);
+
+        // A store written before the counts by action existed has only the counts by state:
+        // they are made from the outbox once, and not again.
+        let t = store.case_trees();
+        for key in [
+            action_key("shopify_hold", &EffectState::Pending),
+            action_key("shopify_release_hold", &EffectState::Pending),
+            ACTION_COUNTS_MARKER.to_vec(),
+        ] {
+            t.outbox_counts.remove(key).unwrap();
+        }
+        let done_key = composite_key(&["action", "shopify_hold", "done"]);
+        t.outbox_counts.remove(&done_key).unwrap();
+        assert_eq!(counted(&store), Vec::<(String, Vec<u64>)>::new());
+        t.count_actions_once().unwrap();
+        assert_eq!(counted(&store), expected);
+        t.outbox_counts
+            .insert(&done_key, &7i64.to_be_bytes())
+            .unwrap();
+        t.count_actions_once().unwrap();
+        assert_eq!(
+            counted(&store)[0],
+            ("shopify_hold".to_string(), vec![1, 7, 0, 0]),
+            "counted once: later runs leave the counters to the writes"
+        );
+        assert_eq!(
+            store.effect_counts().unwrap().map(|(_, n)| n),
+            [2, 1, 0, 0],
+            "the counts by state are untouched"
+        );
+    }
+}
