@@ -1906,9 +1906,10 @@ impl Operations {
         tracking_number: &str,
         request: &AcceptRequest,
     ) -> Result<ScanRecorded, OpError> {
-        let by = match operator(request.by.as_deref())? {
-            Actor::Operator(name) => name,
-            _ => unreachable!("operator() names an operator"),
+        // The operator's name goes into the scan's own words: a carrier event's actor is
+        // the carrier, as the workflow records every scan.
+        let Actor::Operator(by) = operator(request.by.as_deref())? else {
+            unreachable!("operator() names an operator")
         };
         let number = tracking_number.trim();
         let store = self.store();
@@ -1950,10 +1951,12 @@ impl Operations {
             .workflow
             .apply_tracking(event.clone(), Source::Manual)
             .await?;
-        let result = if shipments.is_empty() {
-            "waiting"
-        } else if recorded > 0 {
+        // Read again: a label recorded meanwhile took the scan in.
+        let shipments = store.shipments_with_tracking_number(number)?;
+        let result = if recorded > 0 {
             "recorded"
+        } else if shipments.is_empty() {
+            "waiting"
         } else {
             "already_recorded"
         };
