@@ -935,6 +935,12 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
     // With the daemon stopped, a passing check is recorded in the store and closes the
     // exception; its hold is released when the daemon is back.
     s.stop().await;
+    assert_eq!(
+        s.cli_fails(&["check", "record", &shipment, "--file", &contradicted])
+            .await,
+        refused,
+        "the store refuses it in the same words"
+    );
     let passed = s.check_file("qc-pass", &shipment, (&line, "KIT-1", 2, 2), "pass");
     let out = s
         .cli(&[
@@ -1272,6 +1278,21 @@ async fn an_acceptance_before_its_label_waits_for_it_on_the_store() {
     let number = "LX000000001CN";
     let receipt = format!("sha256:{}", digest("post office receipt"));
     let at = rfc3339(shipgate::delivery::now_ms() as i64 - 600_000);
+    let refused = s
+        .cli_fails(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--note",
+            "no receipt",
+        ])
+        .await;
+    assert!(
+        refused.starts_with("shipgate: a manual acceptance needs evidence"),
+        "{refused}"
+    );
     let waiting = s
         .cli_ok(&[
             "parcel",
