@@ -62,6 +62,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/suppliers/{supplier}/events", post(record_event))
         .route("/api/shipments/{id}", get(show_shipment))
+        .route("/api/shipments/{id}/check", post(record_check))
+        .route("/api/shipments/{id}/pack", post(record_packing))
+        .route("/api/shipments/{id}/label", post(record_label))
+        .route("/api/tracking/{number}/accept", post(accept_scan))
         .route("/api/outbox", get(list_outbox))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
@@ -416,6 +420,50 @@ async fn show_shipment(
     Ok(Json(state.operations.show_shipment(&id)?))
 }
 
+async fn record_check(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EvidenceRecorded>, ApiError> {
+    let request: views::CheckRequest = json_body(&body)?;
+    Ok(Json(state.operations.record_check(&id, &request).await?))
+}
+
+async fn record_packing(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EvidenceRecorded>, ApiError> {
+    let request: views::PackRequest = json_body(&body)?;
+    Ok(Json(state.operations.record_packing(&id, &request).await?))
+}
+
+async fn record_label(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<views::EvidenceRecorded>, ApiError> {
+    let request: views::LabelRequest = json_body(&body)?;
+    Ok(Json(state.operations.record_label(&id, &request).await?))
+}
+
+/// A manual acceptance: 200 when recorded on the shipments whose label carries the number,
+/// 202 when no label carries it yet and it waits for one.
+async fn accept_scan(
+    State(state): State<AdminState>,
+    Path(number): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: views::AcceptRequest = json_body(&body)?;
+    let recorded = state.operations.accept_scan(&number, &request).await?;
+    let status = if recorded.result == "waiting" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(recorded)).into_response())
+}
+
 #[derive(Deserialize)]
 struct OutboxQuery {
     failed: Option<String>,
@@ -590,6 +638,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The Shopify effects (`Action::name`) that always have a `shipgate_write_backs` series, 0
+/// included, so that an alert on one never sees it vanish; other `shopify_` actions appear once
+/// the outbox has held one.
+const WRITE_BACK_ACTIONS: [&str; 5] = [
+    "shopify_fulfillment",
+    "shopify_fulfillment_event",
+    "shopify_tracking_update",
+    "shopify_hold",
+    "shopify_release_hold",
+];
+
 /// The supplier workflow's gauges. Every kind and every state is written, 0 included, so that
 /// an alert on a series never sees it vanish. A store that cannot be read leaves the samples out
 /// (the family stays, so a scrape still shows the metric exists) and logs why.
@@ -631,6 +690,39 @@ fn workflow_metrics(out: &mut String, store: &Store) {
             }
         }
         Err(e) => tracing::error!(error = %e, "metrics: cannot count outbox effects"),
+    }
+    family(
+        out,
+        "shipgate_write_backs",
+        "gauge",
+        "Effects written back to Shopify (fulfillments, their events and tracking updates, holds, releases), by action and state.",
+    );
+    match store.effect_counts_by_action() {
+        Ok(counts) => {
+            let mut actions: Vec<&str> = WRITE_BACK_ACTIONS.to_vec();
+            for (action, _) in &counts {
+                if action.starts_with("shopify_") && !actions.contains(&action.as_str()) {
+                    actions.push(action);
+                }
+            }
+            for action in actions {
+                let states = counts
+                    .iter()
+                    .find(|(a, _)| a == action)
+                    .map(|(_, states)| *states);
+                for state in ["pending", "done", "failed", "superseded"] {
+                    let n = states
+                        .and_then(|s| s.iter().find(|(name, _)| *name == state).map(|(_, n)| *n))
+                        .unwrap_or(0);
+                    let _ = writeln!(
+                        out,
+                        "shipgate_write_backs{{action=\"{}\",state=\"{state}\"}} {n}",
+                        escape(action)
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "metrics: cannot count write-backs"),
     }
     family(
         out,

@@ -1,5 +1,6 @@
 //! The command line: `shipgate run`, `config check`, `version`, `demo`, and the operator
-//! commands (`orders`, `reconcile`, `exceptions`, `supplier`, `shipments`, `outbox`).
+//! commands (`orders`, `reconcile`, `exceptions`, `supplier`, `shipments`, `outbox`, and the
+//! physical evidence: `check record`, `pack record`, `parcel label`, `parcel accept`).
 //!
 //! Every command exits 0 on success and non-zero with a one-line reason (per problem, for
 //! `config check`) on failure: 1 for a runtime failure, 2 for a configuration that does not load.
@@ -93,6 +94,21 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// Physical checks of shipments (SPEC 3.1), entered by an operator.
+    Check {
+        #[command(subcommand)]
+        command: CheckCommand,
+    },
+    /// How shipments were packed into parcels, entered by an operator.
+    Pack {
+        #[command(subcommand)]
+        command: PackCommand,
+    },
+    /// Parcels: their labels, and the carrier's acceptance recorded by hand with evidence.
+    Parcel {
+        #[command(subcommand)]
+        command: ParcelCommand,
     },
     /// Print the version.
     Version,
@@ -226,6 +242,121 @@ enum OutboxCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CheckCommand {
+    /// Record a physical check of a shipment, for its supplier: the JSON check record of
+    /// docs/suppliers.md section 3 (`inspector`, `checked_at`, `lines`, `result`, …). A check
+    /// that does not fit the shipment is refused with every reason; a failed one opens a
+    /// "check failed" exception. Recording the same file again records nothing new.
+    Record {
+        #[command(flatten)]
+        common: Common,
+        /// The shipment (SG-…).
+        shipment: String,
+        /// The check record's JSON.
+        #[arg(long)]
+        file: PathBuf,
+        /// Who records it (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PackCommand {
+    /// Record how a shipment was packed: one parcel with --parcel and --line, or several
+    /// with --file. Recording the same packing again records nothing new.
+    Record {
+        #[command(flatten)]
+        common: Common,
+        /// The shipment (SG-…).
+        shipment: String,
+        /// The parcel's id (as on its label or the packing list).
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        parcel: Option<String>,
+        /// LINE=QUANTITY: the line item (its id, or its SKU when only one line has it) and
+        /// how many of it are in the parcel. Repeat for each line.
+        #[arg(
+            long = "line",
+            value_name = "LINE=QTY",
+            required_unless_present = "file"
+        )]
+        lines: Vec<String>,
+        /// The parcel's weight in grams.
+        #[arg(long, conflicts_with = "file")]
+        weight_grams: Option<i64>,
+        /// The parcel's size in centimetres, LxWxH (e.g. 30x20x10).
+        #[arg(long, value_name = "LxWxH", conflicts_with = "file")]
+        dimensions_cm: Option<String>,
+        /// A photo of the packed parcel: sha256:<64 hex>[=URL or file name]. Repeatable.
+        #[arg(long = "photo", value_name = "SHA256[=URL]", conflicts_with = "file")]
+        photos: Vec<String>,
+        /// A JSON file with the parcels, as the `packed` event of docs/suppliers.md section 3
+        /// writes them: {"parcels": [{"parcel_id", "lines": [{"line_id", "quantity"}], …}]}.
+        #[arg(long, conflicts_with = "lines")]
+        file: Option<PathBuf>,
+        /// Who records it (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ParcelCommand {
+    /// Record a parcel's label: carrier and tracking number. Carrier events that arrived for
+    /// the number before the label are brought in.
+    Label {
+        #[command(flatten)]
+        common: Common,
+        /// The shipment (SG-…).
+        shipment: String,
+        /// The parcel (may be left out when the shipment has one parcel).
+        #[arg(long)]
+        parcel: Option<String>,
+        /// The carrier, as Shopify spells it where it can (UPS, USPS, DHL Express, …).
+        #[arg(long)]
+        carrier: String,
+        /// The tracking number.
+        #[arg(long)]
+        number: String,
+        /// The tracking page, for carriers Shopify does not know.
+        #[arg(long)]
+        url: Option<String>,
+        /// Who records it (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Record, by hand, that the carrier accepted a parcel: a manual carrier scan resting on
+    /// evidence (the SHA-256 of the carrier's receipt or a photo of the handover). The
+    /// acceptance rule judges it like any carrier scan. A number no label carries yet is
+    /// kept until a label arrives.
+    Accept {
+        #[command(flatten)]
+        common: Common,
+        /// The tracking number.
+        number: String,
+        /// When the carrier took the parcel, RFC 3339 with its offset
+        /// (2026-11-25T10:00:00+08:00).
+        #[arg(long)]
+        at: String,
+        /// Where, as the receipt says.
+        #[arg(long)]
+        location: Option<String>,
+        /// sha256:<64 hex>[=URL or file name] of the receipt or photo. Required; repeatable.
+        #[arg(long = "evidence", value_name = "SHA256[=URL]")]
+        evidence: Vec<String>,
+        /// What shows the carrier has the parcel. Required.
+        #[arg(long)]
+        note: Option<String>,
+        /// The carrier (default: the one the label names).
+        #[arg(long)]
+        carrier: Option<String>,
+        /// Who records it (default: $USER, or `operator`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
 /// The configuration file alone, for commands whose output has one format.
 #[derive(Debug, clap::Args)]
 struct ConfigArg {
@@ -354,6 +485,9 @@ pub fn main() -> ExitCode {
         Command::Supplier { command } => operate(supplier(command)),
         Command::Shipments { command } => operate(shipments(command)),
         Command::Outbox { command } => operate(outbox(command)),
+        Command::Check { command } => operate(check(command)),
+        Command::Pack { command } => operate(pack(command)),
+        Command::Parcel { command } => operate(parcel(command)),
         Command::Demo => match runtime().and_then(|rt| rt.block_on(crate::demo::run())) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
@@ -1249,4 +1383,231 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
     .await;
     ops.close().await?;
     result
+}
+
+/// Reads a JSON file an operator names; the error says which file and what is wrong.
+fn read_json_file(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))
+}
+
+/// Posts a request to the admin API and reads the answer.
+async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    ops: &Ops,
+    segments: &[&str],
+    body: &B,
+) -> anyhow::Result<T> {
+    let Ops::Api {
+        client,
+        base,
+        token,
+    } = ops
+    else {
+        unreachable!("only called for the admin API");
+    };
+    let url = Ops::url(base, segments, &[]);
+    Ops::json(client.post(url).json(body), token).await
+}
+
+/// Prints a recorded check, packing or label.
+fn print_recorded(
+    common: &Common,
+    recorded: &crate::views::EvidenceRecorded,
+) -> anyhow::Result<()> {
+    if common.json {
+        print_json(recorded)
+    } else {
+        print!("{}", crate::views::evidence_recorded_text(recorded));
+        Ok(())
+    }
+}
+
+async fn check(command: CheckCommand) -> anyhow::Result<()> {
+    let CheckCommand::Record {
+        common,
+        shipment,
+        file,
+        by,
+    } = &command;
+    // Read the input before reaching the store, so that a missing file opens nothing.
+    let request = crate::views::CheckRequest {
+        check: read_json_file(file)?,
+        by: Some(operator_name(by.clone())),
+    };
+    let ops = Ops::connect(&common.config).await?;
+    let result = async {
+        let recorded = match &ops {
+            Ops::Api { .. } => {
+                post_json(&ops, &["api", "shipments", shipment, "check"], &request).await?
+            }
+            Ops::Local(o) => o.record_check(shipment, &request).await?,
+        };
+        note_stopped_daemon(&ops, "the check");
+        print_recorded(common, &recorded)
+    }
+    .await;
+    ops.close().await?;
+    result
+}
+
+/// Reads `LINE=QTY`.
+fn parcel_line(text: &str) -> anyhow::Result<crate::views::ParcelLineRequest> {
+    let (line, quantity) = text
+        .rsplit_once('=')
+        .with_context(|| format!("--line `{text}` must be LINE=QUANTITY, e.g. KIT-1=2"))?;
+    let quantity = quantity.trim().parse::<i64>().map_err(|_| {
+        anyhow::anyhow!("--line `{text}`: the quantity after `=` must be a whole number")
+    })?;
+    anyhow::ensure!(
+        !line.trim().is_empty(),
+        "--line `{text}`: name the line before `=`"
+    );
+    Ok(crate::views::ParcelLineRequest {
+        line_id: line.trim().to_string(),
+        quantity,
+    })
+}
+
+/// Reads `LxWxH` in centimetres.
+fn dimensions(text: &str) -> anyhow::Result<[i64; 3]> {
+    let parts: Vec<&str> = text.split(['x', 'X', '×']).collect();
+    let bad = || {
+        anyhow::anyhow!(
+            "--dimensions-cm `{text}` must be LxWxH in whole centimetres, e.g. 30x20x10"
+        )
+    };
+    anyhow::ensure!(parts.len() == 3, bad());
+    let mut out = [0i64; 3];
+    for (slot, part) in out.iter_mut().zip(parts) {
+        *slot = part.trim().parse().map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+async fn pack(command: PackCommand) -> anyhow::Result<()> {
+    let PackCommand::Record {
+        common,
+        shipment,
+        parcel,
+        lines,
+        weight_grams,
+        dimensions_cm,
+        photos,
+        file,
+        by,
+    } = &command;
+    let parcels = match (file, parcel) {
+        (Some(file), _) => {
+            let mut value = read_json_file(file)?;
+            // The file may hold the parcels alone, or an object with `parcels` as the
+            // `packed` event writes it.
+            if let Some(parcels) = value.get_mut("parcels") {
+                value = parcels.take();
+            }
+            serde_json::from_value::<Vec<crate::views::ParcelRequest>>(value)
+                .map_err(|e| anyhow::anyhow!("{}: not a list of parcels: {e}", file.display()))?
+        }
+        (None, Some(parcel)) => vec![crate::views::ParcelRequest {
+            parcel_id: parcel.clone(),
+            lines: lines
+                .iter()
+                .map(|l| parcel_line(l))
+                .collect::<anyhow::Result<_>>()?,
+            weight_grams: *weight_grams,
+            dimensions_cm: dimensions_cm.as_deref().map(dimensions).transpose()?,
+            photos: photos.clone(),
+        }],
+        (None, None) => anyhow::bail!("name the parcel with --parcel, or give a --file"),
+    };
+    let request = crate::views::PackRequest {
+        parcels,
+        by: Some(operator_name(by.clone())),
+    };
+    let ops = Ops::connect(&common.config).await?;
+    let result = async {
+        let recorded = match &ops {
+            Ops::Api { .. } => {
+                post_json(&ops, &["api", "shipments", shipment, "pack"], &request).await?
+            }
+            Ops::Local(o) => o.record_packing(shipment, &request).await?,
+        };
+        note_stopped_daemon(&ops, "the packing");
+        print_recorded(common, &recorded)
+    }
+    .await;
+    ops.close().await?;
+    result
+}
+
+async fn parcel(command: ParcelCommand) -> anyhow::Result<()> {
+    let common = match &command {
+        ParcelCommand::Label { common, .. } | ParcelCommand::Accept { common, .. } => common,
+    };
+    let ops = Ops::connect(&common.config).await?;
+    let result = parcel_on(&ops, &command).await;
+    ops.close().await?;
+    result
+}
+
+async fn parcel_on(ops: &Ops, command: &ParcelCommand) -> anyhow::Result<()> {
+    match command {
+        ParcelCommand::Label {
+            common,
+            shipment,
+            parcel,
+            carrier,
+            number,
+            url,
+            by,
+        } => {
+            let request = crate::views::LabelRequest {
+                parcel_id: parcel.clone(),
+                carrier: carrier.clone(),
+                tracking_number: number.clone(),
+                tracking_url: url.clone(),
+                by: Some(operator_name(by.clone())),
+            };
+            let recorded = match ops {
+                Ops::Api { .. } => {
+                    post_json(ops, &["api", "shipments", shipment, "label"], &request).await?
+                }
+                Ops::Local(o) => o.record_label(shipment, &request).await?,
+            };
+            note_stopped_daemon(ops, "the label");
+            print_recorded(common, &recorded)
+        }
+        ParcelCommand::Accept {
+            common,
+            number,
+            at,
+            location,
+            evidence,
+            note,
+            carrier,
+            by,
+        } => {
+            let request = crate::views::AcceptRequest {
+                at: at.clone(),
+                location: location.clone(),
+                evidence: evidence.clone(),
+                note: note.clone().unwrap_or_default(),
+                carrier: carrier.clone(),
+                by: Some(operator_name(by.clone())),
+            };
+            let recorded: crate::views::ScanRecorded = match ops {
+                Ops::Api { .. } => {
+                    post_json(ops, &["api", "tracking", number, "accept"], &request).await?
+                }
+                Ops::Local(o) => o.accept_scan(number, &request).await?,
+            };
+            note_stopped_daemon(ops, "the acceptance");
+            if common.json {
+                print_json(&recorded)
+            } else {
+                print!("{}", crate::views::scan_recorded_text(&recorded));
+                Ok(())
+            }
+        }
+    }
 }

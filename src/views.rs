@@ -1578,3 +1578,527 @@ pub fn outbox_table(rows: &[EffectRow]) -> String {
     out.push_str(&format!("{} effect(s)\n", rows.len()));
     out
 }
+
+// Physical evidence and manual carrier scans entered by an operator (`check record`,
+// `pack record`, `parcel label`, `parcel accept`). The evidence commands build the supplier
+// event an agent would have sent and record it through the same door (`validate_event`, then
+// `record_event`), so a check is refused for the same reasons whichever way it comes; the
+// manual scan goes through `apply_tracking` and the acceptance latch like a provider's.
+
+/// A physical check record entered by an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The check record (SPEC 3.1): the `check` object of docs/suppliers.md section 3.
+    pub check: serde_json::Value,
+    /// Who records it; `operator` when absent.
+    pub by: Option<String>,
+}
+
+/// One line of a parcel as an operator names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParcelLineRequest {
+    /// The line item: its gid, its numeric id, or the SKU when only one line has it.
+    pub line_id: String,
+    pub quantity: i64,
+}
+
+/// One parcel as an operator packed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParcelRequest {
+    pub parcel_id: String,
+    pub lines: Vec<ParcelLineRequest>,
+    #[serde(default)]
+    pub weight_grams: Option<i64>,
+    /// Length, width, height.
+    #[serde(default)]
+    pub dimensions_cm: Option<[i64; 3]>,
+    /// `sha256:<64 hex>`, optionally `=<URL or file name>`.
+    #[serde(default)]
+    pub photos: Vec<String>,
+}
+
+/// A packing record entered by an operator: the parcels and what is in each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackRequest {
+    pub parcels: Vec<ParcelRequest>,
+    pub by: Option<String>,
+}
+
+/// A label entered by an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    /// The parcel it is for (may be left out when the shipment has one parcel).
+    pub parcel_id: Option<String>,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub tracking_url: Option<String>,
+    pub by: Option<String>,
+}
+
+/// A carrier's acceptance recorded by hand, with its evidence (SPEC 7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptRequest {
+    /// When the carrier took the parcel: RFC 3339 with an offset.
+    pub at: String,
+    pub location: Option<String>,
+    /// At least one `sha256:<64 hex>[=<URL or file name>]` of the receipt or a photo.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+    /// What shows the carrier has the parcel.
+    #[serde(default)]
+    pub note: String,
+    /// The carrier; by default the one the label names.
+    pub carrier: Option<String>,
+    pub by: Option<String>,
+}
+
+/// What recording a check, a packing or a label did, and where the shipment stands after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecorded {
+    #[serde(flatten)]
+    pub event: EventRecorded,
+    /// The shipment's derived status after it.
+    pub status: String,
+    /// The open exceptions about the shipment after it (a failed check opens one).
+    pub open_exceptions: Vec<ExceptionBrief>,
+}
+
+/// A shipment a manual scan was recorded on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanShipment {
+    pub shipment_id: String,
+    /// Its derived status after the scan.
+    pub status: String,
+    /// Whether the carrier's acceptance of this number is established (by this scan or an
+    /// earlier event).
+    pub accepted: bool,
+    /// Why it counts (the latch's account), or why this scan does not.
+    pub why: String,
+}
+
+/// What recording a manual carrier scan did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecorded {
+    pub tracking_number: String,
+    pub event_id: String,
+    /// `recorded`, `already_recorded`, or `waiting`: no label carries the number yet, and
+    /// the scan is kept until one does.
+    pub result: String,
+    /// The evidence the scan rests on, as recorded.
+    pub evidence: Vec<String>,
+    pub shipments: Vec<ScanShipment>,
+}
+
+/// A stable id for evidence an operator enters: the same record entered twice (a retried
+/// command) is the same event, recorded once.
+fn manual_event_id(kind: &str, shipment_id: &str, content: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    digest.update(shipment_id.as_bytes());
+    digest.update([0]);
+    digest.update(content.to_string().as_bytes());
+    format!("manual-{kind}-{}", hex::encode(&digest.finalize()[..12]))
+}
+
+/// Finds the shipment line an operator means: by gid, numeric id, or a SKU only one line has.
+fn resolve_line(shipment: &Shipment, named: &str) -> Result<String, OpError> {
+    let named = named.trim();
+    if let Some(line) = shipment
+        .lines
+        .iter()
+        .find(|l| l.line_item_id == named || l.line_item_id.rsplit('/').next() == Some(named))
+    {
+        return Ok(line.line_item_id.clone());
+    }
+    let by_sku: Vec<&str> = shipment
+        .lines
+        .iter()
+        .filter(|l| l.sku == named)
+        .map(|l| l.line_item_id.as_str())
+        .collect();
+    match by_sku.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(OpError::Unfit(format!(
+            "line `{named}` is not in shipment {}; its lines are {}",
+            shipment.id,
+            shipment
+                .lines
+                .iter()
+                .map(|l| format!("{} ({})", numeric_id(&l.line_item_id), l.sku))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        _ => Err(OpError::Unfit(format!(
+            "SKU `{named}` is on several lines of shipment {}: name the line by its id",
+            shipment.id
+        ))),
+    }
+}
+
+impl Operations {
+    /// The case of a shipment named in a path, or 404.
+    fn shipment_case(&self, id: &str) -> Result<OrderCase, OpError> {
+        let not_found = || OpError::NotFound(format!("no shipment {id}"));
+        let case = self.store().case_of(id)?.ok_or_else(not_found)?;
+        case.shipment(id).ok_or_else(not_found)?;
+        Ok(case)
+    }
+
+    /// Records an event of `kind` (its fields in `fields`) on a shipment for its own supplier,
+    /// as an operator, through the supplier events' door.
+    async fn record_for_shipment(
+        &self,
+        shipment_id: &str,
+        kind: &str,
+        fields: serde_json::Value,
+        occurred_at: Option<String>,
+        by: Option<&str>,
+    ) -> Result<EvidenceRecorded, OpError> {
+        let case = self.shipment_case(shipment_id)?;
+        let supplier = case
+            .shipment(shipment_id)
+            .expect("checked by shipment_case")
+            .supplier
+            .clone();
+        let by = operator(by)?;
+        let mut body = fields;
+        let object = body
+            .as_object_mut()
+            .expect("the event's fields are built as an object");
+        object.insert("type".into(), kind.into());
+        let short = match kind {
+            "check_reported" => "check",
+            "packed" => "pack",
+            "label_created" => "label",
+            other => other,
+        };
+        let id = manual_event_id(
+            short,
+            shipment_id,
+            &serde_json::Value::Object(object.clone()),
+        );
+        object.insert("id".into(), id.into());
+        object.insert("shipment_id".into(), shipment_id.into());
+        let occurred_at = occurred_at.unwrap_or_else(|| time_text(self.workflow.clock().now_ms()));
+        object.insert("occurred_at".into(), occurred_at.into());
+        let event = SupplierEvent::from_json(body.to_string().as_bytes())
+            .map_err(|e| OpError::Unfit(e.0))?;
+        self.workflow
+            .validate_event(&supplier, &event)
+            .map_err(|e| match e {
+                WorkflowError::Store(e) => OpError::from(e),
+                other => OpError::Unfit(other.to_string()),
+            })?;
+        let (id, kind) = (event.id.clone(), event.kind.name().to_string());
+        let result = match self.workflow.record_event(&supplier, event, by).await? {
+            EventApplied::Recorded => "recorded",
+            EventApplied::AlreadyRecorded => "already_recorded",
+        };
+        let case = self.shipment_case(shipment_id)?;
+        let shipment = case
+            .shipment(shipment_id)
+            .expect("checked by shipment_case");
+        Ok(EvidenceRecorded {
+            event: EventRecorded {
+                supplier,
+                id,
+                shipment_id: shipment_id.to_string(),
+                kind,
+                result: result.to_string(),
+            },
+            status: status_of(shipment, &case).name().to_string(),
+            open_exceptions: case
+                .open_exceptions()
+                .filter(|e| e.subject.shipment_id.as_deref() == Some(shipment_id))
+                .map(|e| ExceptionBrief {
+                    id: e.id.clone(),
+                    kind: e.kind.name().to_string(),
+                    open: true,
+                    summary: e.summary.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Records a physical check of a shipment (a `check_reported` event for its supplier). A
+    /// check that does not fit the shipment is refused with every reason.
+    pub async fn record_check(
+        &self,
+        shipment_id: &str,
+        request: &CheckRequest,
+    ) -> Result<EvidenceRecorded, OpError> {
+        if !request.check.is_object() {
+            return Err(OpError::BadInput(
+                "`check` must be a JSON object: the check record of docs/suppliers.md section 3"
+                    .into(),
+            ));
+        }
+        // The check happened when it says it did, which is what evidence is ordered by.
+        let occurred_at = request
+            .check
+            .get("checked_at")
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| Timestamp::parse(t).is_ok())
+            .map(str::to_string);
+        self.record_for_shipment(
+            shipment_id,
+            "check_reported",
+            serde_json::json!({ "check": request.check }),
+            occurred_at,
+            request.by.as_deref(),
+        )
+        .await
+    }
+
+    /// Records how a shipment was packed (a `packed` event for its supplier).
+    pub async fn record_packing(
+        &self,
+        shipment_id: &str,
+        request: &PackRequest,
+    ) -> Result<EvidenceRecorded, OpError> {
+        let case = self.shipment_case(shipment_id)?;
+        let shipment = case
+            .shipment(shipment_id)
+            .expect("checked by shipment_case");
+        let mut parcels = Vec::with_capacity(request.parcels.len());
+        for parcel in &request.parcels {
+            let mut lines = Vec::with_capacity(parcel.lines.len());
+            for line in &parcel.lines {
+                lines.push(serde_json::json!({
+                    "line_id": resolve_line(shipment, &line.line_id)?,
+                    "quantity": line.quantity,
+                }));
+            }
+            if let Some(dimensions) = parcel.dimensions_cm
+                && dimensions.iter().any(|d| *d <= 0)
+            {
+                return Err(OpError::Unfit(format!(
+                    "parcel {}: dimensions must be positive centimetres, got {}x{}x{}",
+                    parcel.parcel_id, dimensions[0], dimensions[1], dimensions[2]
+                )));
+            }
+            let photos = parcel
+                .photos
+                .iter()
+                .map(|p| crate::tracking::manual::evidence_reference(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| OpError::Unfit(format!("parcel {} photo: {e}", parcel.parcel_id)))?;
+            parcels.push(serde_json::json!({
+                "parcel_id": parcel.parcel_id,
+                "lines": lines,
+                "weight_grams": parcel.weight_grams,
+                "dimensions_cm": parcel.dimensions_cm,
+                "photos": photos,
+            }));
+        }
+        self.record_for_shipment(
+            shipment_id,
+            "packed",
+            serde_json::json!({ "parcels": parcels }),
+            None,
+            request.by.as_deref(),
+        )
+        .await
+    }
+
+    /// Records a parcel's label (a `label_created` event for its supplier). Carrier events
+    /// that waited for this number are brought in.
+    pub async fn record_label(
+        &self,
+        shipment_id: &str,
+        request: &LabelRequest,
+    ) -> Result<EvidenceRecorded, OpError> {
+        crate::tracking::check_key_text(
+            "tracking_number",
+            &request.tracking_number,
+            crate::tracking::MAX_TRACKING_NUMBER_LEN,
+        )
+        .map_err(|e| OpError::Unfit(e.0))?;
+        self.record_for_shipment(
+            shipment_id,
+            "label_created",
+            serde_json::json!({
+                "parcel_id": request.parcel_id,
+                "carrier": request.carrier,
+                "tracking_number": request.tracking_number.trim(),
+                "tracking_url": request.tracking_url,
+            }),
+            None,
+            request.by.as_deref(),
+        )
+        .await
+    }
+
+    /// Records a carrier's acceptance by hand, with its evidence, as a manual carrier scan.
+    /// The acceptance latch judges it like any scan; a number no label carries yet is kept
+    /// until a label does.
+    pub async fn accept_scan(
+        &self,
+        tracking_number: &str,
+        request: &AcceptRequest,
+    ) -> Result<ScanRecorded, OpError> {
+        // The operator's name goes into the scan's own words: a carrier event's actor is
+        // the carrier, as the workflow records every scan.
+        let Actor::Operator(by) = operator(request.by.as_deref())? else {
+            unreachable!("operator() names an operator")
+        };
+        let number = tracking_number.trim();
+        let store = self.store();
+        let shipments = store.shipments_with_tracking_number(number)?;
+        let mut label_carrier = None;
+        for id in &shipments {
+            if let Some(case) = store.case_of(id)?
+                && let Some(shipment) = case.shipment(id)
+            {
+                label_carrier = derive::labels(shipment)
+                    .into_iter()
+                    .find(|(_, _, n, _)| n == number)
+                    .map(|(_, carrier, _, _)| carrier);
+            }
+            if label_carrier.is_some() {
+                break;
+            }
+        }
+        let carrier = request
+            .carrier
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .or(label_carrier)
+            .unwrap_or_else(|| "unknown".to_string());
+        let event = crate::tracking::manual::ManualAcceptance {
+            tracking_number: number.to_string(),
+            at: request.at.clone(),
+            location: request.location.clone(),
+            carrier,
+            evidence: request.evidence.clone(),
+            note: request.note.clone(),
+            by,
+        }
+        .to_event(self.workflow.clock().now_ms())
+        .map_err(|e| OpError::Unfit(e.0))?;
+        let recorded = self
+            .workflow
+            .apply_tracking(event.clone(), Source::Manual)
+            .await?;
+        // Read again: a label recorded meanwhile took the scan in.
+        let shipments = store.shipments_with_tracking_number(number)?;
+        let result = if recorded > 0 {
+            "recorded"
+        } else if shipments.is_empty() {
+            "waiting"
+        } else {
+            "already_recorded"
+        };
+        let mut on = Vec::new();
+        for id in &shipments {
+            let Some(case) = store.case_of(id)? else {
+                continue;
+            };
+            let Some(shipment) = case.shipment(id) else {
+                continue;
+            };
+            let acceptance = derive::acceptances(shipment)
+                .into_iter()
+                .find(|(n, _)| n == number)
+                .and_then(|(_, a)| a);
+            let why = match &acceptance {
+                Some(a) => a.why.clone(),
+                None => {
+                    let label_ms = shipment
+                        .evidence
+                        .iter()
+                        .filter(|e| {
+                            matches!(&e.kind, EvidenceKind::Supplier(ev)
+                            if matches!(&ev.kind, EventKind::LabelCreated { tracking_number, .. }
+                                if tracking_number == number))
+                        })
+                        .map(|e| e.at_ms)
+                        .min();
+                    match crate::tracking::acceptance::judge(&event, label_ms, None) {
+                        Err(reason) => format!("this scan does not count: {reason}"),
+                        Ok(_) => "not accepted".to_string(),
+                    }
+                }
+            };
+            on.push(ScanShipment {
+                shipment_id: id.clone(),
+                status: status_of(shipment, &case).name().to_string(),
+                accepted: acceptance.is_some(),
+                why,
+            });
+        }
+        Ok(ScanRecorded {
+            tracking_number: number.to_string(),
+            event_id: event.event_id.clone(),
+            result: result.to_string(),
+            evidence: event.evidence.clone(),
+            shipments: on,
+        })
+    }
+}
+
+/// The human form of a recorded check, packing or label.
+pub fn evidence_recorded_text(r: &EvidenceRecorded) -> String {
+    let what = if r.event.result == "recorded" {
+        "recorded"
+    } else {
+        "already recorded"
+    };
+    let mut out = format!(
+        "{what}: {} {} for {} (supplier {})\nshipment {} is now {}\n",
+        r.event.kind,
+        r.event.id,
+        r.event.shipment_id,
+        r.event.supplier,
+        r.event.shipment_id,
+        r.status
+    );
+    for e in &r.open_exceptions {
+        out.push_str(&format!(
+            "open exception {} {}: {}\n",
+            e.id, e.kind, e.summary
+        ));
+    }
+    out
+}
+
+/// The human form of a recorded manual scan.
+pub fn scan_recorded_text(r: &ScanRecorded) -> String {
+    let mut out = match r.result.as_str() {
+        "waiting" => format!(
+            "no label carries {} yet; the acceptance ({}) is kept until a label arrives\n",
+            r.tracking_number, r.event_id
+        ),
+        "recorded" => format!(
+            "recorded: manual acceptance {} of {}\n",
+            r.event_id, r.tracking_number
+        ),
+        _ => format!(
+            "already recorded: manual acceptance {} of {}\n",
+            r.event_id, r.tracking_number
+        ),
+    };
+    out.push_str(&format!("evidence: {}\n", r.evidence.join(", ")));
+    for s in &r.shipments {
+        out.push_str(&format!(
+            "shipment {} is now {}: {}{}\n",
+            s.shipment_id,
+            s.status,
+            if s.accepted {
+                "accepted; "
+            } else {
+                "not accepted; "
+            },
+            s.why
+        ));
+    }
+    out
+}

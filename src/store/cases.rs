@@ -46,8 +46,9 @@ pub(super) struct CaseTrees {
     outbox_streams: sled::Tree,
     /// shop NUL order gid → (): orders whose mirror changed and that must be planned again.
     plan_queue: sled::Tree,
-    /// Effect state name → count (i64 BE), kept in the same transactions as the effects, so
-    /// that metrics never decode the whole outbox.
+    /// Effect state name → count (i64 BE), and `action` NUL action name NUL state name →
+    /// count, kept in the same transactions as the effects, so that metrics never decode the
+    /// whole outbox.
     outbox_counts: sled::Tree,
     /// Tracking number → shipment ids (NUL-joined): where carrier events go.
     tracking_numbers: sled::Tree,
@@ -78,6 +79,39 @@ impl CaseTrees {
             case_wakes: db.open_tree("case_wakes")?,
             wakes: db.open_tree("wakes")?,
         })
+        .and_then(|trees| {
+            trees.count_actions_once()?;
+            Ok(trees)
+        })
+    }
+
+    /// Counts the outbox by action once, for a store written before the counts by action
+    /// existed; from then on every write keeps them. Runs at open, before anything writes.
+    fn count_actions_once(&self) -> Result<(), sled::Error> {
+        if self.outbox_counts.get(ACTION_COUNTS_MARKER)?.is_some() {
+            return Ok(());
+        }
+        let mut counts: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+        for entry in self.outbox.iter() {
+            let (_, value) = entry?;
+            match decode::<Effect>(&value) {
+                Ok(effect) => {
+                    *counts
+                        .entry(action_key(effect.action.name(), &effect.state))
+                        .or_default() += 1;
+                }
+                // Left out of the counts, as it is out of every listing; the sender logs it.
+                Err(e) => {
+                    tracing::warn!(error = %e, "an outbox effect cannot be read; not counted by action")
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (key, n) in counts {
+            batch.insert(key, &n.to_be_bytes());
+        }
+        batch.insert(ACTION_COUNTS_MARKER, &[1u8]);
+        self.outbox_counts.apply_batch(batch)
     }
 }
 
@@ -146,15 +180,31 @@ fn state_name(state: &EffectState) -> &'static str {
     }
 }
 
-fn count(counts: &TransactionalTree, state: &EffectState, by: i64) -> TxResult<()> {
-    let name = state_name(state);
+/// Effects by state name, in the order of `STATE_NAMES`.
+pub type StateCounts = [(&'static str, u64); 4];
+
+/// Set in `outbox_counts` once the counts by action cover every effect.
+const ACTION_COUNTS_MARKER: &[u8] = b"counted_by_action";
+
+/// The counter of one action in one state.
+fn action_key(action: &str, state: &EffectState) -> Vec<u8> {
+    composite_key(&["action", action, state_name(state)])
+}
+
+fn add(counts: &TransactionalTree, key: &[u8], by: i64) -> TxResult<()> {
     let now = counts
-        .get(name)?
+        .get(key)?
         .filter(|v| v.len() == 8)
         .map(|v| i64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")))
         .unwrap_or(0);
-    counts.insert(name, &(now + by).to_be_bytes())?;
+    counts.insert(key, &(now + by).to_be_bytes())?;
     Ok(())
+}
+
+/// Counts an effect in its state, overall and for its action.
+fn count(counts: &TransactionalTree, effect: &Effect, by: i64) -> TxResult<()> {
+    add(counts, state_name(&effect.state).as_bytes(), by)?;
+    add(counts, &action_key(effect.action.name(), &effect.state), by)
 }
 
 fn index_effect(
@@ -416,7 +466,7 @@ impl Store {
                     keys.insert(effect.key.as_bytes(), &u64_key(effect.id))?;
                     outbox.insert(&u64_key(effect.id), encode(effect))?;
                     index_effect(due, streams, None, effect)?;
-                    count(counts, &effect.state, 1)?;
+                    count(counts, effect, 1)?;
                 }
                 for effect in &write.updated_effects {
                     let old = match outbox.get(u64_key(effect.id))? {
@@ -430,9 +480,9 @@ impl Store {
                     outbox.insert(&u64_key(effect.id), encode(effect))?;
                     index_effect(due, streams, old.as_ref(), effect)?;
                     if let Some(old) = &old {
-                        count(counts, &old.state, -1)?;
+                        count(counts, old, -1)?;
                     }
-                    count(counts, &effect.state, 1)?;
+                    count(counts, effect, 1)?;
                 }
                 Ok(())
             },
@@ -595,6 +645,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Effects by action name (`Action::name`) and state, from counters kept with the
+    /// effects: every action the outbox ever held, with each state (0 included).
+    pub fn effect_counts_by_action(&self) -> Result<Vec<(String, StateCounts)>, StoreError> {
+        let counts = &self.case_trees().outbox_counts;
+        let mut out: Vec<(String, StateCounts)> = Vec::new();
+        for entry in counts.scan_prefix(composite_prefix(&["action"])) {
+            let (key, value) = entry?;
+            let parts =
+                super::codec::split_composite_key(&key).map_err(|source| StoreError::Corrupt {
+                    tree: "outbox_counts",
+                    source,
+                })?;
+            let [_, action, state] = parts.as_slice() else {
+                continue;
+            };
+            let n = if value.len() == 8 {
+                i64::from_be_bytes(value.as_ref().try_into().expect("8 bytes")).max(0) as u64
+            } else {
+                0
+            };
+            // Keys sort by action, so one action's states are neighbours.
+            if out.last().is_none_or(|(a, _)| a != action) {
+                out.push((action.clone(), STATE_NAMES.map(|name| (name, 0u64))));
+            }
+            let (_, states) = out.last_mut().expect("pushed above");
+            if let Some(slot) = states.iter_mut().find(|(name, _)| name == state) {
+                slot.1 = n;
+            }
+        }
+        Ok(out)
+    }
+
     /// Marks an order to be planned again, for a mirror state of `updated_at_ms` (0: whatever
     /// the mirror holds). Written before the mirror change it announces.
     pub(super) fn queue_plan_at(
@@ -747,17 +829,139 @@ impl Store {
             }
             t.outbox_keys.remove(effect.key.as_bytes())?;
             if t.outbox.remove(u64_key(effect.id))?.is_some() {
-                let name = state_name(&effect.state);
-                t.outbox_counts.fetch_and_update(name, |v| {
-                    let n = v
-                        .filter(|v| v.len() == 8)
-                        .map(|v| i64::from_be_bytes(v.try_into().expect("8 bytes")))
-                        .unwrap_or(0);
-                    Some((n - 1).max(0).to_be_bytes().to_vec())
-                })?;
+                let by_action = action_key(effect.action.name(), &effect.state);
+                for key in [state_name(&effect.state).as_bytes(), by_action.as_slice()] {
+                    t.outbox_counts.fetch_and_update(key, |v| {
+                        let n = v
+                            .filter(|v| v.len() == 8)
+                            .map(|v| i64::from_be_bytes(v.try_into().expect("8 bytes")))
+                            .unwrap_or(0);
+                        Some((n - 1).max(0).to_be_bytes().to_vec())
+                    })?;
+                }
             }
             erased += 1;
         }
         Ok(erased)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::effect::Action;
+
+    fn effect(id: u64, action: Action, state: EffectState) -> Effect {
+        Effect {
+            id,
+            key: format!("EX-{id}.hold"),
+            stream: format!("fo-{id}"),
+            shop: "a.myshopify.com".into(),
+            order_gid: format!("gid://shopify/Order/{id}"),
+            action,
+            state,
+            attempts: 0,
+            next_attempt_ms: 0,
+            created_ms: 0,
+            last_error: None,
+            maybe_delivered: false,
+        }
+    }
+
+    fn hold(id: u64) -> Effect {
+        effect(
+            id,
+            Action::PlaceHold {
+                fulfillment_order_id: "gid://shopify/FulfillmentOrder/1".into(),
+                handle: format!("shipgate-EX-{id}"),
+                reason: "OTHER".into(),
+                notes: String::new(),
+                exception_id: format!("EX-{id}"),
+            },
+            EffectState::Pending,
+        )
+    }
+
+    fn release(id: u64) -> Effect {
+        effect(
+            id,
+            Action::ReleaseHold {
+                fulfillment_order_id: "gid://shopify/FulfillmentOrder/1".into(),
+                handle: format!("shipgate-EX-{id}"),
+                exception_id: format!("EX-{id}"),
+            },
+            EffectState::Pending,
+        )
+    }
+
+    fn counted(store: &Store) -> Vec<(String, Vec<u64>)> {
+        store
+            .effect_counts_by_action()
+            .unwrap()
+            .into_iter()
+            .map(|(action, states)| (action, states.iter().map(|(_, n)| *n).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn counts_by_action_follow_every_write_and_are_made_once_for_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::default()).unwrap();
+        store
+            .write_case(CaseWrite {
+                case: None,
+                new_effects: vec![hold(1), hold(2), release(3)],
+                updated_effects: Vec::new(),
+            })
+            .unwrap();
+        let mut done = hold(1);
+        done.state = EffectState::Done {
+            at_ms: 1,
+            reference: Some("hold-1".into()),
+            note: "answered".into(),
+        };
+        store
+            .write_case(CaseWrite {
+                case: None,
+                // Recording an intent twice counts it once.
+                new_effects: vec![hold(2)],
+                updated_effects: vec![done],
+            })
+            .unwrap();
+        let expected = vec![
+            ("shopify_hold".to_string(), vec![1, 1, 0, 0]),
+            ("shopify_release_hold".to_string(), vec![1, 0, 0, 0]),
+        ];
+        assert_eq!(counted(&store), expected);
+
+        // A store written before the counts by action existed has only the counts by state:
+        // they are made from the outbox once, and not again.
+        let t = store.case_trees();
+        for key in [
+            action_key("shopify_hold", &EffectState::Pending),
+            action_key("shopify_release_hold", &EffectState::Pending),
+            ACTION_COUNTS_MARKER.to_vec(),
+        ] {
+            t.outbox_counts.remove(key).unwrap();
+        }
+        let done_key = composite_key(&["action", "shopify_hold", "done"]);
+        t.outbox_counts.remove(&done_key).unwrap();
+        assert_eq!(counted(&store), Vec::<(String, Vec<u64>)>::new());
+        t.count_actions_once().unwrap();
+        assert_eq!(counted(&store), expected);
+        t.outbox_counts
+            .insert(&done_key, &7i64.to_be_bytes())
+            .unwrap();
+        t.count_actions_once().unwrap();
+        assert_eq!(
+            counted(&store)[0],
+            ("shopify_hold".to_string(), vec![1, 7, 0, 0]),
+            "counted once: later runs leave the counters to the writes"
+        );
+        assert_eq!(
+            store.effect_counts().unwrap().map(|(_, n)| n),
+            [2, 1, 0, 0],
+            "the counts by state are untouched"
+        );
     }
 }

@@ -305,6 +305,7 @@ mod tests {
             provider_code: Some(spec.provider_code.into()),
             acceptance_scan: spec.scan,
             normalized: spec.normalized,
+            evidence: Vec::new(),
         }
     }
 

@@ -194,6 +194,7 @@ fn read_checkpoint(
         provider_code: subtag.or(tag),
         acceptance_scan,
         normalized,
+        evidence: Vec::new(),
     })
 }
 

@@ -13,6 +13,7 @@
 
 pub mod acceptance;
 pub mod aftership;
+pub mod manual;
 pub mod seventeen;
 
 use serde::{Deserialize, Serialize};
@@ -260,6 +261,12 @@ pub struct TrackingEvent {
     pub acceptance_scan: bool,
     /// The status mapped onto shipgate's vocabulary.
     pub normalized: Normalized,
+    /// What a manual scan rests on: references to a receipt or photo as `sha256:<64 hex>`,
+    /// optionally followed by `=<URL or file name>`. Empty for providers' events, whose
+    /// evidence is the provider's own record. (postcard ignores `default`: it is there for
+    /// the JSON form.)
+    #[serde(default)]
+    pub evidence: Vec<String>,
 }
 
 /// The id of a carrier event: the provider's name and a digest of what identifies the event
@@ -461,6 +468,7 @@ mod tests {
             provider_code: Some("InTransit_PickedUp".into()),
             acceptance_scan: true,
             normalized: Normalized::Exception(ExceptionKind::Customs),
+            evidence: vec![format!("sha256:{}", "ab".repeat(32))],
         };
         let bytes = postcard::to_stdvec(&event).unwrap();
         let back: TrackingEvent = postcard::from_bytes(&bytes).unwrap();

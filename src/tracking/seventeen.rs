@@ -312,6 +312,7 @@ fn read_event(
         provider_code: sub_status.or(stage),
         acceptance_scan,
         normalized,
+        evidence: Vec::new(),
     })
 }
 

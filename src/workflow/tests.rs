@@ -1160,6 +1160,7 @@ async fn a_carrier_scan_before_the_label_waits_for_it() {
         provider_code: Some("InTransit_002".into()),
         acceptance_scan: true,
         normalized: Normalized::InTransit,
+        evidence: Vec::new(),
     };
     let recorded = f
         .workflow

@@ -190,6 +190,54 @@ impl Operated {
         stderr.trim().to_string()
     }
 
+    /// The manual supplier's receipt and confirmation of a shipment's line, through the API.
+    async fn confirm(&self, shipment: &str, line: &str, sku: &str, quantity: i64) {
+        for event in [
+            json!({"type": "received", "shipment_id": shipment}),
+            json!({"type": "line_confirmed", "shipment_id": shipment, "line_id": line,
+                "sku": sku, "quantity": quantity}),
+        ] {
+            let r = self
+                .post("/api/suppliers/charlie/events")
+                .json(&event)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    }
+
+    /// Writes a check record (the sandbox's, as an agent would send it) to a file for the CLI.
+    fn check_file(
+        &self,
+        name: &str,
+        shipment: &str,
+        line: (&str, &str, i64, i64),
+        result: &str,
+    ) -> String {
+        let event = shipgate::sandbox::harness::check_event(name, shipment, &[line], result);
+        let shipgate::suppliers::EventKind::CheckReported { check_json } = event.kind else {
+            unreachable!("check_event builds a check");
+        };
+        let path = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, check_json).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// The carrier events recorded on a shipment.
+    fn carrier_events(&self, shipment: &str) -> Vec<shipgate::tracking::TrackingEvent> {
+        let case = self.daemon().store().case_of(shipment).unwrap().unwrap();
+        case.shipment(shipment)
+            .unwrap()
+            .evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                shipgate::workflow::model::EvidenceKind::Carrier(ev) => Some(ev.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .get(format!("{}{path}", self.admin))
@@ -792,6 +840,536 @@ async fn metrics_show_open_exceptions_by_kind_and_outbox_counts() {
     s.stop().await;
 }
 
+/// A receipt's SHA-256, as an operator would compute it with `sha256sum`.
+fn digest(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn rfc3339(ms: i64) -> String {
+    shipgate::order::Timestamp::from_unix_ms(ms).text
+}
+
+/// The whole physical path entered by hand: a failed check holds the order, a bad one is
+/// refused with its reasons, a passing one (with the daemon stopped) closes the exception; the
+/// packing, the label and a manual acceptance with evidence make the shipment ready, and only
+/// then is it fulfilled in Shopify, which the write-back metrics count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back() {
+    let mut s = spawn_operated().await;
+    let order = s.sandbox.create_order(new_order(&[("KIT-1", 2)]));
+    s.settle().await;
+    let (shipment, line) = s.shipment_of(&order);
+    s.confirm(&shipment, &line, "KIT-1", 2).await;
+    let shown = s.get_json(&format!("/api/shipments/{shipment}")).await;
+    assert_eq!(shown["status"], "awaiting_check", "{shown}");
+
+    // A failed check through the API: the shipment is held by a check_failed exception.
+    let failed = s.check_file("qc-fail", &shipment, (&line, "KIT-1", 2, 0), "fail");
+    let check: Value = serde_json::from_str(&std::fs::read_to_string(&failed).unwrap()).unwrap();
+    let r = s
+        .post(&format!("/api/shipments/{shipment}/check"))
+        .json(&json!({"check": check, "by": "qc-desk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let recorded: Value = r.json().await.unwrap();
+    assert_eq!(recorded["type"], "check_reported");
+    assert_eq!(recorded["supplier"], "charlie", "found from the shipment");
+    assert_eq!(recorded["result"], "recorded");
+    assert_eq!(recorded["status"], "held", "{recorded}");
+    assert_eq!(recorded["open_exceptions"][0]["kind"], "check_failed");
+    s.settle().await;
+    assert_eq!(s.holds(&order).len(), 1, "the failed check holds the order");
+
+    // A check its own findings contradict is refused with the reasons, one line, both ways.
+    let contradicted = s.check_file("qc-bad", &shipment, (&line, "KIT-1", 2, 1), "pass");
+    let refused = s
+        .cli_fails(&["check", "record", &shipment, "--file", &contradicted])
+        .await;
+    assert!(
+        refused.contains(&format!("the check of shipment {shipment} is refused"))
+            && refused.contains("quantity_passed"),
+        "{refused}"
+    );
+    let check: Value =
+        serde_json::from_str(&std::fs::read_to_string(&contradicted).unwrap()).unwrap();
+    let r = s
+        .post(&format!("/api/shipments/{shipment}/check"))
+        .json(&json!({"check": check}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        format!("shipgate: {}", body["error"].as_str().unwrap()),
+        refused
+    );
+    let r = s
+        .post("/api/shipments/SG-0000000000/check")
+        .json(&json!({"check": check}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let missing = s
+        .cli_fails(&["check", "record", "SG-0000000000", "--file", &contradicted])
+        .await;
+    assert_eq!(missing, "shipgate: no shipment SG-0000000000");
+    let unreadable = s
+        .cli_fails(&[
+            "check",
+            "record",
+            &shipment,
+            "--file",
+            "/nonexistent/check.json",
+        ])
+        .await;
+    assert!(
+        unreadable.contains("cannot read /nonexistent/check.json"),
+        "{unreadable}"
+    );
+
+    // With the daemon stopped, a passing check is recorded in the store and closes the
+    // exception; its hold is released when the daemon is back.
+    s.stop().await;
+    assert_eq!(
+        s.cli_fails(&["check", "record", &shipment, "--file", &contradicted])
+            .await,
+        refused,
+        "the store refuses it in the same words"
+    );
+    let passed = s.check_file("qc-pass", &shipment, (&line, "KIT-1", 2, 2), "pass");
+    let out = s
+        .cli(&[
+            "check", "record", &shipment, "--file", &passed, "--by", "li",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the daemon is not running"));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("recorded: check_reported manual-check-")
+            && text.contains(&format!("shipment {shipment} is now awaiting_packing")),
+        "{text}"
+    );
+    let again = s
+        .cli_ok(&["check", "record", &shipment, "--file", &passed, "--json"])
+        .await;
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(
+        again["result"], "already_recorded",
+        "the same file is the same check"
+    );
+
+    // Packing on the store: bad lines are refused by name, a good parcel is recorded.
+    let photo = format!("sha256:{}=packed.jpg", digest("photo of the packed parcel"));
+    let bad = s
+        .cli_fails(&[
+            "pack",
+            "record",
+            &shipment,
+            "--parcel",
+            "P1",
+            "--line",
+            "KIT-1=two",
+        ])
+        .await;
+    assert!(bad.contains("--line `KIT-1=two`: the quantity"), "{bad}");
+    let bad = s
+        .cli_fails(&[
+            "pack", "record", &shipment, "--parcel", "P1", "--line", "LAMP-1=2",
+        ])
+        .await;
+    assert!(
+        bad.contains(&format!("line `LAMP-1` is not in shipment {shipment}")),
+        "{bad}"
+    );
+    let bad = s
+        .cli_fails(&[
+            "pack",
+            "record",
+            &shipment,
+            "--parcel",
+            "P1",
+            "--line",
+            "KIT-1=2",
+            "--photo",
+            "packed.jpg",
+        ])
+        .await;
+    assert!(bad.contains("must start with sha256:"), "{bad}");
+    let packed = s
+        .cli_ok(&[
+            "pack",
+            "record",
+            &shipment,
+            "--parcel",
+            "P1",
+            "--line",
+            "KIT-1=2",
+            "--weight-grams",
+            "800",
+            "--dimensions-cm",
+            "30x20x10",
+            "--photo",
+            &photo,
+        ])
+        .await;
+    assert!(packed.contains("now awaiting_label"), "{packed}");
+
+    // The label through the running daemon's CLI.
+    s.start().await;
+    s.settle().await;
+    assert!(
+        s.holds(&order).is_empty(),
+        "the passing check released the hold"
+    );
+    let number = "1ZMANUAL0000000001";
+    let labelled: Value = serde_json::from_str(
+        &s.cli_ok(&[
+            "parcel",
+            "label",
+            &shipment,
+            "--parcel",
+            "P1",
+            "--carrier",
+            "UPS",
+            "--number",
+            number,
+            "--json",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(labelled["type"], "label_created");
+    assert_eq!(labelled["status"], "awaiting_acceptance");
+    let r = s
+        .post("/api/shipments/SG-0000000000/label")
+        .json(&json!({"carrier": "UPS", "tracking_number": number}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Acceptance by hand needs evidence; the latch still judges it.
+    let receipt = digest("UPS counter receipt");
+    let at = rfc3339(shipgate::delivery::now_ms() as i64 - 3_600_000);
+    let refused = s
+        .cli_fails(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--note",
+            "handed over at the counter",
+        ])
+        .await;
+    assert!(refused.contains("needs evidence"), "{refused}");
+    let refused = s
+        .cli_fails(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--evidence",
+            "sha256:1234",
+            "--note",
+            "x",
+        ])
+        .await;
+    assert!(refused.contains("64 hex digits"), "{refused}");
+    let r = s
+        .post(&format!("/api/tracking/{number}/accept"))
+        .json(&json!({"at": at, "evidence": [], "note": "handed over"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("needs evidence"));
+    let too_early = rfc3339(shipgate::delivery::now_ms() as i64 - 3 * 86_400_000);
+    let early: Value = serde_json::from_str(
+        &s.cli_ok(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &too_early,
+            "--evidence",
+            &format!("sha256:{receipt}"),
+            "--note",
+            "receipt misdated",
+            "--json",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(early["result"], "recorded");
+    assert_eq!(early["shipments"][0]["accepted"], false, "{early}");
+    assert_eq!(early["shipments"][0]["status"], "awaiting_acceptance");
+    assert!(
+        early["shipments"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("timed more than a day before the label"),
+        "{early}"
+    );
+    let accepted = s
+        .cli_ok(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--location",
+            "Shenzhen UPS counter",
+            "--evidence",
+            &format!("sha256:{receipt}=https://files.example/receipt.jpg"),
+            "--note",
+            "counter clerk scanned it",
+            "--by",
+            "alice",
+        ])
+        .await;
+    assert!(
+        accepted.starts_with("recorded: manual acceptance manual:"),
+        "{accepted}"
+    );
+    assert!(
+        accepted.contains(&format!(
+            "shipment {shipment} is now ready: accepted; acceptance scan (manual)"
+        )),
+        "{accepted}"
+    );
+    let retried = s
+        .cli_ok(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--location",
+            "Shenzhen UPS counter",
+            "--evidence",
+            &format!("sha256:{receipt}=https://files.example/receipt.jpg"),
+            "--note",
+            "counter clerk scanned it",
+            "--by",
+            "alice",
+        ])
+        .await;
+    assert!(retried.starts_with("already recorded"), "{retried}");
+    let scans = s.carrier_events(&shipment);
+    assert_eq!(scans.len(), 2, "{scans:?}");
+    let scan = scans.iter().find(|e| e.location.is_some()).unwrap();
+    assert_eq!(scan.provider, shipgate::tracking::Provider::Manual);
+    assert_eq!(scan.carrier, "UPS", "from the label");
+    assert!(scan.acceptance_scan);
+    assert_eq!(
+        scan.evidence,
+        vec![format!(
+            "sha256:{receipt}=https://files.example/receipt.jpg"
+        )]
+    );
+    assert!(scan.raw_text.contains("operator alice") && scan.raw_text.contains(&receipt));
+
+    // Only now is the shipment fulfilled in Shopify, with the tracking number; the write-back
+    // metrics count it with the check's hold and its release.
+    s.settle().await;
+    let fulfillments = s.sandbox.fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    assert!(fulfillments[0]["trackingInfo"].to_string().contains(number));
+    let shown = s.get_json(&format!("/api/shipments/{shipment}")).await;
+    assert_eq!(shown["status"], "fulfilled", "{shown}");
+    assert!(
+        shown["evidence"].as_array().unwrap().iter().any(|e| e["kind"] == "carrier_event"
+            && e["what"].as_str().unwrap().contains(&receipt)),
+        "the evidence shows in the shipment: {shown}"
+    );
+    let metrics = s
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "# TYPE shipgate_write_backs gauge",
+        "shipgate_write_backs{action=\"shopify_fulfillment\",state=\"done\"} 1",
+        "shipgate_write_backs{action=\"shopify_fulfillment\",state=\"pending\"} 0",
+        "shipgate_write_backs{action=\"shopify_fulfillment\",state=\"failed\"} 0",
+        "shipgate_write_backs{action=\"shopify_hold\",state=\"done\"} 1",
+        "shipgate_write_backs{action=\"shopify_release_hold\",state=\"done\"} 1",
+        "shipgate_write_backs{action=\"shopify_fulfillment_event\",state=\"done\"} 0",
+        "shipgate_write_backs{action=\"shopify_tracking_update\",state=\"pending\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("shipgate_write_backs{action=\"supplier_"),
+        "supplier messages are not write-backs"
+    );
+    s.stop().await;
+}
+
+/// An acceptance recorded by hand before any label carries the number waits for the label and
+/// counts once it arrives; here every command runs on the store, except the check and the
+/// packing, which go through the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptance_before_its_label_waits_for_it_on_the_store() {
+    let mut s = spawn_operated().await;
+    let order = s.sandbox.create_order(new_order(&[("KIT-2", 1)]));
+    s.settle().await;
+    let (shipment, line) = s.shipment_of(&order);
+    s.confirm(&shipment, &line, "KIT-2", 1).await;
+    let passed = s.check_file("qc-1", &shipment, (&line, "KIT-2", 1, 1), "pass");
+    let checked: Value = serde_json::from_str(
+        &s.cli_ok(&["check", "record", &shipment, "--file", &passed, "--json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(checked["status"], "awaiting_packing", "{checked}");
+    let numeric = line.rsplit('/').next().unwrap();
+    let parcels = s.dir.path().join("parcels.json");
+    std::fs::write(
+        &parcels,
+        json!({"parcels": [{"parcel_id": "BOX-1", "lines": [{"line_id": numeric, "quantity": 1}],
+            "weight_grams": 350}]})
+        .to_string(),
+    )
+    .unwrap();
+    let packed = s
+        .cli_ok(&[
+            "pack",
+            "record",
+            &shipment,
+            "--file",
+            parcels.to_str().unwrap(),
+        ])
+        .await;
+    assert!(packed.contains("now awaiting_label"), "{packed}");
+    let r = s
+        .post(&format!("/api/shipments/{shipment}/pack"))
+        .json(&json!({"parcels": [{"parcel_id": "BOX-1", "lines": [{"line_id": numeric, "quantity": 1}],
+            "weight_grams": 350}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["result"], "already_recorded",
+        "the same packing, by content"
+    );
+
+    s.stop().await;
+    let number = "LX000000001CN";
+    let receipt = format!("sha256:{}", digest("post office receipt"));
+    let at = rfc3339(shipgate::delivery::now_ms() as i64 - 600_000);
+    let refused = s
+        .cli_fails(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--note",
+            "no receipt",
+        ])
+        .await;
+    assert!(
+        refused.starts_with("shipgate: a manual acceptance needs evidence"),
+        "{refused}"
+    );
+    let waiting = s
+        .cli_ok(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &at,
+            "--evidence",
+            &receipt,
+            "--note",
+            "receipt from the post office",
+        ])
+        .await;
+    assert!(
+        waiting.starts_with(&format!("no label carries {number} yet;"))
+            && waiting.contains("kept until a label arrives"),
+        "{waiting}"
+    );
+    let labelled = s
+        .cli_ok(&[
+            "parcel",
+            "label",
+            &shipment,
+            "--carrier",
+            "China Post",
+            "--number",
+            number,
+            "--url",
+            "https://track.example/LX000000001CN",
+        ])
+        .await;
+    assert!(
+        labelled.contains(&format!("shipment {shipment} is now ready")),
+        "the waiting acceptance came in with the label: {labelled}"
+    );
+    let missing = s
+        .cli_fails(&[
+            "parcel",
+            "label",
+            "SG-0000000000",
+            "--carrier",
+            "UPS",
+            "--number",
+            "1Z1",
+        ])
+        .await;
+    assert_eq!(missing, "shipgate: no shipment SG-0000000000");
+
+    // Back with the daemon, the shipment is written back to Shopify.
+    s.start().await;
+    s.settle().await;
+    let fulfillments = s.sandbox.fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    assert!(fulfillments[0]["trackingInfo"].to_string().contains(number));
+    let r = s
+        .post(&format!("/api/tracking/{number}/accept"))
+        .json(
+            &json!({"at": at, "evidence": [receipt], "note": "receipt from the post office",
+            "by": "tester"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .post("/api/tracking/LXNOLABEL0CN/accept")
+        .json(&json!({"at": at, "evidence": [receipt], "note": "receipt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "kept until a label carries it");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"], "waiting");
+    assert_eq!(body["shipments"], json!([]));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_operator_endpoints_need_the_bearer_token() {
     let app = spawn_app().await;
@@ -812,6 +1390,10 @@ async fn the_operator_endpoints_need_the_bearer_token() {
         (reqwest::Method::POST, "/api/suppliers/depot/events"),
         (reqwest::Method::GET, "/api/shipments/SG-0000000001"),
         (reqwest::Method::GET, "/api/outbox"),
+        (reqwest::Method::POST, "/api/shipments/SG-0000000001/check"),
+        (reqwest::Method::POST, "/api/shipments/SG-0000000001/pack"),
+        (reqwest::Method::POST, "/api/shipments/SG-0000000001/label"),
+        (reqwest::Method::POST, "/api/tracking/1Z0000/accept"),
     ];
     for (method, path) in endpoints {
         let r = client
@@ -840,6 +1422,13 @@ async fn the_operator_endpoints_need_the_bearer_token() {
             .unwrap();
         let expected = if path == "/api/exceptions" || path == "/api/outbox" {
             200
+        } else if path.ends_with("/check")
+            || path.ends_with("/pack")
+            || path.ends_with("/label")
+            || path.ends_with("/accept")
+        {
+            // A body that is not the command's is refused before anything is looked up.
+            400
         } else {
             404
         };
