@@ -1209,7 +1209,8 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
         "shipgate_write_backs{action=\"shopify_fulfillment\",state=\"failed\"} 0",
         "shipgate_write_backs{action=\"shopify_hold\",state=\"done\"} 1",
         "shipgate_write_backs{action=\"shopify_release_hold\",state=\"done\"} 1",
-        "shipgate_write_backs{action=\"shopify_fulfillment_event\",state=\"done\"} 0",
+        // The manual acceptance, posted as CARRIER_PICKED_UP on the new fulfillment.
+        "shipgate_write_backs{action=\"shopify_fulfillment_event\",state=\"done\"} 1",
         "shipgate_write_backs{action=\"shopify_tracking_update\",state=\"pending\"} 0",
     ] {
         assert!(

@@ -109,6 +109,7 @@ fn scan(number: &str, id: &str, at_ms: i64, text: &str, status: Normalized) -> E
             provider_code: None,
             acceptance_scan: id.starts_with("accept"),
             normalized: status,
+            evidence: Vec::new(),
         }),
     }
 }
