@@ -868,14 +868,7 @@ async fn the_fulfillment_is_written_back_only_after_a_check_and_the_carriers_acc
 #[tokio::test]
 async fn a_refused_write_back_is_an_exception_and_retried_on_decision() {
     let s = spawn_supplied().await;
-    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
-    s.settle().await;
-    let case = s.case(&order);
-    let sg = case.shipments[0].id.clone();
-    let line = case.shipments[0].lines[0].line_item_id.clone();
-    let number = s.acme.ship(&sg).unwrap();
-    s.record_check(&sg, &line, "MUG-RED", 1).await;
-    s.settle().await;
+    let Shipped { order, number, .. } = s.shipped_and_checked("MUG-RED").await;
 
     // The merchant holds the order; shipgate does not hear of it before the carrier's scan.
     let fo = s.sandbox().fulfillment_order_ids(&order)[0].clone();
@@ -935,6 +928,14 @@ async fn a_fulfillment_made_outside_shipgate_is_an_exception_not_a_duplicate() {
     assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
 }
 
+/// What [`Supplied::shipped_and_checked`] made.
+struct Shipped {
+    order: String,
+    shipment: String,
+    line: String,
+    number: String,
+}
+
 /// The statuses Shopify shows on an order's fulfillments, in the order they were posted.
 fn posted_statuses(fulfillment: &Value) -> Vec<String> {
     let events = &fulfillment["events"];
@@ -948,6 +949,25 @@ fn posted_statuses(fulfillment: &Value) -> Vec<String> {
 }
 
 impl Supplied {
+    /// An order of one unit of `sku`, shipped by its agent (packed and labelled) and checked
+    /// by an operator: everything but the carrier.
+    async fn shipped_and_checked(&self, sku: &str) -> Shipped {
+        let order = self.sandbox().create_order(new_order(&[(sku, 1)]));
+        self.settle().await;
+        let case = self.case(&order);
+        let shipment = case.shipments[0].id.clone();
+        let line = case.shipments[0].lines[0].line_item_id.clone();
+        let number = self.acme.ship(&shipment).unwrap();
+        self.record_check(&shipment, &line, sku, 1).await;
+        self.settle().await;
+        Shipped {
+            order,
+            shipment,
+            line,
+            number,
+        }
+    }
+
     /// Records, as an operator, a label for a parcel of a shipment at the clock's time.
     async fn record_label(&self, shipment_id: &str, parcel: &str, number: &str, id: &str) {
         let event = shipgate::suppliers::SupplierEvent {
@@ -1011,14 +1031,7 @@ impl Supplied {
 #[tokio::test]
 async fn the_carriers_progress_reaches_shopify_as_fulfillment_events() {
     let s = spawn_supplied().await;
-    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
-    s.settle().await;
-    let case = s.case(&order);
-    let sg = case.shipments[0].id.clone();
-    let line = case.shipments[0].lines[0].line_item_id.clone();
-    let number = s.acme.ship(&sg).unwrap();
-    s.record_check(&sg, &line, "MUG-RED", 1).await;
-    s.settle().await;
+    let Shipped { order, number, .. } = s.shipped_and_checked("MUG-RED").await;
     s.tracker
         .accept_and_deliver(&number, "ups", s.clock.now_ms() - 12 * 3600 * 1000);
     s.tracker.flush().await;
@@ -1060,14 +1073,12 @@ async fn the_carriers_progress_reaches_shopify_as_fulfillment_events() {
 #[tokio::test]
 async fn a_label_the_carrier_never_takes_is_an_exception_until_a_new_label_is_accepted() {
     let s = spawn_supplied().await;
-    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
-    s.settle().await;
-    let case = s.case(&order);
-    let sg = case.shipments[0].id.clone();
-    let line = case.shipments[0].lines[0].line_item_id.clone();
-    let old = s.acme.ship(&sg).unwrap();
-    s.record_check(&sg, &line, "MUG-RED", 1).await;
-    s.settle().await;
+    let Shipped {
+        order,
+        shipment: sg,
+        number: old,
+        ..
+    } = s.shipped_and_checked("MUG-RED").await;
 
     s.days_pass(1).await;
     assert!(s.open(&order).is_empty(), "one day is within the three");
@@ -1126,14 +1137,12 @@ async fn a_label_the_carrier_never_takes_is_an_exception_until_a_new_label_is_ac
 #[tokio::test]
 async fn stalled_tracking_is_an_exception_and_a_reshipment_updates_the_tracking() {
     let s = spawn_supplied().await;
-    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
-    s.settle().await;
-    let case = s.case(&order);
-    let sg = case.shipments[0].id.clone();
-    let line = case.shipments[0].lines[0].line_item_id.clone();
-    let old = s.acme.ship(&sg).unwrap();
-    s.record_check(&sg, &line, "MUG-RED", 1).await;
-    s.settle().await;
+    let Shipped {
+        order,
+        shipment: sg,
+        line,
+        number: old,
+    } = s.shipped_and_checked("MUG-RED").await;
     s.carrier_accepts(&old, s.clock.now_ms()).await;
     assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
     assert_eq!(
