@@ -493,6 +493,35 @@ pub fn labels(shipment: &Shipment) -> Vec<(Option<String>, String, String, Optio
     out
 }
 
+/// The tracking Shopify is given for some parcels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracking {
+    /// The first label's carrier, as the supplier spelt it.
+    pub company: Option<String>,
+    pub numbers: Vec<String>,
+    /// Shopify matches URLs to numbers by position: given only when every number has one.
+    pub urls: Vec<String>,
+}
+
+/// The current tracking of these parcels.
+pub fn tracking(shipment: &Shipment, parcels: &[String]) -> Tracking {
+    let labels: Vec<_> = labels(shipment)
+        .into_iter()
+        .filter(|(p, ..)| p.as_ref().is_some_and(|p| parcels.contains(p)))
+        .collect();
+    let numbers: Vec<String> = labels.iter().map(|(_, _, n, _)| n.clone()).collect();
+    let urls: Vec<String> = labels.iter().filter_map(|(.., u)| u.clone()).collect();
+    Tracking {
+        company: labels.first().map(|(_, carrier, ..)| carrier.clone()),
+        urls: if urls.len() == numbers.len() {
+            urls
+        } else {
+            Vec::new()
+        },
+        numbers,
+    }
+}
+
 /// When each tracking number was first labelled (the supplier's time).
 pub fn label_times(shipment: &Shipment) -> BTreeMap<String, i64> {
     let mut out: BTreeMap<String, i64> = BTreeMap::new();
@@ -749,4 +778,4 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

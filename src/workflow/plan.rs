@@ -76,6 +76,32 @@ impl Ctx<'_> {
         })
     }
 
+    /// The intent of a message to a shipment's supplier, keyed `key`, on the shipment's stream
+    /// so it never overtakes what was sent before it.
+    pub(super) fn to_supplier(
+        &self,
+        case: &OrderCase,
+        shipment: &Shipment,
+        key: String,
+        body: MessageBody,
+    ) -> Result<Effect, StoreError> {
+        let message = SupplierMessage {
+            key: key.clone(),
+            shipment_id: shipment.id.clone(),
+            sent_at: self.timestamp(),
+            body,
+        };
+        self.effect(
+            case,
+            key,
+            shipment_stream(&shipment.id),
+            Action::Supplier {
+                supplier: shipment.supplier.clone(),
+                message,
+            },
+        )
+    }
+
     fn timestamp(&self) -> String {
         crate::order::Timestamp::from_unix_ms(self.now_ms).text
     }
@@ -429,13 +455,7 @@ fn write_back(
             .count()
             + 1;
         let key = format!("{}.f{n}", shipment.id);
-        let labels: Vec<_> = derive::labels(shipment)
-            .into_iter()
-            .filter(|(p, ..)| p.as_ref().is_some_and(|p| decision.parcels.contains(p)))
-            .collect();
-        let company = labels.first().map(|(_, carrier, ..)| carrier.clone());
-        let numbers: Vec<String> = labels.iter().map(|(_, _, n, _)| n.clone()).collect();
-        let urls: Vec<String> = labels.iter().filter_map(|(.., u)| u.clone()).collect();
+        let tracking = derive::tracking(shipment, &decision.parcels);
         let shipment_id = shipment.id.clone();
         tracing::info!(shipment = %shipment_id, order = %case.order_name, key = %key,
             "the gate opened: fulfillment intended");
@@ -446,7 +466,7 @@ fn write_back(
                 fulfillment_order_id: decision.fulfillment_order_id.clone(),
                 lines: decision.lines.clone(),
                 parcels: decision.parcels.clone(),
-                numbers: numbers.clone(),
+                numbers: tracking.numbers.clone(),
             },
         ));
         let effect = ctx.effect(
@@ -457,14 +477,9 @@ fn write_back(
                 shipment_id,
                 fulfillment_order_id: decision.fulfillment_order_id,
                 lines: decision.lines,
-                tracking_company: company,
-                // Shopify matches URLs to numbers by position: only when every number has one.
-                tracking_urls: if urls.len() == numbers.len() {
-                    urls
-                } else {
-                    Vec::new()
-                },
-                tracking_numbers: numbers,
+                tracking_company: tracking.company,
+                tracking_urls: tracking.urls,
+                tracking_numbers: tracking.numbers,
                 notify_customer: ctx.settings.notify_customer,
             },
         )?;
@@ -677,13 +692,10 @@ fn plan_lines(
                 lines: quantities,
             },
         ));
-        let message = submission(case, &shipment, 1, ctx);
-        changes.new_effects.push(ctx.effect(
-            case,
-            key,
-            shipment_stream(&id),
-            Action::Supplier { supplier, message },
-        )?);
+        let body = submission(case, &shipment, 1);
+        changes
+            .new_effects
+            .push(ctx.to_supplier(case, &shipment, key, body)?);
         case.shipments.push(shipment);
     }
     Ok(unmapped)
@@ -706,40 +718,30 @@ fn reduce(case: &mut OrderCase, shipment_id: &str, line: &str, to: i64, why: &st
     ));
 }
 
-/// A submission message for a revision: every planned line with its current quantity (0 for
+/// The body of a submission for a revision: every planned line with its current quantity (0 for
 /// lines taken out). The address is filled in when the message is sent, from the mirror, so
 /// that customer data is never copied into the outbox and an erasure reaches it.
-fn submission(
-    case: &OrderCase,
-    shipment: &Shipment,
-    revision: u32,
-    ctx: &Ctx<'_>,
-) -> SupplierMessage {
+fn submission(case: &OrderCase, shipment: &Shipment, revision: u32) -> MessageBody {
     let current = derive::current_lines(shipment);
-    SupplierMessage {
-        key: format!("{}.r{revision}", shipment.id),
-        shipment_id: shipment.id.clone(),
-        sent_at: ctx.timestamp(),
-        body: MessageBody::Submission {
-            revision,
-            shop: case.shop.clone(),
-            order_name: case.order_name.clone(),
-            lines: shipment
-                .lines
-                .iter()
-                .map(|l| MessageLine {
-                    line_id: l.line_item_id.clone(),
-                    sku: l.sku.clone(),
-                    variant_title: l.variant_title.clone(),
-                    quantity: current
-                        .iter()
-                        .find(|(id, _)| *id == l.line_item_id)
-                        .map(|(_, q)| *q)
-                        .unwrap_or(0),
-                })
-                .collect(),
-            ship_to: None,
-        },
+    MessageBody::Submission {
+        revision,
+        shop: case.shop.clone(),
+        order_name: case.order_name.clone(),
+        lines: shipment
+            .lines
+            .iter()
+            .map(|l| MessageLine {
+                line_id: l.line_item_id.clone(),
+                sku: l.sku.clone(),
+                variant_title: l.variant_title.clone(),
+                quantity: current
+                    .iter()
+                    .find(|(id, _)| *id == l.line_item_id)
+                    .map(|(_, q)| *q)
+                    .unwrap_or(0),
+            })
+            .collect(),
+        ship_to: None,
     }
 }
 
@@ -810,30 +812,19 @@ fn request_cancel(
         ctx,
         changes,
     )?;
-    let shipment = &mut case.shipments[index];
-    let key = format!("{}.cancel", shipment.id);
-    shipment.record(ctx.evidence(
+    let key = format!("{}.cancel", case.shipments[index].id);
+    case.shipments[index].record(ctx.evidence(
         format!("{key}.requested"),
         EvidenceKind::CancelRequested {
             reason: reason.to_string(),
         },
     ));
-    let message = SupplierMessage {
-        key: key.clone(),
-        shipment_id: shipment.id.clone(),
-        sent_at: ctx.timestamp(),
-        body: MessageBody::Cancellation {
-            reason: reason.to_string(),
-        },
+    let body = MessageBody::Cancellation {
+        reason: reason.to_string(),
     };
-    let action = Action::Supplier {
-        supplier: shipment.supplier.clone(),
-        message,
-    };
-    let stream = shipment_stream(&shipment.id);
     changes
         .new_effects
-        .push(ctx.effect(case, key, stream, action)?);
+        .push(ctx.to_supplier(case, &case.shipments[index], key, body)?);
     Ok(())
 }
 
@@ -955,16 +946,10 @@ fn sync_revisions(
                 lines: current,
             },
         ));
-        let message = submission(case, &case.shipments[index], next, ctx);
-        changes.new_effects.push(ctx.effect(
-            case,
-            key,
-            shipment_stream(&shipment.id),
-            Action::Supplier {
-                supplier: shipment.supplier.clone(),
-                message,
-            },
-        )?);
+        let body = submission(case, &case.shipments[index], next);
+        changes
+            .new_effects
+            .push(ctx.to_supplier(case, &shipment, key, body)?);
     }
     Ok(())
 }
@@ -1311,24 +1296,13 @@ pub fn apply_decision(
                 },
                 ctx,
             );
-            let message = SupplierMessage {
-                key: key.clone(),
-                shipment_id: shipment.id.clone(),
-                sent_at: ctx.timestamp(),
-                body: MessageBody::Decision {
-                    line_id: line,
-                    approve,
-                },
+            let body = MessageBody::Decision {
+                line_id: line,
+                approve,
             };
-            changes.new_effects.push(ctx.effect(
-                case,
-                key,
-                shipment_stream(&shipment.id),
-                Action::Supplier {
-                    supplier: shipment.supplier.clone(),
-                    message,
-                },
-            )?);
+            changes
+                .new_effects
+                .push(ctx.to_supplier(case, shipment, key, body)?);
         }
         Decision::Intercepted | Decision::AcceptLoss => {
             let shipment = shipment
@@ -1350,24 +1324,13 @@ pub fn apply_decision(
                 .as_ref()
                 .expect("check-failed exceptions name a shipment");
             let key = format!("{exception_id}.{name}");
-            let message = SupplierMessage {
-                key: key.clone(),
-                shipment_id: shipment.id.clone(),
-                sent_at: ctx.timestamp(),
-                body: MessageBody::CheckDecision {
-                    action: name.to_string(),
-                },
+            let body = MessageBody::CheckDecision {
+                action: name.to_string(),
             };
             // The exception stays open, decided, until a later check passes.
-            changes.new_effects.push(ctx.effect(
-                case,
-                key,
-                shipment_stream(&shipment.id),
-                Action::Supplier {
-                    supplier: shipment.supplier.clone(),
-                    message,
-                },
-            )?);
+            changes
+                .new_effects
+                .push(ctx.to_supplier(case, shipment, key, body)?);
         }
         Decision::ApproveDeviation => {
             let shipment = shipment
@@ -1463,24 +1426,13 @@ pub fn apply_decision(
                 if decided.decision == Decision::CustomerUpdated {
                     continue;
                 }
-                let message = SupplierMessage {
-                    key: key.clone(),
-                    shipment_id: shipment.id.clone(),
-                    sent_at: ctx.timestamp(),
-                    body: MessageBody::ParcelDecision {
-                        action: name.to_string(),
-                        tracking_number: number,
-                    },
+                let body = MessageBody::ParcelDecision {
+                    action: name.to_string(),
+                    tracking_number: number,
                 };
-                changes.new_effects.push(ctx.effect(
-                    case,
-                    key,
-                    shipment_stream(&shipment.id),
-                    Action::Supplier {
-                        supplier: shipment.supplier.clone(),
-                        message,
-                    },
-                )?);
+                changes
+                    .new_effects
+                    .push(ctx.to_supplier(case, shipment, key, body)?);
             }
         }
         Decision::Reroute { .. } | Decision::Cancel => {

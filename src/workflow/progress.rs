@@ -181,24 +181,12 @@ pub fn overdue(
     let mut ahead = |at: i64| next = Some(next.map_or(at, |n: i64| n.min(at)));
     for (parcel, carrier, number, _) in derive::labels(shipment) {
         let labelled = times.get(&number).copied().unwrap_or(shipment.created_ms);
-        let (kind, since, days) = if !accepted.contains(&number) {
-            let since = match follow_up(shipment, &number, labelled) {
-                Some((action, _)) if action == "new_label" || action == "reship" => {
-                    out.push(Overdue {
-                        kind: ExceptionKind::NoCarrierMovement,
-                        number,
-                        carrier,
-                        since_ms: labelled,
-                        awaiting_label: true,
-                    });
-                    continue;
-                }
-                Some((_, at)) => at.max(labelled),
-                None => labelled,
-            };
+        // The clock of a number starts at its label (not accepted yet) or its last movement
+        // (fulfilled and not delivered); nothing else is timed.
+        let (kind, start, days) = if !accepted.contains(&number) {
             (
                 ExceptionKind::NoCarrierMovement,
-                since,
+                labelled,
                 settings.no_acceptance_business_days,
             )
         } else if parcel
@@ -209,29 +197,30 @@ pub fn overdue(
             if latest(&events).is_some_and(|e| e.normalized.is_final()) {
                 continue;
             }
-            let moved = last_movement(&events).map_or(labelled, |e| e.occurred_at.unix_ms);
-            let since = match follow_up(shipment, &number, moved) {
-                Some((action, _)) if action == "reship" || action == "new_label" => {
-                    out.push(Overdue {
-                        kind: ExceptionKind::TrackingStalled,
-                        number,
-                        carrier,
-                        since_ms: moved,
-                        awaiting_label: true,
-                    });
-                    continue;
-                }
-                Some((_, at)) => at.max(moved),
-                None => moved,
-            };
             (
                 ExceptionKind::TrackingStalled,
-                since,
+                last_movement(&events).map_or(labelled, |e| e.occurred_at.unix_ms),
                 settings.stalled_business_days,
             )
         } else {
             // Accepted and not yet fulfilled: the gate's business, not a timer's.
             continue;
+        };
+        // A chase or a customer update starts the clock again; a new label or a reshipment
+        // is waited for, untimed, until the parcel's label changes.
+        let since = match follow_up(shipment, &number, start) {
+            Some((action, _)) if action == "new_label" || action == "reship" => {
+                out.push(Overdue {
+                    kind,
+                    number,
+                    carrier,
+                    since_ms: start,
+                    awaiting_label: true,
+                });
+                continue;
+            }
+            Some((_, at)) => at.max(start),
+            None => start,
         };
         let deadline = business_deadline_ms(since, days);
         if now_ms >= deadline {
@@ -370,7 +359,6 @@ fn update_tracking(
     if derive::is_cancelled(shipment) {
         return Ok(());
     }
-    let labels = derive::labels(shipment);
     let accepted: Vec<String> = derive::acceptances(shipment)
         .into_iter()
         .filter(|(_, a)| a.is_some())
@@ -378,16 +366,10 @@ fn update_tracking(
         .collect();
     let mut intents = Vec::new();
     for f in fulfilled(shipment) {
-        let current: Vec<_> = labels
-            .iter()
-            .filter(|(p, ..)| p.as_ref().is_some_and(|p| f.parcels.contains(p)))
-            .collect();
-        let now: BTreeSet<&str> = current.iter().map(|(_, _, n, _)| n.as_str()).collect();
+        let tracking = derive::tracking(shipment, &f.parcels);
+        let now: BTreeSet<&str> = tracking.numbers.iter().map(String::as_str).collect();
         let shown: BTreeSet<&str> = f.numbers.iter().map(String::as_str).collect();
-        if current.is_empty() || now == shown {
-            continue;
-        }
-        if !current.iter().all(|(_, _, n, _)| accepted.contains(n)) {
+        if now.is_empty() || now == shown || !now.iter().all(|n| accepted.iter().any(|a| a == n)) {
             continue;
         }
         let reshipped = f
@@ -413,18 +395,9 @@ fn update_tracking(
         if earlier.iter().any(|k| refusal_undecided(shipment, k)) {
             continue;
         }
-        let key = format!("{}.t{}", f.key, earlier.len() + 1);
-        let numbers: Vec<String> = current.iter().map(|(_, _, n, _)| n.clone()).collect();
-        let urls: Vec<String> = current.iter().filter_map(|(.., u)| u.clone()).collect();
-        intents.push((
-            key,
-            f,
-            current.first().map(|(_, c, ..)| c.clone()),
-            numbers,
-            urls,
-        ));
+        intents.push((format!("{}.t{}", f.key, earlier.len() + 1), f, tracking));
     }
-    for (key, f, company, numbers, urls) in intents {
+    for (key, f, tracking) in intents {
         let shipment_id = case.shipments[index].id.clone();
         tracing::info!(shipment = %shipment_id, fulfillment = %f.fulfillment_id, key = %key,
             "a fulfilled parcel has a new number: tracking update intended");
@@ -434,7 +407,7 @@ fn update_tracking(
                 key: key.clone(),
                 fulfillment: f.key.clone(),
                 fulfillment_id: f.fulfillment_id.clone(),
-                numbers: numbers.clone(),
+                numbers: tracking.numbers.clone(),
             },
         ));
         let effect = ctx.effect(
@@ -444,13 +417,9 @@ fn update_tracking(
             Action::UpdateTracking {
                 shipment_id,
                 fulfillment_id: f.fulfillment_id,
-                tracking_company: company,
-                tracking_urls: if urls.len() == numbers.len() {
-                    urls
-                } else {
-                    Vec::new()
-                },
-                tracking_numbers: numbers,
+                tracking_company: tracking.company,
+                tracking_urls: tracking.urls,
+                tracking_numbers: tracking.numbers,
                 notify_customer: ctx.settings.notify_customer,
             },
         )?;

@@ -7,7 +7,8 @@ use crate::workflow::model::{Actor, Evidence, Shipment, ShipmentLine, Source};
 
 const LINES: [&str; 2] = ["gid://shopify/LineItem/1", "gid://shopify/LineItem/2"];
 
-fn shipment() -> Shipment {
+/// The test shipment: two lines of one fulfillment order (the progress tests use it too).
+pub(in crate::workflow) fn shipment() -> Shipment {
     Shipment {
         id: "SG-0000000001".into(),
         supplier: "acme".into(),
@@ -33,7 +34,7 @@ fn shipment() -> Shipment {
     }
 }
 
-fn supplier(id: &str, at_ms: i64, kind: EventKind) -> Evidence {
+pub(in crate::workflow) fn supplier(id: &str, at_ms: i64, kind: EventKind) -> Evidence {
     Evidence {
         id: id.into(),
         at_ms,
@@ -49,7 +50,7 @@ fn supplier(id: &str, at_ms: i64, kind: EventKind) -> Evidence {
     }
 }
 
-fn own(id: &str, at_ms: i64, kind: EvidenceKind) -> Evidence {
+pub(in crate::workflow) fn own(id: &str, at_ms: i64, kind: EvidenceKind) -> Evidence {
     Evidence {
         id: id.into(),
         at_ms,

@@ -2,58 +2,15 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::order::Timestamp;
-use crate::suppliers::{PackedParcel, ParcelLine, SupplierEvent};
+use crate::suppliers::{PackedParcel, ParcelLine};
 use crate::tracking::{ExceptionKind as CarrierException, Provider};
-use crate::workflow::model::{Actor, Evidence, ShipmentLine, Source};
+use crate::workflow::derive::tests::{own, shipment, supplier};
+use crate::workflow::model::{Actor, Evidence, Source};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 /// Thursday 2025-11-20, 12:00 UTC.
 const THURSDAY_NOON: i64 = 1_763_640_000_000;
-
-fn shipment() -> Shipment {
-    Shipment {
-        id: "SG-0000000001".into(),
-        supplier: "acme".into(),
-        fulfillment_order_id: "gid://shopify/FulfillmentOrder/1".into(),
-        lines: vec![ShipmentLine {
-            fulfillment_order_line_id: "gid://shopify/FulfillmentOrderLineItem/1".into(),
-            line_item_id: "gid://shopify/LineItem/1".into(),
-            sku: "MUG-RED".into(),
-            variant_title: None,
-            quantity: 1,
-        }],
-        created_ms: 0,
-        evidence: Vec::new(),
-    }
-}
-
-fn supplier(id: &str, at_ms: i64, kind: EventKind) -> Evidence {
-    Evidence {
-        id: id.into(),
-        at_ms,
-        recorded_ms: at_ms,
-        actor: Actor::Supplier("acme".into()),
-        source: Source::Manual,
-        kind: EvidenceKind::Supplier(SupplierEvent {
-            id: id.into(),
-            shipment_id: "SG-0000000001".into(),
-            occurred_at: Timestamp::from_unix_ms(at_ms),
-            kind,
-        }),
-    }
-}
-
-fn own(id: &str, at_ms: i64, kind: EvidenceKind) -> Evidence {
-    Evidence {
-        id: id.into(),
-        at_ms,
-        recorded_ms: at_ms,
-        actor: Actor::System,
-        source: Source::Workflow,
-        kind,
-    }
-}
 
 fn packed_and_labelled(number: &str, at_ms: i64) -> Shipment {
     let mut s = shipment();
