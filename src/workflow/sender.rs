@@ -409,10 +409,9 @@ impl Sender {
                 notes,
                 ..
             } => {
-                let Some(client) = self.shops.get(&effect.shop) else {
-                    return SendOutcome::Refused {
-                        reason: format!("no Admin API credentials for {}", effect.shop),
-                    };
+                let client = match self.client(effect) {
+                    Ok(client) => client,
+                    Err(refused) => return refused,
                 };
                 let mut variables =
                     match convert::hold_variables(fulfillment_order_id, reason, notes, handle) {
@@ -426,17 +425,12 @@ impl Sender {
                 variables.fulfillment_hold.notify_merchant =
                     Some(self.workflow.settings().notify_merchant);
                 match client.run::<FulfillmentOrderHold>(variables, 1).await {
-                    Ok(data) => {
-                        match data.fulfillment_order_hold.and_then(|p| p.fulfillment_hold) {
-                            Some(hold) => SendOutcome::Accepted {
-                                supplier_ref: Some(hold.id),
-                            },
-                            None => SendOutcome::Retry {
-                                reason: "Shopify returned no hold".into(),
-                                maybe_delivered: true,
-                            },
-                        }
-                    }
+                    Ok(data) => answered(
+                        data.fulfillment_order_hold
+                            .and_then(|p| p.fulfillment_hold)
+                            .map(|hold| hold.id),
+                        "hold",
+                    ),
                     Err(ShopifyError::UserErrors { errors, .. })
                         if errors.iter().any(|e| {
                             e.code.as_deref() == Some("DUPLICATE_FULFILLMENT_HOLD_HANDLE")
@@ -463,10 +457,9 @@ impl Sender {
                 notify_customer,
                 ..
             } => {
-                let Some(client) = self.shops.get(&effect.shop) else {
-                    return SendOutcome::Refused {
-                        reason: format!("no Admin API credentials for {}", effect.shop),
-                    };
+                let client = match self.client(effect) {
+                    Ok(client) => client,
+                    Err(refused) => return refused,
                 };
                 let request = convert::FulfillmentRequest {
                     lines_by_fulfillment_order: vec![(fulfillment_order_id.clone(), lines.clone())],
@@ -478,15 +471,12 @@ impl Sender {
                 };
                 let variables = convert::fulfillment_create_variables(&request);
                 match client.run::<FulfillmentCreate>(variables, 1).await {
-                    Ok(data) => match data.fulfillment_create.and_then(|p| p.fulfillment) {
-                        Some(fulfillment) => SendOutcome::Accepted {
-                            supplier_ref: Some(fulfillment.id),
-                        },
-                        None => SendOutcome::Retry {
-                            reason: "Shopify returned no fulfillment".into(),
-                            maybe_delivered: true,
-                        },
-                    },
+                    Ok(data) => answered(
+                        data.fulfillment_create
+                            .and_then(|p| p.fulfillment)
+                            .map(|f| f.id),
+                        "fulfillment",
+                    ),
                     Err(e) => shopify_outcome(e),
                 }
             }
@@ -497,10 +487,9 @@ impl Sender {
                 message,
                 ..
             } => {
-                let Some(client) = self.shops.get(&effect.shop) else {
-                    return SendOutcome::Refused {
-                        reason: format!("no Admin API credentials for {}", effect.shop),
-                    };
+                let client = match self.client(effect) {
+                    Ok(client) => client,
+                    Err(refused) => return refused,
                 };
                 let variables = match convert::fulfillment_event_variables(
                     fulfillment_id,
@@ -516,18 +505,12 @@ impl Sender {
                     }
                 };
                 match client.run::<FulfillmentEventCreate>(variables, 1).await {
-                    Ok(data) => match data
-                        .fulfillment_event_create
-                        .and_then(|p| p.fulfillment_event)
-                    {
-                        Some(event) => SendOutcome::Accepted {
-                            supplier_ref: Some(event.id),
-                        },
-                        None => SendOutcome::Retry {
-                            reason: "Shopify returned no fulfillment event".into(),
-                            maybe_delivered: true,
-                        },
-                    },
+                    Ok(data) => answered(
+                        data.fulfillment_event_create
+                            .and_then(|p| p.fulfillment_event)
+                            .map(|event| event.id),
+                        "fulfillment event",
+                    ),
                     Err(e) => shopify_outcome(e),
                 }
             }
@@ -539,10 +522,9 @@ impl Sender {
                 notify_customer,
                 ..
             } => {
-                let Some(client) = self.shops.get(&effect.shop) else {
-                    return SendOutcome::Refused {
-                        reason: format!("no Admin API credentials for {}", effect.shop),
-                    };
+                let client = match self.client(effect) {
+                    Ok(client) => client,
+                    Err(refused) => return refused,
                 };
                 let variables = match convert::tracking_update_variables(
                     fulfillment_id,
@@ -562,18 +544,12 @@ impl Sender {
                     .run::<FulfillmentTrackingInfoUpdate>(variables, 1)
                     .await
                 {
-                    Ok(data) => match data
-                        .fulfillment_tracking_info_update
-                        .and_then(|p| p.fulfillment)
-                    {
-                        Some(fulfillment) => SendOutcome::Accepted {
-                            supplier_ref: Some(fulfillment.id),
-                        },
-                        None => SendOutcome::Retry {
-                            reason: "Shopify returned no fulfillment".into(),
-                            maybe_delivered: true,
-                        },
-                    },
+                    Ok(data) => answered(
+                        data.fulfillment_tracking_info_update
+                            .and_then(|p| p.fulfillment)
+                            .map(|f| f.id),
+                        "fulfillment",
+                    ),
                     Err(e) => shopify_outcome(e),
                 }
             }
@@ -617,6 +593,16 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// The Admin API client of the effect's shop; without credentials the effect can never be
+    /// sent, which is a refusal, not a retry.
+    fn client(&self, effect: &Effect) -> Result<&ShopifyClient, SendOutcome> {
+        self.shops
+            .get(&effect.shop)
+            .ok_or_else(|| SendOutcome::Refused {
+                reason: format!("no Admin API credentials for {}", effect.shop),
+            })
     }
 
     /// Reads whether the remote side has an effect whose outcome is unknown.
@@ -769,6 +755,20 @@ async fn fetch_order(
     {
         Some(Fetched::Order(order)) => Ok(Some(order)),
         _ => Ok(None),
+    }
+}
+
+/// What a Shopify mutation's answer means when it carried no error: the id of what it made,
+/// or (no object either) an answer that proves nothing, so the next attempt reads back first.
+fn answered(id: Option<String>, what: &str) -> SendOutcome {
+    match id {
+        Some(id) => SendOutcome::Accepted {
+            supplier_ref: Some(id),
+        },
+        None => SendOutcome::Retry {
+            reason: format!("Shopify returned no {what}"),
+            maybe_delivered: true,
+        },
     }
 }
 
