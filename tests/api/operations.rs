@@ -970,41 +970,25 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
 
     // Packing on the store: bad lines are refused by name, a good parcel is recorded.
     let photo = format!("sha256:{}=packed.jpg", digest("photo of the packed parcel"));
-    let bad = s
-        .cli_fails(&[
-            "pack",
-            "record",
-            &shipment,
-            "--parcel",
-            "P1",
-            "--line",
-            "KIT-1=two",
-        ])
-        .await;
-    assert!(bad.contains("--line `KIT-1=two`: the quantity"), "{bad}");
-    let bad = s
-        .cli_fails(&[
-            "pack", "record", &shipment, "--parcel", "P1", "--line", "LAMP-1=2",
-        ])
-        .await;
-    assert!(
-        bad.contains(&format!("line `LAMP-1` is not in shipment {shipment}")),
-        "{bad}"
-    );
-    let bad = s
-        .cli_fails(&[
-            "pack",
-            "record",
-            &shipment,
-            "--parcel",
-            "P1",
-            "--line",
-            "KIT-1=2",
-            "--photo",
-            "packed.jpg",
-        ])
-        .await;
-    assert!(bad.contains("must start with sha256:"), "{bad}");
+    for (args, expected) in [
+        (
+            vec!["--line", "KIT-1=two"],
+            "--line `KIT-1=two`: the quantity".to_string(),
+        ),
+        (
+            vec!["--line", "LAMP-1=2"],
+            format!("line `LAMP-1` is not in shipment {shipment}"),
+        ),
+        (
+            vec!["--line", "KIT-1=2", "--photo", "packed.jpg"],
+            "must start with sha256:".to_string(),
+        ),
+    ] {
+        let mut command = vec!["pack", "record", &shipment, "--parcel", "P1"];
+        command.extend(args);
+        let bad = s.cli_fails(&command).await;
+        assert!(bad.contains(&expected), "{bad}");
+    }
     let packed = s
         .cli_ok(&[
             "pack",
@@ -1122,23 +1106,23 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
             .contains("timed more than a day before the label"),
         "{early}"
     );
-    let accepted = s
-        .cli_ok(&[
-            "parcel",
-            "accept",
-            number,
-            "--at",
-            &at,
-            "--location",
-            "Shenzhen UPS counter",
-            "--evidence",
-            &format!("sha256:{receipt}=https://files.example/receipt.jpg"),
-            "--note",
-            "counter clerk scanned it",
-            "--by",
-            "alice",
-        ])
-        .await;
+    let evidence = format!("sha256:{receipt}=https://files.example/receipt.jpg");
+    let accept = [
+        "parcel",
+        "accept",
+        number,
+        "--at",
+        &at,
+        "--location",
+        "Shenzhen UPS counter",
+        "--evidence",
+        &evidence,
+        "--note",
+        "counter clerk scanned it",
+        "--by",
+        "alice",
+    ];
+    let accepted = s.cli_ok(&accept).await;
     assert!(
         accepted.starts_with("recorded: manual acceptance manual:"),
         "{accepted}"
@@ -1149,23 +1133,7 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
         )),
         "{accepted}"
     );
-    let retried = s
-        .cli_ok(&[
-            "parcel",
-            "accept",
-            number,
-            "--at",
-            &at,
-            "--location",
-            "Shenzhen UPS counter",
-            "--evidence",
-            &format!("sha256:{receipt}=https://files.example/receipt.jpg"),
-            "--note",
-            "counter clerk scanned it",
-            "--by",
-            "alice",
-        ])
-        .await;
+    let retried = s.cli_ok(&accept).await;
     assert!(retried.starts_with("already recorded"), "{retried}");
     let scans = s.carrier_events(&shipment);
     assert_eq!(scans.len(), 2, "{scans:?}");
