@@ -14,16 +14,29 @@ use crate::workflow::effect::{Effect, EffectState};
 use crate::workflow::model::OrderCase;
 
 impl Record for OrderCase {
-    const VERSION: u8 = 1;
+    // Version 2 added `wake_at_ms`, `numbers` to fulfillment intents and `evidence` to carrier
+    // events; `legacy` reads version 1.
+    const VERSION: u8 = 2;
     const NAME: &'static str = "order case";
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Option<Result<Self, super::codec::DecodeError>> {
+        super::legacy::order_case(version, bytes)
+    }
 }
 
 impl Record for crate::tracking::TrackingEvent {
-    const VERSION: u8 = 1;
+    // Version 2 added `evidence`; `legacy` reads version 1.
+    const VERSION: u8 = 2;
     const NAME: &'static str = "carrier event";
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Option<Result<Self, super::codec::DecodeError>> {
+        super::legacy::tracking_event(version, bytes)
+    }
 }
 
 impl Record for Effect {
+    // Still version 1: the actions and supplier messages added since were appended as new
+    // variants, which leaves the encoding of the old ones as it was.
     const VERSION: u8 = 1;
     const NAME: &'static str = "outbox effect";
 }

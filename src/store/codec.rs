@@ -11,12 +11,20 @@ use serde::de::DeserializeOwned;
 
 /// A value stored in a tree, with the format version it is written at.
 ///
-/// Bump `VERSION` whenever the serialized shape changes and teach `decode` to read the old one.
+/// Bump `VERSION` whenever the serialized shape changes and teach `decode` to read the old one
+/// by implementing `upgrade` (the old shapes live in `legacy.rs`).
 pub trait Record: Serialize + DeserializeOwned {
     /// The format version written in the first byte.
     const VERSION: u8;
     /// A name used in error messages.
     const NAME: &'static str;
+
+    /// Reads a value stored at an older format `version` (`bytes` without the version byte)
+    /// and converts it into the current shape. `None` means this build cannot read that version,
+    /// which `decode` reports as a version error rather than guessing at the bytes.
+    fn upgrade(_version: u8, _bytes: &[u8]) -> Option<Result<Self, DecodeError>> {
+        None
+    }
 }
 
 /// Why a stored value could not be read back.
@@ -35,6 +43,12 @@ pub enum DecodeError {
         record: &'static str,
         source: postcard::Error,
     },
+    #[error("{record}: {left} bytes left over after reading format version {version}")]
+    Trailing {
+        record: &'static str,
+        version: u8,
+        left: usize,
+    },
     #[error("malformed key: {0}")]
     Key(&'static str),
 }
@@ -47,22 +61,47 @@ pub fn encode<T: Record>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, out).expect("postcard serialization of a stored record")
 }
 
-/// Decodes a value written by `encode`, refusing other format versions.
+/// Decodes a value written by `encode`, upgrading older format versions the record knows how to
+/// read and refusing the others (and every newer one: a newer build's shape cannot be guessed).
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&version, rest) = bytes
         .split_first()
         .ok_or(DecodeError::Empty { record: T::NAME })?;
-    if version != T::VERSION {
-        return Err(DecodeError::Version {
+    let refused = DecodeError::Version {
+        record: T::NAME,
+        found: version,
+        expected: T::VERSION,
+    };
+    if version == T::VERSION {
+        postcard::from_bytes(rest).map_err(|source| DecodeError::Postcard {
             record: T::NAME,
-            found: version,
-            expected: T::VERSION,
+            source,
+        })
+    } else if version < T::VERSION {
+        T::upgrade(version, rest).unwrap_or(Err(refused))
+    } else {
+        Err(refused)
+    }
+}
+
+/// Reads an old shape for `Record::upgrade`. Unlike the current version's decoding, every byte
+/// must be used: the old shapes are hand-kept copies, and a value that leaves bytes over was not
+/// written in the shape it is being read as, so it is refused instead of misread.
+pub(super) fn decode_legacy<Old: DeserializeOwned>(
+    record: &'static str,
+    version: u8,
+    bytes: &[u8],
+) -> Result<Old, DecodeError> {
+    let (value, left) = postcard::take_from_bytes(bytes)
+        .map_err(|source| DecodeError::Postcard { record, source })?;
+    if !left.is_empty() {
+        return Err(DecodeError::Trailing {
+            record,
+            version,
+            left: left.len(),
         });
     }
-    postcard::from_bytes(rest).map_err(|source| DecodeError::Postcard {
-        record: T::NAME,
-        source,
-    })
+    Ok(value)
 }
 
 /// A big-endian u64 key, so numeric order and byte order agree.
@@ -145,6 +184,59 @@ mod tests {
         assert!(matches!(
             decode::<Sample>(&[]),
             Err(DecodeError::Empty { .. })
+        ));
+    }
+
+    /// A record that gained `c` at version 2 and reads version 1 through `upgrade`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Grown {
+        a: u64,
+        c: Option<String>,
+    }
+    impl Record for Grown {
+        const VERSION: u8 = 2;
+        const NAME: &'static str = "grown";
+
+        fn upgrade(version: u8, bytes: &[u8]) -> Option<Result<Self, DecodeError>> {
+            #[derive(Deserialize)]
+            struct GrownV1 {
+                a: u64,
+            }
+            (version == 1).then(|| {
+                decode_legacy::<GrownV1>(Self::NAME, version, bytes)
+                    .map(|old| Grown { a: old.a, c: None })
+            })
+        }
+    }
+
+    #[test]
+    fn older_versions_are_read_through_the_upgrade_hook_and_newer_ones_refused() {
+        let mut v1 = vec![1u8];
+        v1.extend(postcard::to_stdvec(&(7u64,)).unwrap());
+        assert_eq!(
+            decode::<Grown>(&v1).unwrap(),
+            Grown { a: 7, c: None },
+            "version 1 is upgraded"
+        );
+        // A version the hook does not know, older or newer, is the version error.
+        for version in [0u8, 3] {
+            let mut bytes = v1.clone();
+            bytes[0] = version;
+            assert!(matches!(
+                decode::<Grown>(&bytes),
+                Err(DecodeError::Version { found, expected: 2, .. }) if found == version
+            ));
+        }
+        // Bytes left over mean the value was not written in the old shape.
+        let mut longer = v1.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode::<Grown>(&longer),
+            Err(DecodeError::Trailing {
+                version: 1,
+                left: 1,
+                ..
+            })
         ));
     }
 

@@ -37,6 +37,7 @@
 pub mod cases;
 mod codec;
 mod flusher;
+mod legacy;
 
 use std::path::Path;
 use std::sync::Arc;
