@@ -94,6 +94,7 @@ impl CaseTrees {
         })
         .and_then(|trees| {
             trees.count_actions_once()?;
+            trees.wake_unindexed_once()?;
             Ok(trees)
         })
     }
@@ -127,6 +128,34 @@ impl CaseTrees {
         self.outbox_counts.apply_batch(batch)
     }
 }
+
+impl CaseTrees {
+    /// Makes every case that has no wake entry due now, once, for a store written before the
+    /// wake index existed: its waits were found by scanning then, and its label and stall
+    /// deadlines did not exist. The first timer pass settles each such case, which stores its
+    /// real wake time. Runs at open, before anything writes.
+    fn wake_unindexed_once(&self) -> Result<(), sled::Error> {
+        if self.case_wakes.get(WAKES_MARKER)?.is_some() {
+            return Ok(());
+        }
+        let mut wakes = sled::Batch::default();
+        let mut case_wakes = sled::Batch::default();
+        for entry in self.cases.iter() {
+            let (key, _) = entry?;
+            if self.case_wakes.get(&key)?.is_none() {
+                wakes.insert(wake_key(i64::MIN, &key), &[]);
+                case_wakes.insert(key, &i64::MIN.to_be_bytes());
+            }
+        }
+        case_wakes.insert(WAKES_MARKER, &[1u8]);
+        self.wakes.apply_batch(wakes)?;
+        self.case_wakes.apply_batch(case_wakes)
+    }
+}
+
+/// Marks, in `case_wakes`, that cases from before the wake index were made due. A case key
+/// never starts with NUL (a shop domain is never empty), so it cannot collide.
+const WAKES_MARKER: &[u8] = b"\0wakes-indexed";
 
 fn case_key(shop: &str, order_gid: &str) -> Vec<u8> {
     composite_key(&[shop, order_gid])
@@ -976,5 +1005,49 @@ mod tests {
             [2, 1, 0, 0],
             "the counts by state are untouched"
         );
+    }
+
+    #[test]
+    fn wakes_follow_every_write_and_cases_from_before_the_index_are_due_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::default()).unwrap();
+        let mut case = OrderCase::new("a.myshopify.com", "gid://shopify/Order/1", "#1001");
+        let write = |case: &OrderCase| {
+            store
+                .write_case(CaseWrite {
+                    case: Some(case),
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        write(&case);
+        assert_eq!(store.next_wake_ms().unwrap(), None);
+        case.wake_at_ms = Some(5_000);
+        write(&case);
+        assert_eq!(store.next_wake_ms().unwrap(), Some(5_000));
+        assert!(store.due_cases(4_999, 10).unwrap().is_empty());
+        let due = vec![(
+            "a.myshopify.com".to_string(),
+            "gid://shopify/Order/1".to_string(),
+        )];
+        assert_eq!(store.due_cases(5_000, 10).unwrap(), due);
+        // Moving the wake time moves the entry; none leaves it.
+        case.wake_at_ms = Some(9_000);
+        write(&case);
+        assert!(store.due_cases(5_000, 10).unwrap().is_empty());
+        case.wake_at_ms = None;
+        write(&case);
+        assert_eq!(store.next_wake_ms().unwrap(), None);
+
+        // A store from before the index: the case has no entry and the marker is missing.
+        let t = store.case_trees();
+        t.case_wakes.remove(WAKES_MARKER).unwrap();
+        t.wake_unindexed_once().unwrap();
+        assert_eq!(store.due_cases(i64::MIN, 10).unwrap(), due, "due at once");
+        // Settling it writes its real wake time (here none), which clears the entry.
+        write(&case);
+        assert_eq!(store.next_wake_ms().unwrap(), None);
+        t.wake_unindexed_once().unwrap();
+        assert_eq!(store.next_wake_ms().unwrap(), None, "only once");
     }
 }

@@ -35,11 +35,11 @@ use crate::workflow::model::{
 
 /// Reads an order case stored at an older format version.
 ///
-/// A case read at version 1 has no wake time and no entry in the store's wake index, because
-/// version 1 had neither. The timers only visit cases in that index, so a version 1 case with a
-/// pending wait (a `WaitUntil` decision, a label the carrier has not accepted, tracking that may
-/// stall) is only woken once something else settles it: a webhook, an order change, a decision
-/// or an outbox outcome. Every settle computes the wake time and indexes it from then on.
+/// A case read at version 1 has no wake time, because version 1 had none. The store makes every
+/// case without a wake entry due once when it first opens with the index
+/// (`CaseTrees::wake_unindexed_once`), so the first timer pass settles it and indexes its real
+/// wake time (a `WaitUntil` decision, a label the carrier has not accepted, tracking that may
+/// stall).
 pub(super) fn order_case(version: u8, bytes: &[u8]) -> Option<Result<OrderCase, DecodeError>> {
     match version {
         1 => Some(decode_legacy::<OrderCaseV1>(OrderCase::NAME, version, bytes).map(Into::into)),

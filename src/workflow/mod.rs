@@ -827,12 +827,11 @@ impl Workflow {
         // Each due case is settled once per pass; settling moves its wake time past `now`.
         for (shop, order_gid) in store.due_cases(now, usize::MAX)? {
             let _guard = self.lock(&shop, &order_gid).lock().await;
+            // Settled even if its wake time moved meanwhile: settling is idempotent, and the
+            // write puts the index right.
             let Some(mut case) = store.case(&shop, &order_gid)? else {
                 continue;
             };
-            if case.wake_at_ms.is_none_or(|at| at > now) {
-                continue;
-            }
             let order = store.order(&shop, &order_gid)?;
             let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
             self.write(&case, changes)?;
