@@ -329,7 +329,14 @@ async fn no_secret_or_customer_value_reaches_a_log_line() {
     for format in ["text", "json"] {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("shipgate.toml");
-        let text = config_text("").replace(
+        // A supplier and a tracking provider with secrets of their own, beside the shops'.
+        let supplier_secret = "planted-supplier-secret";
+        let tracking_secret = "planted-tracking-secret";
+        let text = format!(
+            "{}[[suppliers]]\nname = \"acme\"\nadapter = \"http\"\nendpoint = \"http://127.0.0.1:9/orders\"\nskus = [\"MUG-*\"]\nsecrets = [{{ value = \"{supplier_secret}\" }}]\n[[tracking]]\nprovider = \"aftership\"\nsecrets = [{{ value = \"{tracking_secret}\" }}]\n",
+            config_text("")
+        )
+        .replace(
             "level = \"warn\"",
             &format!("level = \"debug\"\nformat = \"{format}\""),
         );
@@ -349,6 +356,48 @@ async fn no_secret_or_customer_value_reaches_a_log_line() {
             .send(&client, &daemon.public)
             .await
             .unwrap();
+        // A supplier's event about a shipment nobody knows, carrying a customer's address, and
+        // one signed with a wrong secret; a carrier's update with a number no label carries.
+        let supplier_body = serde_json::json!({"id": "ev-log-1", "type": "rejected",
+            "shipment_id": "SG-0000000999", "occurred_at": "2026-11-26T08:00:00Z",
+            "reason": format!("cannot ship to {street}")})
+        .to_string();
+        for secret in [supplier_secret, "wrong-supplier-secret"] {
+            let t = shipgate::suppliers::signature::now_secs();
+            client
+                .post(format!("{}/webhooks/suppliers/acme", daemon.public))
+                .header(
+                    "Shipgate-Signature",
+                    shipgate::suppliers::signature::sign(
+                        secret.as_bytes(),
+                        t,
+                        supplier_body.as_bytes(),
+                    ),
+                )
+                .body(supplier_body.clone())
+                .send()
+                .await
+                .unwrap();
+        }
+        let tracking_body =
+            serde_json::json!({"event_id": "log-check-1", "event": "tracking_update",
+            "msg": {"tracking_number": "1ZLOGCHECK0001", "slug": "ups", "tag": "InTransit",
+                "checkpoints": [{"checkpoint_time": "2026-11-26T08:00:00Z", "message": "Pickup",
+                    "tag": "InTransit", "subtag": "InTransit_002", "location": street}]}})
+            .to_string();
+        client
+            .post(format!("{}/webhooks/tracking/aftership", daemon.public))
+            .header(
+                "aftership-hmac-sha256",
+                shipgate::tracking::aftership::sign(
+                    tracking_secret.as_bytes(),
+                    tracking_body.as_bytes(),
+                ),
+            )
+            .body(tracking_body)
+            .send()
+            .await
+            .unwrap();
         // A wrong admin token is logged as refused, never echoed.
         client
             .get(format!("{}/metrics", daemon.admin))
@@ -357,6 +406,13 @@ async fn no_secret_or_customer_value_reaches_a_log_line() {
             .await
             .unwrap();
         let logs = daemon.stop_and_collect_logs().await;
+        // The supplier and carrier paths ran (and logged), so their silence below means something.
+        for ran in ["supplier delivery refused", "tracking delivery stored"] {
+            assert!(
+                logs.contains(ran),
+                "no `{ran}` in the {format} logs:\n{logs}"
+            );
+        }
         assert!(
             logs.lines().count() > 3,
             "the daemon logged ({format}):\n{logs}"
@@ -369,6 +425,8 @@ async fn no_secret_or_customer_value_reaches_a_log_line() {
             "previous-secret",
             "test-admin-token",
             "guessed-admin-token-123",
+            supplier_secret,
+            tracking_secret,
         ] {
             assert!(
                 !logs.contains(planted),
