@@ -249,13 +249,17 @@ struct ReconcileQuery {
     since: Option<String>,
     #[serde(default)]
     repair: bool,
+    /// Stream NDJSON: `{"progress": "…"}` lines while it runs, then `{"report": …}` or
+    /// `{"error": "…"}`. Without it the answer is the report alone, when it is done.
+    #[serde(default)]
+    progress: bool,
 }
 
 async fn reconcile_shop(
     State(state): State<AdminState>,
     Path(shop): Path<String>,
     Query(q): Query<ReconcileQuery>,
-) -> Result<Json<crate::reconcile::ReconcileReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let shop = shop.to_ascii_lowercase();
     let sync = synced_shop(&state, &shop)?;
     let since = match q.since.as_deref() {
@@ -269,13 +273,63 @@ async fn reconcile_shop(
         repair: q.repair,
         ..Default::default()
     };
+    if q.progress {
+        return Ok(reconcile_streamed(state.clone(), sync.clone(), options));
+    }
     let run =
         crate::reconcile::reconcile(&state.store, &sync.client, &sync.http, &options, &|_| {});
     let report = tokio::time::timeout(ADMIN_WAIT, run)
         .await
         .map_err(|_| gave_up())?
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
-    Ok(Json(report))
+    Ok(Json(report).into_response())
+}
+
+/// Runs a reconciliation and streams it as NDJSON (`{"progress": {…}, "text": "…"}` lines,
+/// then `{"report": …}` or `{"error": "…"}`), so the CLI shows progress through the daemon as it
+/// does on the store. Progress lines are best effort (one that finds the buffer full is
+/// dropped: the next says more); the last line, the report or the error, is always sent.
+fn reconcile_streamed(
+    state: AdminState,
+    sync: ShopSync,
+    options: crate::reconcile::ReconcileOptions,
+) -> Response {
+    use http_body_util::channel::Channel;
+    let (sender, body) = Channel::<bytes::Bytes>::new(64);
+    let line = |value: serde_json::Value| {
+        let mut text = value.to_string();
+        text.push('\n');
+        bytes::Bytes::from(text)
+    };
+    tokio::spawn(async move {
+        let sender = std::sync::Mutex::new(sender);
+        let progress = |p: crate::reconcile::Progress| {
+            let text = p.to_string();
+            let frame =
+                hyper::body::Frame::data(line(serde_json::json!({ "progress": p, "text": text })));
+            let _ = sender.lock().expect("not poisoned").try_send(frame);
+        };
+        let run = crate::reconcile::reconcile(
+            &state.store,
+            &sync.client,
+            &sync.http,
+            &options,
+            &progress,
+        );
+        let last = match tokio::time::timeout(ADMIN_WAIT, run).await {
+            Ok(Ok(report)) => serde_json::json!({ "report": report }),
+            Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+            Err(_) => serde_json::json!({ "error": gave_up().1 }),
+        };
+        let mut sender = sender.into_inner().expect("not poisoned");
+        // The client may have gone; nothing is left to tell it.
+        let _ = sender.send_data(line(last)).await;
+    });
+    (
+        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::new(body),
+    )
+        .into_response()
 }
 
 /// Reads a yes/no query parameter. An empty value counts as absent (as for every parameter

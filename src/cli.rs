@@ -756,6 +756,7 @@ async fn reconcile(
         }
     );
     let mut reports: Vec<ReconcileReport> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     match Source::connect(&config).await? {
         Source::Api {
             client,
@@ -770,18 +771,13 @@ async fn reconcile(
                     url.query_pairs_mut().append_pair("since", since);
                 }
                 url.query_pairs_mut()
-                    .append_pair("repair", if repair { "true" } else { "false" });
-                let response = client.post(url).bearer_auth(&token).send().await?;
-                let status = response.status();
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                if !status.is_success() {
-                    anyhow::bail!(
-                        "{}: {}",
-                        shop.domain,
-                        body["error"].as_str().unwrap_or("the admin API refused")
-                    );
+                    .append_pair("repair", if repair { "true" } else { "false" })
+                    .append_pair("progress", "true");
+                match reconcile_through(&client, url, &token, &shop.domain).await {
+                    Ok(report) => reports.push(report),
+                    // The other shops are still reconciled; the failure is reported at the end.
+                    Err(e) => failed.push(format!("{}: {e:#}", shop.domain)),
                 }
-                reports.push(serde_json::from_value(body)?);
             }
         }
         Source::Store(store, _) => {
@@ -816,17 +812,16 @@ async fn reconcile(
                     );
                 }
                 let domain = shop.domain.clone();
-                let progress = move |p: Progress| eprintln!("{domain}: {}", progress_text(&p));
+                let progress = move |p: Progress| eprintln!("{domain}: {p}");
                 let options = ReconcileOptions {
                     since: since_ts.clone(),
                     repair,
                     ..Default::default()
                 };
-                reports.push(
-                    reconcile::reconcile(&store, &client, &http, &options, &progress)
-                        .await
-                        .with_context(|| format!("reconciling {}", shop.domain))?,
-                );
+                match reconcile::reconcile(&store, &client, &http, &options, &progress).await {
+                    Ok(report) => reports.push(report),
+                    Err(e) => failed.push(format!("{}: {e:#}", shop.domain)),
+                }
             }
             cancel.cancel();
             tasks.close();
@@ -842,21 +837,49 @@ async fn reconcile(
             print!("{}", report.to_text());
         }
     }
+    // The reports made are printed first: one shop's failure does not hide the others'.
+    anyhow::ensure!(
+        failed.is_empty(),
+        "reconciling failed for {}",
+        failed.join("; ")
+    );
     Ok(())
 }
 
-fn progress_text(p: &crate::reconcile::Progress) -> String {
-    use crate::reconcile::Progress;
-    match p {
-        Progress::Listing { pages, orders } => format!("listed {orders} orders in {pages} pages"),
-        Progress::BulkStarted { id } => format!("bulk operation {id} started"),
-        Progress::BulkPolled { status, objects } => {
-            format!("bulk operation {status}, {objects} objects")
-        }
-        Progress::BulkDownloaded { lines } => format!("bulk result downloaded: {lines} lines"),
-        Progress::Comparing { done, total } => format!("compared {done} of {total}"),
-        Progress::Repairing { triggered } => format!("repairing: {triggered} orders to fetch"),
+/// Runs one shop's reconciliation through the daemon's admin API, printing its progress lines
+/// as they come (NDJSON, see `admin::reconcile_streamed`), and returns the report.
+async fn reconcile_through(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    token: &str,
+    domain: &str,
+) -> anyhow::Result<crate::reconcile::ReconcileReport> {
+    let mut response = client.post(url).bearer_auth(token).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        anyhow::bail!(
+            "{}",
+            body["error"].as_str().unwrap_or("the admin API refused")
+        );
     }
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let value: serde_json::Value = serde_json::from_slice(&line)
+                .context("the daemon sent a reconcile line that is not JSON")?;
+            if let Some(text) = value["text"].as_str() {
+                eprintln!("{domain}: {text}");
+            } else if let Some(error) = value["error"].as_str() {
+                anyhow::bail!("{error}");
+            } else if !value["report"].is_null() {
+                return Ok(serde_json::from_value(value["report"].clone())?);
+            }
+        }
+    }
+    anyhow::bail!("the daemon ended the reconciliation without a report")
 }
 
 async fn subscribe(common: &Common, url: &str, shop: Option<&str>) -> anyhow::Result<()> {

@@ -252,6 +252,28 @@ pub enum Progress {
     },
 }
 
+/// The line a progress display shows, on the store or through the daemon.
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Progress::Listing { pages, orders } => {
+                write!(f, "listed {orders} orders in {pages} pages")
+            }
+            Progress::BulkStarted { id } => write!(f, "bulk operation {id} started"),
+            Progress::BulkPolled { status, objects } => {
+                write!(f, "bulk operation {status}, {objects} objects")
+            }
+            Progress::BulkDownloaded { lines } => {
+                write!(f, "bulk result downloaded: {lines} lines")
+            }
+            Progress::Comparing { done, total } => write!(f, "compared {done} of {total}"),
+            Progress::Repairing { triggered } => {
+                write!(f, "repairing: {triggered} orders to fetch")
+            }
+        }
+    }
+}
+
 /// Why a reconciliation could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {

@@ -558,13 +558,27 @@ async fn reconcile_reports_the_same_through_the_daemon_and_from_the_store_and_re
         );
         let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(reports.len(), 1);
-        reports[0]["classes"].clone()
+        (
+            reports[0]["classes"].clone(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let through_daemon = reconcile(&[]);
+    let (through_daemon, progress) = reconcile(&[]);
+    // Progress shows while it runs, through the daemon as on the store.
+    assert!(
+        progress.contains("through the running daemon"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains(": listed 6 orders in 1 pages"),
+        "{progress}"
+    );
+    assert!(progress.contains(": compared 6 of 6"), "{progress}");
     daemon.signal_term();
     let mut child = daemon.child;
     assert!(child.wait().await.unwrap().success());
-    let from_store = reconcile(&[]);
+    let (from_store, progress) = reconcile(&[]);
+    assert!(progress.contains(": compared 6 of 6"), "{progress}");
     assert_eq!(
         through_daemon, from_store,
         "the same classes, counts and examples"
@@ -579,7 +593,7 @@ async fn reconcile_reports_the_same_through_the_daemon_and_from_the_store_and_re
     assert_eq!(missing["count"], 2, "{missing}");
     // Repair with the daemon stopped, then nothing is missing any more.
     reconcile(&["--repair"]);
-    let after = reconcile(&[]);
+    let (after, _) = reconcile(&[]);
     for class in after.as_array().unwrap() {
         if class["name"] == "missing_from_mirror" || class["name"] == "stale_in_mirror" {
             assert_eq!(class["count"], 0, "{class}");
