@@ -10,6 +10,11 @@
 //! checkpoint (minus an overlap window) with the lean `OrderScan` query and triggers every order
 //! whose mirror is missing or older. A shop whose webhooks never arrive converges by polling
 //! alone.
+//!
+//! Neither task works for a shop that is stopped (the app uninstalled, or the shop erased after
+//! that): its tokens are revoked. A reinstall sends no webhook, and only an order webhook would
+//! otherwise show it, so the poller probes a stopped shop once per interval with a one-order
+//! scan and resumes it when Shopify answers.
 
 use std::time::Duration;
 

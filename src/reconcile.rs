@@ -2,10 +2,12 @@
 //! mirror, reports every drift class with a count and a few examples, and with `repair` fixes
 //! what can be fixed safely.
 //!
-//! The drift classes meaningful today are the ones the mirror alone can show: orders missing
-//! from the mirror, stale mirror entries, mirrored orders Shopify does not return, and holds
-//! placed by shipgate (which has no exceptions yet, so none of them has an open exception).
-//! Supplier shipments, exceptions and write-backs bring their own classes with their own issues.
+//! The classes: orders missing from the mirror, stale mirror entries, mirrored orders Shopify does
+//! not return, shipgate holds without an open exception and open exceptions without their hold,
+//! cancelled orders with live shipments, and the write-back classes (gates open with nothing
+//! intended, intents the outbox has not sent an hour later, fulfillments of ours that Shopify no
+//! longer shows). A shop that is stopped (the app uninstalled, or the shop erased) is not
+//! reconciled: its tokens are revoked, and the poller's probe notices the reinstall.
 //!
 //! How it runs:
 //!
@@ -17,8 +19,12 @@
 //! 3. Every order found on one side only, or older in the mirror, is checked once more against
 //!    the store, since the daemon keeps fetching while reconciliation lists: an order mirrored
 //!    meanwhile is not drift.
-//! 4. `repair` triggers the missing and stale orders, exactly as the poller does, and waits until
-//!    the daemon's fetcher has fetched them. Nothing is ever deleted or released on a guess.
+//! 4. The shop's cases are read against their mirrored orders for the workflow's classes; the
+//!    orders found missing or stale are left out, since their mirror is not Shopify's state.
+//! 5. `repair` triggers the missing and stale orders, exactly as the poller does, and waits until
+//!    the daemon's fetcher has fetched them; it releases stray holds through the outbox and queues
+//!    the orders whose case must be settled again. Nothing is ever deleted, released or
+//!    fulfilled on a guess.
 
 use std::borrow::Cow;
 use std::collections::{BinaryHeap, HashMap, HashSet};
