@@ -10,6 +10,11 @@
 //! checkpoint (minus an overlap window) with the lean `OrderScan` query and triggers every order
 //! whose mirror is missing or older. A shop whose webhooks never arrive converges by polling
 //! alone.
+//!
+//! Neither task works for a shop that is stopped (the app uninstalled, or the shop erased after
+//! that): its tokens are revoked. A reinstall sends no webhook, and only an order webhook would
+//! otherwise show it, so the poller probes a stopped shop once per interval with a one-order
+//! scan and resumes it when Shopify answers.
 
 use std::time::Duration;
 
@@ -332,8 +337,17 @@ async fn poller(
     let shop = client.shop().to_string();
     let mut reply: Option<oneshot::Sender<Result<ScanReport, String>>> = None;
     loop {
-        if !uninstalled(&store, &shop) || reply.is_some() {
-            let result = if uninstalled(&store, &shop) {
+        // A stopped shop (uninstalled, or erased after that) is probed instead of scanned: a
+        // reinstall sends no webhook, and a shop without order traffic would otherwise stay
+        // stopped for good. One cheap call per interval; the scan follows as soon as it answers.
+        let running = !uninstalled(&store, &shop) || {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                resumed = probe_reinstall(&store, &client) => resumed,
+            }
+        };
+        if running || reply.is_some() {
+            let result = if !running {
                 Err(MirrorError::Uninstalled)
             } else {
                 tokio::select! {
@@ -356,6 +370,60 @@ async fn poller(
                 Some(tx) => reply = Some(tx),
                 None => return,
             },
+        }
+    }
+}
+
+/// Asks Shopify whether the app is answered again for a stopped shop, with the cheapest
+/// authenticated query there is (one page of at most one order changed from now on). An answer
+/// means the app was installed again: the shop is marked reinstalled as of the moment the probe
+/// was sent, so an uninstall that happened later still wins (`Store::mark_reinstalled`).
+/// A refused token is the expected answer while the app is uninstalled; any other failure leaves
+/// the shop stopped until the next probe. Returns whether the shop runs again.
+async fn probe_reinstall(store: &Store, client: &ShopifyClient) -> bool {
+    let shop = client.shop();
+    let sent_ms = crate::delivery::now_ms();
+    let query = format!(
+        "updated_at:>='{}'",
+        Timestamp::from_unix_ms(sent_ms as i64).text
+    );
+    let answer = client
+        .run::<OrderScan>(
+            order_scan::Variables {
+                first: 1,
+                after: None,
+                query,
+            },
+            1,
+        )
+        .await;
+    match answer {
+        Ok(_) => {}
+        Err(ShopifyError::Unauthorized { .. }) => {
+            tracing::debug!(%shop, "the app is still uninstalled (token refused)");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(%shop, error = %e, "probing an uninstalled shop failed; the next interval tries again");
+            return false;
+        }
+    }
+    let resumed = store
+        .mark_reinstalled(shop, sent_ms)
+        .map_err(MirrorError::from);
+    let flushed = match &resumed {
+        Ok(_) => store.flush().await.map_err(MirrorError::from),
+        Err(_) => Ok(()),
+    };
+    match (resumed, flushed) {
+        (Ok(true), Ok(())) => {
+            tracing::info!(%shop, "the uninstalled app answers again: it was reinstalled; work resumes");
+            true
+        }
+        (Ok(false), Ok(())) => !uninstalled(store, shop),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(%shop, error = %e, "cannot record the reinstall");
+            false
         }
     }
 }

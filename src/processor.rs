@@ -262,7 +262,9 @@ pub fn process(
                 });
             }
             compliance::erase_exports(&settings.export_dir, shop);
-            let erased = store.erase_shop(shop, Some(seq))?;
+            // The request's own time orders it against install signals, as an uninstall's does.
+            let at = triggered_ms(delivery).unwrap_or_else(|| now_ms() as i64);
+            let erased = store.erase_shop(shop, Some(seq), at.max(0) as u64)?;
             return Ok(Outcome::ShopErased {
                 deliveries: erased.deliveries,
             });
@@ -318,10 +320,7 @@ pub fn process(
             // Deliveries arrive out of order: a late retry of an old uninstall must not stop a
             // shop that was installed again since (see below).
             let at = triggered_ms(delivery).unwrap_or_else(|| now_ms() as i64);
-            let state = store.shop_state(shop)?.unwrap_or(ShopState {
-                uninstalled_at_ms: None,
-                reinstalled_at_ms: None,
-            });
+            let state = store.shop_state(shop)?.unwrap_or_default();
             if state.reinstalled_at_ms.is_some_and(|r| r as i64 >= at) {
                 return Ok(Outcome::Kept);
             }
@@ -352,6 +351,7 @@ pub fn process(
                     &ShopState {
                         uninstalled_at_ms: None,
                         reinstalled_at_ms: Some(at as u64),
+                        ..state
                     },
                 )?;
             }

@@ -2,10 +2,12 @@
 //! mirror, reports every drift class with a count and a few examples, and with `repair` fixes
 //! what can be fixed safely.
 //!
-//! The drift classes meaningful today are the ones the mirror alone can show: orders missing
-//! from the mirror, stale mirror entries, mirrored orders Shopify does not return, and holds
-//! placed by shipgate (which has no exceptions yet, so none of them has an open exception).
-//! Supplier shipments, exceptions and write-backs bring their own classes with their own issues.
+//! The classes: orders missing from the mirror, stale mirror entries, mirrored orders Shopify does
+//! not return, shipgate holds without an open exception and open exceptions without their hold,
+//! cancelled orders with live shipments, and the write-back classes (gates open with nothing
+//! intended, intents the outbox has not sent an hour later, fulfillments of ours that Shopify no
+//! longer shows). A shop that is stopped (the app uninstalled, or the shop erased) is not
+//! reconciled: its tokens are revoked, and the poller's probe notices the reinstall.
 //!
 //! How it runs:
 //!
@@ -17,15 +19,20 @@
 //! 3. Every order found on one side only, or older in the mirror, is checked once more against
 //!    the store, since the daemon keeps fetching while reconciliation lists: an order mirrored
 //!    meanwhile is not drift.
-//! 4. `repair` triggers the missing and stale orders, exactly as the poller does, and waits until
-//!    the daemon's fetcher has fetched them. Nothing is ever deleted or released on a guess.
+//! 4. The shop's cases are read against their mirrored orders for the workflow's classes; the
+//!    orders found missing or stale are left out, since their mirror is not Shopify's state.
+//! 5. `repair` triggers the missing and stale orders, exactly as the poller does, and waits until
+//!    the daemon's fetcher has fetched them; it releases stray holds through the outbox and queues
+//!    the orders whose case must be settled again. Nothing is ever deleted, released or
+//!    fulfilled on a guess.
 
 use std::borrow::Cow;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::order::{ChangedOrder, Timestamp};
 use crate::shopify::client::{ShopifyClient, ShopifyError};
 use crate::shopify::convert::{self, ConvertError};
@@ -52,6 +59,15 @@ pub const HOLDS_WITHOUT_EXCEPTION: &str = "holds_without_exception";
 pub const EXCEPTIONS_WITHOUT_HOLD: &str = "exceptions_without_hold";
 /// The name of the class of orders cancelled in Shopify whose shipments were not stopped.
 pub const CANCELLED_WITH_LIVE_SHIPMENTS: &str = "cancelled_with_live_shipments";
+/// The name of the class of shipments whose gate is open on Shopify's state with no
+/// fulfillment intent recorded for what it lets through.
+pub const GATES_OPEN_NOT_WRITTEN_BACK: &str = "gates_open_not_written_back";
+/// The name of the class of fulfillment intents whose outbox effect is still pending (or
+/// failed, or missing) long after it was recorded.
+pub const WRITE_BACKS_OVERDUE: &str = "write_backs_overdue";
+/// The name of the class of fulfillments shipgate recorded as created that Shopify no longer
+/// shows on the order.
+pub const FULFILLMENTS_GONE_FROM_SHOPIFY: &str = "fulfillments_gone_from_shopify";
 
 /// Shopify's cap on `first`.
 const PAGE_SIZE: usize = 250;
@@ -71,6 +87,10 @@ const MAX_LINE_BYTES: usize = 1 << 20;
 const FETCH_STALL: Duration = Duration::from_secs(120);
 /// How many orders pass between two progress reports of the long passes.
 const PROGRESS_EVERY: usize = 10_000;
+/// How long a fulfillment intent may wait in the outbox before it counts as overdue. The
+/// sender tries a due effect within seconds and backs off to minutes, so an hour means it keeps
+/// failing (Shopify unreachable, a token refused) or nothing is sending at all.
+pub const WRITE_BACK_OVERDUE_AFTER: Duration = Duration::from_secs(3600);
 
 /// What to reconcile and how.
 #[derive(Debug, Clone)]
@@ -86,6 +106,9 @@ pub struct ReconcileOptions {
     /// when `since` is None, or the mirror holds more orders updated since `since`, or the
     /// pages read so far passed it. 0 always uses a bulk operation.
     pub bulk_threshold: usize,
+    /// The daemon's clock, which stamps the outbox's effects: a write-back is overdue by this
+    /// clock, not by the wall clock (tests run the daemon on a manual one).
+    pub clock: Clock,
 }
 
 impl Default for ReconcileOptions {
@@ -95,6 +118,7 @@ impl Default for ReconcileOptions {
             repair: false,
             examples: DEFAULT_EXAMPLES,
             bulk_threshold: DEFAULT_BULK_THRESHOLD,
+            clock: Clock::system(),
         }
     }
 }
@@ -286,6 +310,10 @@ pub enum ReconcileError {
     /// Shopify's answer could not be read (a timestamp that is not RFC 3339, say).
     #[error("Shopify's answer could not be read: {0}")]
     Convert(#[from] ConvertError),
+    /// The app is uninstalled from the shop (or the shop was erased after it): its tokens are
+    /// revoked, and it is reconciled again once it is installed again.
+    #[error("{0}")]
+    Stopped(String),
     /// The bulk operation was refused, failed, was canceled or expired.
     #[error("bulk operation: {0}")]
     Bulk(String),
@@ -308,6 +336,9 @@ pub async fn reconcile(
 ) -> Result<ReconcileReport, ReconcileError> {
     let started = std::time::Instant::now();
     let shop = client.shop().to_string();
+    if let Some(why) = stopped(store, &shop)? {
+        return Err(ReconcileError::Stopped(why));
+    }
     // Shopify's `updated_at` search compares whole seconds, and every `updatedAt` is a whole
     // second: rounding the start down makes the mirror's window and Shopify's the same.
     let since = options
@@ -369,6 +400,33 @@ pub async fn reconcile(
     }
 
     let compared = compare(store, &shop, &mut entries, options.examples, progress).await?;
+    // The write-back classes read the mirror as Shopify's state, so orders the comparison found
+    // behind Shopify are left out: the repair's fetch plans them again anyway.
+    let behind: HashSet<Box<str>> = entries
+        .iter()
+        .filter(|(_, e)| e.drift.is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    let gates = {
+        let store = store.clone();
+        let shop = shop.clone();
+        let examples = options.examples;
+        let now_ms = options.clock.now_ms();
+        match tokio::task::spawn_blocking(move || {
+            index_write_backs(&store, &shop, &behind, now_ms, examples)
+        })
+        .await
+        {
+            Ok(gates) => gates?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "reading the cases was interrupted: {e}"
+                ))
+                .into());
+            }
+        }
+    };
     let mut report = ReconcileReport {
         shop: shop.clone(),
         since: since.map(|t| t.text),
@@ -417,13 +475,44 @@ pub async fn reconcile(
                 count: cancelled_live.count,
                 examples: cancelled_live.examples.into_vec(),
             },
+            DriftClass {
+                name: GATES_OPEN_NOT_WRITTEN_BACK.into(),
+                description: "shipments whose gate is open on Shopify's state with no \
+                              fulfillment intent recorded (their case was not settled since)"
+                    .into(),
+                count: gates.open.count,
+                examples: gates.open.examples.into_vec(),
+            },
+            DriftClass {
+                name: WRITE_BACKS_OVERDUE.into(),
+                description: "fulfillment intents whose outbox effect is still pending, \
+                              failed or missing more than an hour after it was recorded"
+                    .into(),
+                count: gates.overdue.count,
+                examples: gates.overdue.examples.into_vec(),
+            },
+            DriftClass {
+                name: FULFILLMENTS_GONE_FROM_SHOPIFY.into(),
+                description: "fulfillments shipgate recorded as created that Shopify no longer \
+                              shows on the order (cancelled or deleted there)"
+                    .into(),
+                count: gates.gone.count,
+                examples: gates.gone.examples.into_vec(),
+            },
         ],
         repairs: Vec::new(),
         seconds: 0.0,
     };
     if options.repair {
         report.repairs = repair(store, &shop, &entries, &report, progress).await?;
-        let more = repair_workflow(store, &shop, &stray_holds, &cancelled_live_orders, &report)?;
+        let more = repair_workflow(
+            store,
+            &shop,
+            &stray_holds,
+            &cancelled_live_orders,
+            &gates.open_orders,
+            &report,
+        )?;
         report.repairs.extend(more);
         if report.repairs.is_empty() {
             report.repairs.push("Nothing needed repairing.".to_string());
@@ -669,6 +758,141 @@ fn index_mirror(
     Ok(index)
 }
 
+/// The write-back classes of a shop's cases.
+struct WriteBackIndex {
+    /// Shipments whose gate is open with no intent recorded, by shipment id.
+    open: Tally,
+    /// Their orders, to plan again.
+    open_orders: Vec<String>,
+    /// Fulfillment intents whose effect is overdue, by idempotency key.
+    overdue: Tally,
+    /// Fulfillments recorded as created that Shopify no longer shows, by fulfillment id.
+    gone: Tally,
+}
+
+/// Reads every case of the shop with its mirrored order and finds the write-backs that
+/// drifted: gates open with nothing intended (`plan::open_gates`, which already discounts what
+/// was intended), intents whose effect has not gone out an hour after it was recorded, and
+/// fulfillments of ours that the order no longer shows. Orders in `behind` (missing or stale
+/// in the mirror) are skipped: their mirror is not Shopify's state.
+fn index_write_backs(
+    store: &Store,
+    shop: &str,
+    behind: &HashSet<Box<str>>,
+    now_ms: i64,
+    examples: usize,
+) -> Result<WriteBackIndex, StoreError> {
+    use crate::workflow::effect::EffectState;
+    use crate::workflow::model::EvidenceKind;
+    let mut index = WriteBackIndex {
+        open: Tally::new(examples),
+        open_orders: Vec::new(),
+        overdue: Tally::new(examples),
+        gone: Tally::new(examples),
+    };
+    let overdue_before = now_ms - WRITE_BACK_OVERDUE_AFTER.as_millis() as i64;
+    for case in store.cases() {
+        let case = case?;
+        if case.shop != shop || behind.contains(case.order_gid.as_str()) {
+            continue;
+        }
+        let Some(order) = store.order(shop, &case.order_gid)? else {
+            continue;
+        };
+        let open = crate::workflow::plan::open_gates(&case, &order);
+        for (shipment, decision) in &open {
+            let units: i64 = decision.lines.iter().map(|(_, q)| q).sum();
+            index.open.add(shipment, || {
+                format!(
+                    "{shipment} (order {}, {}): the gate lets {} through at {}, nothing intended",
+                    case.order_name,
+                    case.order_gid,
+                    plural(units as usize, "unit"),
+                    decision.fulfillment_order_id
+                )
+            });
+        }
+        if !open.is_empty() {
+            index.open_orders.push(case.order_gid.clone());
+        }
+        for shipment in &case.shipments {
+            let outcome = |key: &str| {
+                shipment.evidence.iter().any(|e| match &e.kind {
+                    EvidenceKind::FulfillmentCreated { key: k, .. }
+                    | EvidenceKind::FulfillmentRefused { key: k, .. } => k == key,
+                    _ => false,
+                })
+            };
+            for evidence in &shipment.evidence {
+                match &evidence.kind {
+                    EvidenceKind::FulfillmentIntended { key, .. }
+                        if !outcome(key) && evidence.recorded_ms < overdue_before =>
+                    {
+                        let effect = store.effect_by_key(key)?;
+                        let state = match &effect {
+                            None => "no effect in the outbox".to_string(),
+                            Some(effect) => match &effect.state {
+                                EffectState::Pending => format!(
+                                    "pending since {}, {}{}",
+                                    Timestamp::from_unix_ms(effect.created_ms).text,
+                                    plural(effect.attempts as usize, "attempt"),
+                                    effect
+                                        .last_error
+                                        .as_deref()
+                                        .map(|e| format!(", last error: {e}"))
+                                        .unwrap_or_default()
+                                ),
+                                EffectState::Failed { reason, .. } => {
+                                    format!("failed ({reason}) without a refusal on the shipment")
+                                }
+                                EffectState::Done { .. } => {
+                                    "done in the outbox but not recorded on the shipment"
+                                        .to_string()
+                                }
+                                EffectState::Superseded { reason, .. } => {
+                                    format!("superseded ({reason}) though still intended")
+                                }
+                            },
+                        };
+                        index.overdue.add(key, || {
+                            format!(
+                                "{key} (order {}, {}): {state}",
+                                case.order_name, shipment.id
+                            )
+                        });
+                    }
+                    EvidenceKind::FulfillmentCreated { fulfillment_id, .. } => {
+                        let shown = order.fulfillments.iter().find(|f| &f.id == fulfillment_id);
+                        let gone = match shown {
+                            None => Some("is not on the order".to_string()),
+                            Some(f)
+                                if matches!(
+                                    f.status.as_str(),
+                                    "CANCELLED" | "ERROR" | "FAILURE"
+                                ) =>
+                            {
+                                Some(format!("is {} there", f.status))
+                            }
+                            Some(_) => None,
+                        };
+                        if let Some(why) = gone {
+                            index.gone.add(fulfillment_id, || {
+                                format!(
+                                    "{fulfillment_id} (order {}, {}): shipgate created it, but in \
+                                     Shopify it {why}",
+                                    case.order_name, shipment.id
+                                )
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(index)
+}
+
 /// Adds one order Shopify listed. An order can be listed twice when it changed while the pages
 /// were read (it moves to the end of the `UPDATED_AT` order): its newest time counts.
 fn note_shopify(entries: &mut HashMap<Box<str>, Entry>, order: ChangedOrder) {
@@ -846,6 +1070,7 @@ fn repair_workflow(
     shop: &str,
     stray_holds: &[(String, String, String, Option<String>)],
     cancelled_live: &[String],
+    gates_open: &[String],
     report: &ReconcileReport,
 ) -> Result<Vec<String>, StoreError> {
     use crate::workflow::effect::{Action, Effect, EffectState};
@@ -895,6 +1120,39 @@ fn repair_workflow(
         repairs.push(format!(
             "Planned {} again: their suppliers are asked to stop.",
             plural(cancelled_live.len(), "cancelled order")
+        ));
+    }
+    for order in gates_open {
+        store.queue_plan(shop, order)?;
+    }
+    if !gates_open.is_empty() {
+        let shipments = report
+            .class(GATES_OPEN_NOT_WRITTEN_BACK)
+            .map_or(0, |c| c.count);
+        repairs.push(format!(
+            "Planned {} again, for {} whose gate is open but not written back: the planner \
+             records the fulfillment intents and the outbox sends them.",
+            plural(gates_open.len(), "order"),
+            plural(shipments, "shipment")
+        ));
+    }
+    let overdue = report.class(WRITE_BACKS_OVERDUE).map_or(0, |c| c.count);
+    if overdue > 0 {
+        repairs.push(format!(
+            "Left {} to the outbox, which keeps retrying (see `shipgate outbox list` and the \
+             daemon's log); a fulfillment Shopify refuses opens a write_back_refused exception.",
+            plural(overdue, "overdue fulfillment write-back")
+        ));
+    }
+    let gone = report
+        .class(FULFILLMENTS_GONE_FROM_SHOPIFY)
+        .map_or(0, |c| c.count);
+    if gone > 0 {
+        repairs.push(format!(
+            "Left {} as {}: shipgate never fulfils again on a guess; look the orders up in the \
+             Shopify admin and fulfil by hand what did ship.",
+            plural(gone, "fulfillment gone from Shopify"),
+            if gone == 1 { "it is" } else { "they are" }
         ));
     }
     let without_hold = report.class(EXCEPTIONS_WITHOUT_HOLD).map_or(0, |c| c.count);
@@ -1255,6 +1513,31 @@ fn json_error_kind(e: &serde_json::Error) -> &'static str {
     }
 }
 
+/// Why the shop is not to be reconciled now, if it is stopped: the app was uninstalled, or the
+/// shop erased by `shop/redact`, and no sign of a reinstall came since. Asking Shopify would only
+/// meet a revoked token; the poller's probe notices a reinstall.
+fn stopped(store: &Store, shop: &str) -> Result<Option<String>, StoreError> {
+    let Some(state) = store.shop_state(shop)? else {
+        return Ok(None);
+    };
+    let Some(uninstalled) = state.uninstalled_at_ms else {
+        return Ok(None);
+    };
+    let when = |ms: u64| Timestamp::from_unix_ms(ms as i64).text;
+    Ok(Some(match state.erased_at_ms {
+        Some(erased) => format!(
+            "{shop} was erased (shop/redact at {}) after the app was uninstalled: it is not \
+             reconciled until the app is installed again",
+            when(erased)
+        ),
+        None => format!(
+            "the app was uninstalled from {shop} at {}: it is not reconciled until it is \
+             installed again",
+            when(uninstalled)
+        ),
+    }))
+}
+
 /// `1 order`, `2 orders`.
 fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -1303,6 +1586,20 @@ pub async fn run_periodically(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(due) => {}
+        }
+        // An uninstalled or erased shop is skipped until it is installed again, without
+        // counting as a run: the first round after the reinstall reconciles it.
+        match stopped(&store, &shop) {
+            Ok(Some(why)) => {
+                tracing::info!(%shop, "daily reconciliation skipped: {why}");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%shop, error = %e, "cannot read the shop's state"),
         }
         let options = ReconcileOptions {
             since: Some(default_since()),

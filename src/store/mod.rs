@@ -123,13 +123,33 @@ pub enum Recorded {
 }
 
 /// What shipgate knows of a shop's installation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShopState {
-    /// Set by `app/uninstalled` (the event's time): no more work is started for the shop.
+    /// Set by `app/uninstalled` and by `shop/redact` (the event's time): no more work is
+    /// started for the shop (no polling, fetching, reconciliation).
     pub uninstalled_at_ms: Option<u64>,
-    /// Set when an order webhook triggered after the uninstall showed the app was installed
-    /// again; an uninstall older than this is a late retry and is ignored.
+    /// Set when the app was seen installed again after the uninstall (an order webhook
+    /// triggered after it, or the poller's probe answered); an uninstall older than this is a
+    /// late retry and is ignored.
     pub reinstalled_at_ms: Option<u64>,
+    /// Set by `shop/redact` (the request's time): everything else stored for the shop was
+    /// erased, and this state is the tombstone that keeps the erased shop stopped until it is
+    /// installed again. It names the shop's domain and times only.
+    pub erased_at_ms: Option<u64>,
+}
+
+impl ShopState {
+    /// Whether no work may be started for the shop.
+    pub fn is_stopped(&self) -> bool {
+        self.uninstalled_at_ms.is_some()
+    }
+}
+
+/// `ShopState` as format version 2 wrote it, before the erasure tombstone; read and migrated.
+#[derive(Deserialize, Serialize)]
+struct ShopStateV2 {
+    uninstalled_at_ms: Option<u64>,
+    reinstalled_at_ms: Option<u64>,
 }
 
 /// A pending request to (re)fetch one order: many webhooks for one order coalesce into one.
@@ -167,9 +187,14 @@ impl Record for Delivery {
     const NAME: &'static str = "delivery";
 }
 impl Record for ShopState {
-    // Version 2 added `reinstalled_at_ms`; no store with version 1 left the first session.
-    const VERSION: u8 = 2;
+    // Version 2 added `reinstalled_at_ms` (no store with version 1 left the first session);
+    // version 3 added `erased_at_ms`, and version 2 is still read (`shop_state`).
+    const VERSION: u8 = 3;
     const NAME: &'static str = "shop state";
+}
+impl Record for ShopStateV2 {
+    const VERSION: u8 = 2;
+    const NAME: &'static str = "shop state (version 2)";
 }
 impl Record for OrderMirror {
     const VERSION: u8 = 1;
@@ -683,13 +708,52 @@ impl Store {
         let Some(v) = self.inner.shops.get(shop.as_bytes())? else {
             return Ok(None);
         };
-        match decode::<ShopState>(&v) {
+        match decode_shop_state(&v) {
             Ok(state) => Ok(Some(state)),
             Err(e) => {
                 tracing::error!(%shop, error = %e, "unreadable shop state taken as none");
                 Ok(None)
             }
         }
+    }
+
+    /// Records that the app answered for the shop at `at_ms` (the poller's probe): a shop
+    /// stopped by an uninstall (or an erasure) older than that is running again. An uninstall
+    /// at or after `at_ms` wins, as it does against an order webhook, so a late probe result
+    /// cannot undo a newer uninstall. Returns whether the shop was resumed. Compare-and-swap:
+    /// the processor may record an uninstall meanwhile. Not flushed: call `flush`.
+    pub fn mark_reinstalled(&self, shop: &str, at_ms: u64) -> Result<bool, StoreError> {
+        self.check_fault()?;
+        loop {
+            let current = self.inner.shops.get(shop.as_bytes())?;
+            let Some(state) = current.as_deref().and_then(|v| decode_shop_state(v).ok()) else {
+                return Ok(false);
+            };
+            match state.uninstalled_at_ms {
+                Some(uninstalled) if uninstalled < at_ms => {}
+                _ => return Ok(false),
+            }
+            let resumed = ShopState {
+                uninstalled_at_ms: None,
+                reinstalled_at_ms: Some(at_ms),
+                ..state
+            };
+            if self
+                .inner
+                .shops
+                .compare_and_swap(shop.as_bytes(), current, Some(encode(&resumed)))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Writes a shop state's bytes as they are, for the format migration tests.
+    #[cfg(test)]
+    fn put_raw_shop_state(&self, shop: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.shops.insert(shop.as_bytes(), bytes)?;
+        Ok(())
     }
 
     /// Replaces a shop's state. Not flushed: call `flush`.
@@ -699,11 +763,24 @@ impl Store {
         Ok(())
     }
 
-    /// Removes everything stored for a shop: deliveries, their ids, triggers, the mirror and
-    /// state. `request` is the shop/redact delivery that asked for it, removed last.
+    /// Removes everything stored for a shop: deliveries, their ids, triggers, the mirror, the
+    /// cases and checkpoints. `request` is the shop/redact delivery that asked for it, removed
+    /// last; `at_ms` is when it was sent.
+    ///
+    /// What stays is a tombstone, the shop's state marked erased at `at_ms` and stopped (as an
+    /// uninstall at that time would), so that the poller, reconciliation and the daily run do
+    /// not start again from scratch against a shop whose tokens are revoked. It is lifted the
+    /// way an uninstall is: by a sign of a reinstall after `at_ms`. A reinstall already seen at
+    /// or after `at_ms` keeps the shop running (the same rule as a late `app/uninstalled`).
     /// Not flushed: call `flush`.
-    pub fn erase_shop(&self, shop: &str, request: Option<u64>) -> Result<Erased, StoreError> {
+    pub fn erase_shop(
+        &self,
+        shop: &str,
+        request: Option<u64>,
+        at_ms: u64,
+    ) -> Result<Erased, StoreError> {
         self.check_fault()?;
+        let previous = self.shop_state(shop)?.unwrap_or_default();
         let origin = Origin::Shopify {
             shop: shop.to_string(),
         };
@@ -726,9 +803,19 @@ impl Store {
             }
         }
         erased.entries += self.erase_cases(shop)?;
-        if self.inner.shops.remove(shop.as_bytes())?.is_some() {
-            erased.entries += 1;
-        }
+        let reinstalled_since = previous.reinstalled_at_ms.is_some_and(|r| r >= at_ms);
+        let tombstone = ShopState {
+            uninstalled_at_ms: if reinstalled_since {
+                None
+            } else {
+                Some(at_ms.max(previous.uninstalled_at_ms.unwrap_or(0)))
+            },
+            reinstalled_at_ms: previous.reinstalled_at_ms,
+            erased_at_ms: Some(at_ms),
+        };
+        self.inner
+            .shops
+            .insert(shop.as_bytes(), encode(&tombstone))?;
         for key in [
             checkpoint_key(shop),
             composite_key(&["reconcile.last", shop]),
@@ -1198,6 +1285,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn decode_in<T: Record>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+/// Reads a stored shop state, migrating format version 2 (no erasure tombstone).
+fn decode_shop_state(bytes: &[u8]) -> Result<ShopState, DecodeError> {
+    if bytes.first() == Some(&<ShopStateV2 as Record>::VERSION) {
+        let old = decode::<ShopStateV2>(bytes)?;
+        return Ok(ShopState {
+            uninstalled_at_ms: old.uninstalled_at_ms,
+            reinstalled_at_ms: old.reinstalled_at_ms,
+            erased_at_ms: None,
+        });
+    }
+    decode::<ShopState>(bytes)
 }
 
 #[cfg(test)]

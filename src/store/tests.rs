@@ -159,14 +159,26 @@ async fn erasing_a_shop_leaves_no_trace_of_it_and_spares_other_shops() {
                 shop,
                 &ShopState {
                     uninstalled_at_ms: Some(5),
-                    reinstalled_at_ms: None,
+                    ..ShopState::default()
                 },
             )
             .unwrap();
     }
-    let erased = store.erase_shop("gone.myshopify.com", None).unwrap();
+    let erased = store.erase_shop("gone.myshopify.com", None, 10).unwrap();
     assert_eq!(erased.deliveries, 1);
-    assert!(store.find_bytes(b"gone.myshopify.com").unwrap().is_empty());
+    // All that is left is the tombstone: the shop's state, naming the domain and times only.
+    assert_eq!(
+        store.find_bytes(b"gone.myshopify.com").unwrap(),
+        vec![("shops".to_string(), b"gone.myshopify.com".to_vec())]
+    );
+    assert_eq!(
+        store.shop_state("gone.myshopify.com").unwrap(),
+        Some(ShopState {
+            uninstalled_at_ms: Some(10),
+            reinstalled_at_ms: None,
+            erased_at_ms: Some(10),
+        })
+    );
     assert!(!store.find_bytes(b"kept.myshopify.com").unwrap().is_empty());
     assert_eq!(store.delivery_count(), 1);
     assert_eq!(store.order_triggers("kept.myshopify.com").unwrap().len(), 1);
@@ -276,7 +288,7 @@ async fn sequence_numbers_are_not_reused_below_the_cursor_after_an_erasure() {
         }
         let pending = store.inbox(10).unwrap();
         store.inbox_done(pending.last().unwrap().0).unwrap();
-        store.erase_shop("gone.myshopify.com", None).unwrap();
+        store.erase_shop("gone.myshopify.com", None, 10).unwrap();
         store.flush().await.unwrap();
         store.close();
     }
@@ -434,7 +446,7 @@ async fn a_delivery_erased_behind_the_cursor_leaves_no_gap_to_wait_for() {
         .record_delivery(&delivery("gone.myshopify.com", "w2", "{}"))
         .await
         .unwrap();
-    store.erase_shop("gone.myshopify.com", None).unwrap();
+    store.erase_shop("gone.myshopify.com", None, 10).unwrap();
     assert!(store.inbox(10).unwrap().is_empty());
     // Would wait forever if the erased number stayed a gap in front of the cursor.
     tokio::time::timeout(std::time::Duration::from_secs(5), store.inbox_empty())
@@ -454,4 +466,68 @@ fn a_shop_state_in_an_older_format_does_not_stop_the_shop() {
         .insert("a.myshopify.com", &[1u8, 1, 5][..])
         .unwrap();
     assert_eq!(store.shop_state("a.myshopify.com").unwrap(), None);
+}
+
+#[test]
+fn an_erased_shop_stays_stopped_until_a_sign_of_a_reinstall_after_the_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let shop = "erased.myshopify.com";
+    // A shop whose uninstall was never seen is stopped by the erasure itself.
+    store.erase_shop(shop, None, 1_000).unwrap();
+    let state = store.shop_state(shop).unwrap().unwrap();
+    assert!(state.is_stopped());
+    assert_eq!(state.erased_at_ms, Some(1_000));
+    // An answer from before the erasure is no reinstall; one after it is.
+    assert!(!store.mark_reinstalled(shop, 1_000).unwrap());
+    assert!(store.shop_state(shop).unwrap().unwrap().is_stopped());
+    assert!(store.mark_reinstalled(shop, 1_001).unwrap());
+    let state = store.shop_state(shop).unwrap().unwrap();
+    assert!(!state.is_stopped());
+    assert_eq!(state.reinstalled_at_ms, Some(1_001));
+    assert_eq!(
+        state.erased_at_ms,
+        Some(1_000),
+        "the erasure stays on record"
+    );
+    // A running shop is not "reinstalled" again.
+    assert!(!store.mark_reinstalled(shop, 2_000).unwrap());
+
+    // A later uninstall is kept over an earlier erasure's time, and a reinstall seen after the
+    // erasure's time keeps the shop running through an erasure request that was late.
+    let other = "late.myshopify.com";
+    store
+        .set_shop_state(
+            other,
+            &ShopState {
+                uninstalled_at_ms: Some(5_000),
+                ..ShopState::default()
+            },
+        )
+        .unwrap();
+    store.erase_shop(other, None, 4_000).unwrap();
+    assert_eq!(
+        store.shop_state(other).unwrap().unwrap().uninstalled_at_ms,
+        Some(5_000)
+    );
+    assert!(store.mark_reinstalled(other, 6_000).unwrap());
+    store.erase_shop(other, None, 5_500).unwrap();
+    assert!(!store.shop_state(other).unwrap().unwrap().is_stopped());
+}
+
+#[test]
+fn a_shop_state_of_format_version_2_is_read_without_a_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Version byte 2, then postcard: Some(7) and None.
+    let v2 = [2u8, 1, 7, 0];
+    store.put_raw_shop_state("old.myshopify.com", &v2).unwrap();
+    assert_eq!(
+        store.shop_state("old.myshopify.com").unwrap(),
+        Some(ShopState {
+            uninstalled_at_ms: Some(7),
+            reinstalled_at_ms: None,
+            erased_at_ms: None,
+        })
+    );
 }

@@ -47,6 +47,12 @@ fn hits(app: &TestApp, needle: &str) -> usize {
         .len()
 }
 
+/// What `find_bytes` finds of an erased shop: its state, kept as the tombstone that keeps it
+/// stopped (the domain as the key, times as the value).
+fn tombstone_only(shop: &str) -> Vec<(String, Vec<u8>)> {
+    vec![("shops".to_string(), shop.as_bytes().to_vec())]
+}
+
 #[tokio::test]
 async fn customers_redact_erases_the_customer_from_every_stored_value() {
     let app = spawn_app().await;
@@ -88,13 +94,10 @@ async fn shop_redact_erases_everything_of_that_shop_only() {
     let delivery = ShopifyDelivery::new(SHOP, "shop/redact", "r2", request.to_string(), SECRET);
     assert_eq!(app.send(&delivery).await.0, 200);
     app.daemon.wait_idle().await;
-    assert!(
-        app.daemon
-            .store()
-            .find_bytes(SHOP.as_bytes())
-            .unwrap()
-            .is_empty(),
-        "nothing of the shop is left"
+    assert_eq!(
+        app.daemon.store().find_bytes(SHOP.as_bytes()).unwrap(),
+        tombstone_only(SHOP),
+        "nothing of the shop is left but its tombstone"
     );
     assert_eq!(hits(&app, "someone.else@example.net"), 0);
     assert_eq!(hits(&app, EMAIL), 1, "the other shop keeps its copy");
@@ -291,7 +294,10 @@ async fn compliance_reaches_the_order_mirror_and_erasure_sticks() {
     let d = ShopifyDelivery::new(&shop, "shop/redact", "c4", real.to_string(), secret);
     assert_eq!(synced.app.send(&d).await.0, 200);
     synced.app.daemon.wait_idle().await;
-    assert!(store.find_bytes(shop.as_bytes()).unwrap().is_empty());
+    assert_eq!(
+        store.find_bytes(shop.as_bytes()).unwrap(),
+        tombstone_only(&shop)
+    );
     assert!(!export_dir.exists(), "the shop's exports are gone");
     synced.app.daemon.stop().await.unwrap();
 }
@@ -337,4 +343,160 @@ async fn a_reinstall_resumes_work_and_a_late_uninstall_retry_does_not_stop_it_ag
         "an old uninstall does not stop a reinstalled shop"
     );
     app.daemon.stop().await.unwrap();
+}
+
+/// A delivery triggered now (the helper's default time is a fixed day in the past).
+fn now_delivery(shop: &str, topic: &str, id: &str, body: String, secret: &[u8]) -> ShopifyDelivery {
+    ShopifyDelivery {
+        triggered_at: shipgate::order::Timestamp::from_unix_ms(shipgate::delivery::now_ms() as i64)
+            .text,
+        ..ShopifyDelivery::new(shop, topic, id, body, secret)
+    }
+}
+
+fn lamp_order() -> shipgate::sandbox::shopify::NewOrder {
+    use shipgate::sandbox::shopify::{NewLine, NewOrder};
+    NewOrder {
+        lines: vec![NewLine {
+            sku: "LAMP-1".into(),
+            quantity: 1,
+            ..NewLine::default()
+        }],
+        ..NewOrder::default()
+    }
+}
+
+/// Lets the sandbox's webhooks through the daemon and the mirror.
+async fn settle(synced: &SyncedApp) {
+    synced.sandbox.flush_webhooks().await;
+    synced.app.daemon.wait_idle().await;
+}
+
+/// `shop/redact` erases the shop but keeps a tombstone: the poller, reconciliation and the
+/// daily run leave the erased shop alone (no scan from the initial look-back against a revoked
+/// token) until an order webhook after the erasure shows the app was installed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_shop_stays_stopped_until_it_is_installed_again() {
+    use shipgate::sandbox::shopify::Plan;
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let shop = synced.sandbox.shop().to_string();
+    let store = synced.app.daemon.store();
+    let before = synced.sandbox.create_order(lamp_order());
+    settle(&synced).await;
+    synced.sync().await.unwrap();
+    assert!(store.order(&shop, &before).unwrap().is_some());
+
+    synced.sandbox.uninstall();
+    settle(&synced).await;
+    assert!(store.shop_state(&shop).unwrap().unwrap().is_stopped());
+    let redact = now_delivery(
+        &shop,
+        "shop/redact",
+        "erase-1",
+        json!({"shop_id": 1, "shop_domain": shop}).to_string(),
+        SANDBOX_WEBHOOK_SECRET,
+    );
+    assert_eq!(synced.app.send(&redact).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    assert!(store.order(&shop, &before).unwrap().is_none(), "erased");
+    let state = store.shop_state(&shop).unwrap().expect("the tombstone");
+    assert!(
+        state.is_stopped() && state.erased_at_ms.is_some(),
+        "{state:?}"
+    );
+
+    // The poller does not start over: asked to scan, it only probes, and the token is refused.
+    let refused = synced.sandbox.stats().unauthorized;
+    let err = synced
+        .sync()
+        .await
+        .expect_err("an erased shop is not synced");
+    assert!(err.to_string().contains("uninstalled"), "{err}");
+    assert_eq!(
+        synced.sandbox.stats().unauthorized,
+        refused + 1,
+        "one probe"
+    );
+    assert_eq!(store.poll_checkpoint(&shop).unwrap(), None, "no scan ran");
+    // Reconciliation refuses, naming why.
+    let client = &synced.app.daemon.shop_sync(&shop).unwrap().client;
+    let err = shipgate::reconcile::reconcile(
+        store,
+        client,
+        &reqwest::Client::new(),
+        &shipgate::reconcile::ReconcileOptions::default(),
+        &|_| {},
+    )
+    .await
+    .expect_err("an erased shop is not reconciled");
+    assert!(
+        matches!(&err, shipgate::reconcile::ReconcileError::Stopped(why)
+            if why.contains(&shop) && why.contains("was erased")),
+        "{err}"
+    );
+    assert_eq!(
+        synced.sandbox.stats().unauthorized,
+        refused + 1,
+        "nor asked"
+    );
+
+    // Installed again, the next order's webhook (triggered after the erasure) resumes work.
+    synced.sandbox.reinstall();
+    let after = synced.sandbox.create_order(lamp_order());
+    settle(&synced).await;
+    synced.sync().await.unwrap();
+    assert!(store.order(&shop, &after).unwrap().is_some());
+    let state = store.shop_state(&shop).unwrap().unwrap();
+    assert!(!state.is_stopped(), "{state:?}");
+    assert!(state.erased_at_ms.is_some(), "the erasure stays on record");
+    synced.app.daemon.stop().await.unwrap();
+}
+
+/// A reinstall sends no webhook: a shop without order traffic is noticed by the poller's probe,
+/// which resumes work as soon as Shopify answers again; an uninstall retried late by Shopify
+/// (triggered before the probe) does not stop it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinstall_without_order_traffic_is_noticed_by_the_pollers_probe() {
+    use shipgate::sandbox::shopify::Plan;
+    let synced = spawn_synced(sandbox_config(Plan::Plus), TestAuth::StaticToken).await;
+    let shop = synced.sandbox.shop().to_string();
+    let store = synced.app.daemon.store();
+    synced.sandbox.uninstall();
+    settle(&synced).await;
+    let uninstalled = store.shop_state(&shop).unwrap().unwrap();
+    assert!(uninstalled.is_stopped());
+
+    // Shopify sends an uninstalled app nothing; this order reaches shipgate only by a scan.
+    let quiet = synced.sandbox.create_order(lamp_order());
+    settle(&synced).await;
+    let err = synced.sync().await.expect_err("still uninstalled");
+    assert!(err.to_string().contains("uninstalled"), "{err}");
+    assert!(store.order(&shop, &quiet).unwrap().is_none());
+
+    synced.sandbox.reinstall();
+    let report = synced
+        .sync()
+        .await
+        .expect("the probe answers and the scan runs");
+    assert!(report.triggered_ids.contains(&quiet), "{report:?}");
+    assert!(store.order(&shop, &quiet).unwrap().is_some());
+    let state = store.shop_state(&shop).unwrap().unwrap();
+    assert!(!state.is_stopped(), "{state:?}");
+    let reinstalled = state.reinstalled_at_ms.expect("the probe's time");
+    assert!(reinstalled > uninstalled.uninstalled_at_ms.unwrap());
+
+    let late = ShopifyDelivery {
+        triggered_at: shipgate::order::Timestamp::from_unix_ms(reinstalled as i64 - 1).text,
+        ..ShopifyDelivery::new(
+            &shop,
+            "app/uninstalled",
+            "late-1",
+            "{}",
+            SANDBOX_WEBHOOK_SECRET,
+        )
+    };
+    assert_eq!(synced.app.send(&late).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    assert!(!store.shop_state(&shop).unwrap().unwrap().is_stopped());
+    synced.app.daemon.stop().await.unwrap();
 }

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use shipgate::order::Timestamp;
 use shipgate::reconcile::ReconcileError;
 use shipgate::reconcile::{
-    CANCELLED_WITH_LIVE_SHIPMENTS, EXCEPTIONS_WITHOUT_HOLD, HOLDS_WITHOUT_EXCEPTION,
-    MISSING_FROM_MIRROR, Progress, ReconcileOptions, ReconcileReport, STALE_IN_MIRROR,
-    UNKNOWN_TO_SHOPIFY, reconcile,
+    CANCELLED_WITH_LIVE_SHIPMENTS, EXCEPTIONS_WITHOUT_HOLD, FULFILLMENTS_GONE_FROM_SHOPIFY,
+    GATES_OPEN_NOT_WRITTEN_BACK, HOLDS_WITHOUT_EXCEPTION, MISSING_FROM_MIRROR, Progress,
+    ReconcileOptions, ReconcileReport, STALE_IN_MIRROR, UNKNOWN_TO_SHOPIFY, WRITE_BACKS_OVERDUE,
+    reconcile,
 };
 use shipgate::sandbox::shopify::{Plan, sample_orders};
 use shipgate::shopify::convert::hold_variables;
@@ -198,6 +199,9 @@ async fn every_drift_class_is_found_and_repair_fixes_the_repairable_ones() {
             (HOLDS_WITHOUT_EXCEPTION, 1),
             (EXCEPTIONS_WITHOUT_HOLD, 0),
             (CANCELLED_WITH_LIVE_SHIPMENTS, 0),
+            (GATES_OPEN_NOT_WRITTEN_BACK, 0),
+            (WRITE_BACKS_OVERDUE, 0),
+            (FULFILLMENTS_GONE_FROM_SHOPIFY, 0),
         ]
     );
     assert_eq!(report.drift(), 8);
@@ -309,6 +313,9 @@ async fn every_drift_class_is_found_and_repair_fixes_the_repairable_ones() {
             (HOLDS_WITHOUT_EXCEPTION, 0),
             (EXCEPTIONS_WITHOUT_HOLD, 0),
             (CANCELLED_WITH_LIVE_SHIPMENTS, 0),
+            (GATES_OPEN_NOT_WRITTEN_BACK, 0),
+            (WRITE_BACKS_OVERDUE, 0),
+            (FULFILLMENTS_GONE_FROM_SHOPIFY, 0),
         ]
     );
     assert!(
@@ -410,6 +417,9 @@ async fn pages_and_bulk_operations_find_the_same_drift() {
             (HOLDS_WITHOUT_EXCEPTION, 1),
             (EXCEPTIONS_WITHOUT_HOLD, 0),
             (CANCELLED_WITH_LIVE_SHIPMENTS, 0),
+            (GATES_OPEN_NOT_WRITTEN_BACK, 0),
+            (WRITE_BACKS_OVERDUE, 0),
+            (FULFILLMENTS_GONE_FROM_SHOPIFY, 0),
         ]
     );
     assert_eq!(recent_pages.shopify_orders, 6);
@@ -471,7 +481,7 @@ async fn an_empty_shop_reconciles_clean_and_a_refused_bulk_operation_is_an_error
     assert!(report.via_bulk);
     assert_eq!((report.shopify_orders, report.mirrored_orders), (0, 0));
     assert_eq!(report.drift(), 0);
-    assert_eq!(report.classes.len(), 6, "every class, also with 0");
+    assert_eq!(report.classes.len(), 9, "every class, also with 0");
     assert!(progress.contains(&Progress::BulkDownloaded { lines: 0 }));
     assert!(report.to_text().contains("No drift."));
 
@@ -606,4 +616,335 @@ async fn the_daily_run_keeps_its_schedule_across_restarts() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     daemon.stop().await.unwrap();
+}
+
+/// The daemon with a `manual` supplier for `SAMPLE-*`, on a manual clock, with neither the
+/// processor (and so the planner) nor the outbox sender running: the test plans and sends
+/// itself, which is how it can leave a case unsettled after the mirror moved on, as a planner
+/// that was down or a lost plan request would.
+async fn spawn_unplanned() -> (SyncedApp, shipgate::clock::Clock) {
+    use shipgate::daemon::{Daemon, Options};
+    use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec, SupplierSpec};
+    use shipgate::sandbox::shopify::SandboxShopify;
+    let sandbox = SandboxShopify::start(sandbox_config(Plan::Plus))
+        .await
+        .expect("sandbox starts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        ShopAuth::Token("shpat_sandbox".into()),
+        SANDBOX_WEBHOOK_SECRET,
+    )]);
+    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
+    loopback.suppliers = vec![SupplierSpec::offline("charlie", "manual", &["SAMPLE-*"])];
+    let config = loopback.load(dir.path()).expect("config loads");
+    let clock = shipgate::clock::Clock::manual(shipgate::delivery::now_ms() as i64);
+    let daemon = Daemon::start(
+        &config,
+        Options {
+            processor: false,
+            outbox: false,
+            clock: clock.clone(),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("daemon starts");
+    // No webhooks: the mirror moves only when the test scans.
+    sandbox.set_webhook_url(None);
+    let synced = SyncedApp {
+        app: TestApp {
+            base: format!("http://{}", daemon.public_addr()),
+            daemon,
+            client: reqwest::Client::new(),
+            config,
+            _dir: dir,
+        },
+        sandbox,
+    };
+    (synced, clock)
+}
+
+/// Scans the shop with the daemon's poller and waits until its fetcher fetched what the scan
+/// triggered. (`SyncedApp::sync` also waits for the processor, which is off here.)
+async fn scan(synced: &SyncedApp) {
+    let shop = synced.sandbox.shop();
+    let report = synced
+        .app
+        .daemon
+        .shop_sync(shop)
+        .unwrap()
+        .mirror
+        .scan_now()
+        .await
+        .expect("the scan runs");
+    synced
+        .app
+        .daemon
+        .store()
+        .triggers_cleared(shop, &report.triggered_ids)
+        .await;
+}
+
+/// A supplier event as an operator records it for the manual supplier.
+async fn record(synced: &SyncedApp, json: serde_json::Value) {
+    let event = shipgate::suppliers::SupplierEvent::from_json(json.to_string().as_bytes())
+        .expect("a valid supplier event");
+    synced
+        .app
+        .daemon
+        .workflow()
+        .record_event(
+            "charlie",
+            event,
+            shipgate::workflow::model::Actor::Operator("qc".into()),
+        )
+        .await
+        .expect("the event is recorded");
+}
+
+fn intents(case: &shipgate::workflow::model::OrderCase) -> usize {
+    case.shipments
+        .iter()
+        .flat_map(|s| &s.evidence)
+        .filter(|e| {
+            matches!(
+                e.kind,
+                shipgate::workflow::model::EvidenceKind::FulfillmentIntended { .. }
+            )
+        })
+        .count()
+}
+
+/// The write-back classes: a shipment whose gate opened while its case was not settled is
+/// found and its repair leads to the fulfillment in Shopify; an intent the outbox has not sent
+/// an hour later is reported; a fulfillment cancelled in Shopify is reported with what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_left_open_is_written_back_on_repair_and_lost_write_backs_are_reported() {
+    use shipgate::order::Timestamp;
+    use shipgate::sandbox::shopify::{NewLine, NewOrder};
+    let (synced, clock) = spawn_unplanned().await;
+    let daemon = &synced.app.daemon;
+    let store = daemon.store();
+    let shop = synced.sandbox.shop().to_string();
+    let workflow = daemon.workflow();
+    let order = synced.sandbox.create_order(NewOrder {
+        lines: vec![NewLine {
+            sku: "SAMPLE-1".into(),
+            quantity: 2,
+            ..NewLine::default()
+        }],
+        ..NewOrder::default()
+    });
+    scan(&synced).await;
+    workflow.plan_pending().await.unwrap();
+    daemon.sender().run_due().await.unwrap();
+
+    // The merchant holds the order, and the mirror knows: the gate stays closed while the
+    // supplier's whole physical work and the carrier's pickup are recorded.
+    let fo = synced.sandbox.fulfillment_order_ids(&order)[0].clone();
+    synced.sandbox.merchant_hold(&fo, "OTHER").unwrap();
+    scan(&synced).await;
+    workflow.plan_pending().await.unwrap();
+    let case = store
+        .case(&shop, &order)
+        .unwrap()
+        .expect("the order has a case");
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    let at = |offset_s: i64| Timestamp::from_unix_ms(clock.now_ms() + offset_s * 1000).text;
+    record(
+        &synced,
+        serde_json::json!({"id": "c-1", "type": "line_confirmed", "shipment_id": sg,
+            "occurred_at": at(-300), "line_id": line, "sku": "SAMPLE-1", "quantity": 2}),
+    )
+    .await;
+    workflow
+        .record_event(
+            "charlie",
+            shipgate::sandbox::harness::check_event(
+                "qc-1",
+                &sg,
+                &[(&line, "SAMPLE-1", 2, 2)],
+                "pass",
+            ),
+            shipgate::workflow::model::Actor::Operator("qc".into()),
+        )
+        .await
+        .unwrap();
+    record(
+        &synced,
+        serde_json::json!({"id": "p-1", "type": "packed", "shipment_id": sg,
+            "occurred_at": at(-200), "parcels": [{"parcel_id": "P1",
+            "lines": [{"line_id": line, "quantity": 2}], "weight_grams": 800}]}),
+    )
+    .await;
+    let number = "1Z999AA10123456784";
+    record(
+        &synced,
+        serde_json::json!({"id": "l-1", "type": "label_created", "shipment_id": sg,
+            "occurred_at": at(-100), "parcel_id": "P1", "carrier": "UPS",
+            "tracking_number": number}),
+    )
+    .await;
+    clock.advance(Duration::from_secs(600));
+    let pickup = shipgate::tracking::TrackingEvent {
+        provider: shipgate::tracking::Provider::AfterShip,
+        event_id: "pickup-1".into(),
+        tracking_number: number.into(),
+        carrier: "ups".into(),
+        occurred_at: Timestamp::from_unix_ms(clock.now_ms() - 60_000),
+        raw_text: "Picked up by the carrier".into(),
+        raw_code: Some("OR".into()),
+        location: Some("Shenzhen, CN".into()),
+        provider_code: Some("InTransit_002".into()),
+        acceptance_scan: true,
+        normalized: shipgate::tracking::Normalized::InTransit,
+    };
+    let recorded = workflow
+        .apply_tracking(pickup, shipgate::workflow::model::Source::Manual)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1, "the pickup is recorded on the shipment");
+    let case = store.case(&shop, &order).unwrap().unwrap();
+    assert_eq!(
+        shipgate::workflow::derive::status(&case.shipments[0], &case.exceptions),
+        shipgate::workflow::derive::ShipmentStatus::Ready,
+        "checked, packed, labelled and accepted: only the merchant's hold keeps it back"
+    );
+    assert_eq!(intents(&case), 0, "held: nothing intended");
+
+    // The merchant releases the hold; the mirror learns of it, but the plan request that
+    // follows is lost, so the case is never settled against the released order.
+    synced.sandbox.merchant_release(&fo).unwrap();
+    scan(&synced).await;
+    for request in store.plan_queue(100).unwrap() {
+        store.planned(&request).unwrap();
+    }
+    let options = ReconcileOptions {
+        since: since_2020(),
+        clock: clock.clone(),
+        ..ReconcileOptions::default()
+    };
+    let (report, _) = run(&synced, &options).await;
+    assert_eq!(report.drift(), 1, "{:?}", counts(&report));
+    let open = class(&report, GATES_OPEN_NOT_WRITTEN_BACK);
+    assert_eq!(open.count, 1);
+    assert!(
+        open.examples[0].starts_with(&format!("{sg} (order #"))
+            && open.examples[0].contains(&order)
+            && open.examples[0].contains(&format!("lets 2 units through at {fo}")),
+        "{:?}",
+        open.examples
+    );
+    let text = report.to_text();
+    assert!(
+        text.lines().any(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq([GATES_OPEN_NOT_WRITTEN_BACK, "1"])),
+        "{text}"
+    );
+
+    let repaired = run(
+        &synced,
+        &ReconcileOptions {
+            repair: true,
+            ..options.clone()
+        },
+    )
+    .await
+    .0;
+    assert_eq!(
+        repaired.repairs,
+        vec![
+            "Planned 1 order again, for 1 shipment whose gate is open but not written back: the \
+             planner records the fulfillment intents and the outbox sends them."
+                .to_string()
+        ]
+    );
+    // What the daemon's planner does with the request the repair queued.
+    assert_eq!(workflow.plan_pending().await.unwrap(), 1);
+    assert_eq!(intents(&store.case(&shop, &order).unwrap().unwrap()), 1);
+    assert!(
+        synced.sandbox.fulfillments(&order).is_empty(),
+        "intended, not sent yet"
+    );
+
+    // Intended and settled: no open gate any more. Within the hour the pending intent is the
+    // outbox's ordinary work; two hours later it is overdue.
+    assert_eq!(run(&synced, &options).await.0.drift(), 0);
+    clock.advance(Duration::from_secs(2 * 3600));
+    let late = run(&synced, &options).await.0;
+    assert_eq!(late.drift(), 1, "{:?}", counts(&late));
+    let overdue = class(&late, WRITE_BACKS_OVERDUE);
+    assert_eq!(overdue.count, 1);
+    assert!(
+        overdue.examples[0].starts_with(&format!("{sg}.f1 (order #"))
+            && overdue.examples[0].contains(": pending since "),
+        "{:?}",
+        overdue.examples
+    );
+    let left = run(
+        &synced,
+        &ReconcileOptions {
+            repair: true,
+            ..options.clone()
+        },
+    )
+    .await
+    .0;
+    assert!(
+        left.repairs[0].starts_with("Left 1 overdue fulfillment write-back to the outbox"),
+        "{:?}",
+        left.repairs
+    );
+
+    // The outbox sends it: exactly one fulfillment, with the label's tracking.
+    daemon.sender().run_due().await.unwrap();
+    let fulfillments = synced.sandbox.fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    assert!(fulfillments[0]["trackingInfo"].to_string().contains(number));
+    scan(&synced).await;
+    workflow.plan_pending().await.unwrap();
+    assert_eq!(run(&synced, &options).await.0.drift(), 0);
+
+    // The merchant cancels shipgate's fulfillment in Shopify: shipgate reports it and does not
+    // fulfil again on its own.
+    let fulfillment = fulfillments[0]["id"].as_str().unwrap().to_string();
+    synced.sandbox.cancel_fulfillment(&fulfillment).unwrap();
+    scan(&synced).await;
+    workflow.plan_pending().await.unwrap();
+    let gone_report = run(
+        &synced,
+        &ReconcileOptions {
+            repair: true,
+            ..options.clone()
+        },
+    )
+    .await
+    .0;
+    assert_eq!(gone_report.drift(), 1, "{:?}", counts(&gone_report));
+    let gone = class(&gone_report, FULFILLMENTS_GONE_FROM_SHOPIFY);
+    assert_eq!(
+        gone.examples,
+        vec![format!(
+            "{fulfillment} (order {}, {sg}): shipgate created it, but in Shopify it is CANCELLED there",
+            store.order(&shop, &order).unwrap().unwrap().name
+        )]
+    );
+    assert!(
+        gone_report.repairs[0].starts_with("Left 1 fulfillment gone from Shopify as it is"),
+        "{:?}",
+        gone_report.repairs
+    );
+    workflow.plan_pending().await.unwrap();
+    daemon.sender().run_due().await.unwrap();
+    assert_eq!(
+        synced.sandbox.fulfillments(&order).len(),
+        1,
+        "not fulfilled again"
+    );
+    synced.app.daemon.stop().await.unwrap();
 }

@@ -284,6 +284,9 @@ pub(crate) struct Shared {
     pub tokens: HashMap<String, tokio::time::Instant>,
     pub stats: SandboxStats,
     pub webhook_url: Option<String>,
+    /// Whether the app is installed: an uninstalled app's tokens are refused (401), it is
+    /// granted none, and it is sent no webhooks.
+    pub installed: bool,
 }
 
 /// What the server, the worker and the handle share.
@@ -314,8 +317,8 @@ impl Inner {
     pub fn change<R>(&self, f: impl FnOnce(&mut Shared, i64) -> R) -> R {
         let now = self.clock.unix_ms();
         let mut shared = self.shared();
-        shared.state.emitting =
-            shared.webhook_url.is_some() || !shared.state.subscriptions.is_empty();
+        shared.state.emitting = shared.installed
+            && (shared.webhook_url.is_some() || !shared.state.subscriptions.is_empty());
         let result = f(&mut shared, now);
         self.queue_outbox(&mut shared);
         result
@@ -390,6 +393,7 @@ impl SandboxShopify {
                 tokens: HashMap::new(),
                 stats: SandboxStats::default(),
                 webhook_url: config.webhook_url.clone(),
+                installed: true,
             }),
             clock,
             queue,
@@ -546,6 +550,34 @@ impl SandboxShopify {
                 .create_fulfillment(&spec, now)
                 .map(|id| gid("Fulfillment", id))
                 .map_err(|e| fo_error(fulfillment_order_id, e))
+        })
+    }
+
+    /// Uninstalls the app as the merchant would: `app/uninstalled` is sent, every token the
+    /// app holds is refused from now on (401), and no webhook is sent until [`Self::reinstall`].
+    pub fn uninstall(&self) {
+        let shop = self.inner.shop.clone();
+        self.inner.change(|s, now| {
+            s.state.app_uninstalled(&shop, now);
+            s.installed = false;
+            s.tokens.clear();
+        });
+    }
+
+    /// Installs the app again. Like a reinstall without order traffic, it sends no webhook:
+    /// the app only notices because its Admin API calls are answered again. (The static tokens
+    /// of the configuration are accepted again; a real reinstall issues a new one.)
+    pub fn reinstall(&self) {
+        self.inner.shared().installed = true;
+    }
+
+    /// Cancels a fulfillment as the merchant would in the admin: it stays on the order as
+    /// CANCELLED and its quantities are open to fulfil again.
+    pub fn cancel_fulfillment(&self, fulfillment_id: &str) -> Result<(), SandboxError> {
+        self.inner.change(|s, now| {
+            s.state
+                .cancel_fulfillment(fulfillment_id, now)
+                .map_err(|e| SandboxError::Invalid(e.message))
         })
     }
 

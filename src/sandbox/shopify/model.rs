@@ -1244,6 +1244,69 @@ impl State {
         Ok(fulfillment_id)
     }
 
+    /// Emits `app/uninstalled` with the shop's REST body, as Shopify does when the merchant
+    /// removes the app.
+    pub fn app_uninstalled(&mut self, shop: &str, now_ms: i64) {
+        let name = shop.split('.').next().unwrap_or(shop).to_string();
+        self.emit(
+            "app/uninstalled",
+            json!({ "id": 1, "name": name, "domain": shop, "myshopify_domain": shop }),
+            now_ms,
+        );
+    }
+
+    /// Cancels a fulfillment as the merchant would in the admin: its status becomes CANCELLED
+    /// and its quantities are open again on the fulfillment orders it took them from (Shopify
+    /// reopens a fulfillment order a cancelled fulfillment had closed).
+    pub fn cancel_fulfillment(
+        &mut self,
+        fulfillment_gid: &str,
+        now_ms: i64,
+    ) -> Result<(), UserError> {
+        let base = ["fulfillmentId"];
+        let (order_id, fulfillment) = self
+            .fulfillment_mut(fulfillment_gid)
+            .ok_or_else(|| UserError::new(&base, "Fulfillment does not exist."))?;
+        if fulfillment.status == "CANCELLED" {
+            return Err(UserError::new(&base, "Fulfillment is already cancelled."));
+        }
+        let id = fulfillment.id;
+        fulfillment.status = "CANCELLED";
+        fulfillment.display_status = "CANCELED".into();
+        fulfillment.updated_at = now_ms / 1000;
+        let lines = fulfillment.lines.clone();
+        let fo_ids = fulfillment.fo_ids.clone();
+        let order = self
+            .orders
+            .get_mut(&order_id)
+            .expect("the owner index is consistent");
+        for line in &lines {
+            let mut left = line.quantity;
+            for fo in order.fos.iter_mut().filter(|fo| fo_ids.contains(&fo.id)) {
+                for fl in fo.lines.iter_mut().filter(|fl| fl.line_id == line.line_id) {
+                    let back = left.min(fl.total - fl.remaining);
+                    if back > 0 {
+                        fl.remaining += back;
+                        left -= back;
+                        if fo.status == fo_status::CLOSED {
+                            fo.status = fo_status::OPEN;
+                        }
+                    }
+                }
+                fo.updated_at = now_ms / 1000;
+                fo.refresh_status();
+            }
+        }
+        self.bump(order_id, now_ms);
+        let order = &self.orders[&order_id];
+        if let Some(f) = order.fulfillments.iter().find(|f| f.id == id) {
+            let body = self.fulfillment_rest(order, f);
+            self.emit("fulfillments/update", body, now_ms);
+        }
+        self.emit_order(order_id, &["orders/updated"], now_ms);
+        Ok(())
+    }
+
     /// Finds a fulfillment by gid.
     pub fn fulfillment(&self, fulfillment_gid: &str) -> Option<(&Order, &Fulfillment)> {
         let id = gid_of(fulfillment_gid, "Fulfillment")?;

@@ -162,6 +162,9 @@ fn read_request(
 }
 
 fn authorized(inner: &Inner, shared: &Shared, headers: &HeaderMap) -> bool {
+    if !shared.installed {
+        return false;
+    }
     let Some(token) = headers
         .get("X-Shopify-Access-Token")
         .and_then(|v| v.to_str().ok())
@@ -427,6 +430,15 @@ async fn access_token(State(inner): Shop, headers: HeaderMap, body: Bytes) -> Re
             &json!({
                 "error": "invalid_client",
                 "error_description": "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.",
+            }),
+        );
+    }
+    if !inner.shared().installed {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "error": "invalid_request",
+                "error_description": "The app is not installed on this shop.",
             }),
         );
     }
