@@ -271,6 +271,8 @@ async fn reconcile_shop(
     let options = crate::reconcile::ReconcileOptions {
         since: Some(since),
         repair: q.repair,
+        // Overdue write-backs are judged by the clock that stamped them.
+        clock: state.operations.workflow().clock().clone(),
         ..Default::default()
     };
     if q.progress {
@@ -281,7 +283,11 @@ async fn reconcile_shop(
     let report = tokio::time::timeout(ADMIN_WAIT, run)
         .await
         .map_err(|_| gave_up())?
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+        .map_err(|e| match e {
+            // Not Shopify failing: the shop is not installed, which the caller can fix.
+            crate::reconcile::ReconcileError::Stopped(why) => ApiError(StatusCode::CONFLICT, why),
+            e => ApiError(StatusCode::BAD_GATEWAY, e.to_string()),
+        })?;
     Ok(Json(report).into_response())
 }
 

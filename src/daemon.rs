@@ -235,6 +235,7 @@ impl Daemon {
                             client.clone(),
                             http.clone(),
                             every,
+                            options.clock.clone(),
                             cancel.clone(),
                         ),
                     ));

@@ -1563,6 +1563,7 @@ pub async fn run_periodically(
     client: ShopifyClient,
     http: reqwest::Client,
     every: Duration,
+    clock: Clock,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let shop = client.shop().to_string();
@@ -1604,6 +1605,7 @@ pub async fn run_periodically(
         let options = ReconcileOptions {
             since: Some(default_since()),
             repair: true,
+            clock: clock.clone(),
             ..ReconcileOptions::default()
         };
         let run = reconcile(&store, &client, &http, &options, &|_| {});

@@ -801,6 +801,7 @@ async fn a_gate_left_open_is_written_back_on_repair_and_lost_write_backs_are_rep
         provider_code: Some("InTransit_002".into()),
         acceptance_scan: true,
         normalized: shipgate::tracking::Normalized::InTransit,
+        evidence: Vec::new(),
     };
     let recorded = workflow
         .apply_tracking(pickup, shipgate::workflow::model::Source::Manual)
