@@ -439,6 +439,22 @@ async fn an_erased_shop_stays_stopped_until_it_is_installed_again() {
         refused + 1,
         "nor asked"
     );
+    // Through the admin API too: a conflict the operator can resolve, not a Shopify failure.
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/shops/{shop}/reconcile",
+            synced.app.daemon.admin_addr()
+        ))
+        .bearer_auth("loopback-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("was erased"),
+        "{body}"
+    );
 
     // Installed again, the next order's webhook (triggered after the erasure) resumes work.
     synced.sandbox.reinstall();
