@@ -380,9 +380,7 @@ impl Sender {
         match &effect.action {
             Action::Supplier { supplier, message } => {
                 let Some(adapter) = self.adapters.get(supplier) else {
-                    return SendOutcome::Refused {
-                        reason: format!("no supplier named {supplier} is configured"),
-                    };
+                    return refused(format!("no supplier named {supplier} is configured"));
                 };
                 let mut message = message.clone();
                 if let MessageBody::Submission { ship_to, .. } = &mut message.body {
@@ -411,16 +409,12 @@ impl Sender {
             } => {
                 let client = match self.client(effect) {
                     Ok(client) => client,
-                    Err(refused) => return refused,
+                    Err(refusal) => return refusal,
                 };
                 let mut variables =
                     match convert::hold_variables(fulfillment_order_id, reason, notes, handle) {
                         Ok(v) => v,
-                        Err(e) => {
-                            return SendOutcome::Refused {
-                                reason: e.to_string(),
-                            };
-                        }
+                        Err(e) => return refused(e),
                     };
                 variables.fulfillment_hold.notify_merchant =
                     Some(self.workflow.settings().notify_merchant);
@@ -459,7 +453,7 @@ impl Sender {
             } => {
                 let client = match self.client(effect) {
                     Ok(client) => client,
-                    Err(refused) => return refused,
+                    Err(refusal) => return refusal,
                 };
                 let request = convert::FulfillmentRequest {
                     lines_by_fulfillment_order: vec![(fulfillment_order_id.clone(), lines.clone())],
@@ -470,15 +464,15 @@ impl Sender {
                     message: None,
                 };
                 let variables = convert::fulfillment_create_variables(&request);
-                match client.run::<FulfillmentCreate>(variables, 1).await {
-                    Ok(data) => answered(
+                settled(
+                    client.run::<FulfillmentCreate>(variables, 1).await,
+                    |data| {
                         data.fulfillment_create
                             .and_then(|p| p.fulfillment)
-                            .map(|f| f.id),
-                        "fulfillment",
-                    ),
-                    Err(e) => shopify_outcome(e),
-                }
+                            .map(|x| x.id)
+                    },
+                    "fulfillment",
+                )
             }
             Action::FulfillmentEvent {
                 fulfillment_id,
@@ -489,7 +483,7 @@ impl Sender {
             } => {
                 let client = match self.client(effect) {
                     Ok(client) => client,
-                    Err(refused) => return refused,
+                    Err(refusal) => return refusal,
                 };
                 let variables = match convert::fulfillment_event_variables(
                     fulfillment_id,
@@ -498,21 +492,17 @@ impl Sender {
                     message.as_deref(),
                 ) {
                     Ok(v) => v,
-                    Err(e) => {
-                        return SendOutcome::Refused {
-                            reason: e.to_string(),
-                        };
-                    }
+                    Err(e) => return refused(e),
                 };
-                match client.run::<FulfillmentEventCreate>(variables, 1).await {
-                    Ok(data) => answered(
+                settled(
+                    client.run::<FulfillmentEventCreate>(variables, 1).await,
+                    |data| {
                         data.fulfillment_event_create
                             .and_then(|p| p.fulfillment_event)
-                            .map(|event| event.id),
-                        "fulfillment event",
-                    ),
-                    Err(e) => shopify_outcome(e),
-                }
+                            .map(|x| x.id)
+                    },
+                    "fulfillment event",
+                )
             }
             Action::UpdateTracking {
                 fulfillment_id,
@@ -524,7 +514,7 @@ impl Sender {
             } => {
                 let client = match self.client(effect) {
                     Ok(client) => client,
-                    Err(refused) => return refused,
+                    Err(refusal) => return refusal,
                 };
                 let variables = match convert::tracking_update_variables(
                     fulfillment_id,
@@ -534,34 +524,27 @@ impl Sender {
                     *notify_customer,
                 ) {
                     Ok(v) => v,
-                    Err(e) => {
-                        return SendOutcome::Refused {
-                            reason: e.to_string(),
-                        };
-                    }
+                    Err(e) => return refused(e),
                 };
-                match client
-                    .run::<FulfillmentTrackingInfoUpdate>(variables, 1)
-                    .await
-                {
-                    Ok(data) => answered(
+                settled(
+                    client
+                        .run::<FulfillmentTrackingInfoUpdate>(variables, 1)
+                        .await,
+                    |data| {
                         data.fulfillment_tracking_info_update
                             .and_then(|p| p.fulfillment)
-                            .map(|f| f.id),
-                        "fulfillment",
-                    ),
-                    Err(e) => shopify_outcome(e),
-                }
+                            .map(|x| x.id)
+                    },
+                    "fulfillment",
+                )
             }
             Action::ReleaseHold {
                 fulfillment_order_id,
                 handle,
                 ..
             } => {
-                if !self.shops.contains_key(&effect.shop) {
-                    return SendOutcome::Refused {
-                        reason: format!("no Admin API credentials for {}", effect.shop),
-                    };
+                if let Err(refusal) = self.client(effect) {
+                    return refusal;
                 }
                 // Always read first: only a hold of ours that is still there is released, by
                 // its id, so nobody else's hold is touched.
@@ -600,9 +583,7 @@ impl Sender {
     fn client(&self, effect: &Effect) -> Result<&ShopifyClient, SendOutcome> {
         self.shops
             .get(&effect.shop)
-            .ok_or_else(|| SendOutcome::Refused {
-                reason: format!("no Admin API credentials for {}", effect.shop),
-            })
+            .ok_or_else(|| refused(format!("no Admin API credentials for {}", effect.shop)))
     }
 
     /// Reads whether the remote side has an effect whose outcome is unknown.
@@ -758,6 +739,26 @@ async fn fetch_order(
     }
 }
 
+/// A permanent refusal, with its reason.
+fn refused(reason: impl std::fmt::Display) -> SendOutcome {
+    SendOutcome::Refused {
+        reason: reason.to_string(),
+    }
+}
+
+/// What a Shopify mutation's result means for the outbox: `made` reads the id of what it made
+/// from the answer.
+fn settled<T>(
+    result: Result<T, ShopifyError>,
+    made: impl FnOnce(T) -> Option<String>,
+    what: &str,
+) -> SendOutcome {
+    match result {
+        Ok(data) => answered(made(data), what),
+        Err(e) => shopify_outcome(e),
+    }
+}
+
 /// What a Shopify mutation's answer means when it carried no error: the id of what it made,
 /// or (no object either) an answer that proves nothing, so the next attempt reads back first.
 fn answered(id: Option<String>, what: &str) -> SendOutcome {
@@ -779,9 +780,7 @@ fn shopify_outcome(e: ShopifyError) -> SendOutcome {
             reason: e.to_string(),
             maybe_delivered: true,
         },
-        e if e.is_permanent() => SendOutcome::Refused {
-            reason: e.to_string(),
-        },
+        e if e.is_permanent() => refused(e),
         e => SendOutcome::Retry {
             reason: e.to_string(),
             maybe_delivered: false,
