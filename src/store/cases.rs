@@ -153,6 +153,14 @@ impl CaseTrees {
     }
 }
 
+/// A wake entry whose time has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCase {
+    pub at_ms: i64,
+    pub shop: String,
+    pub order_gid: String,
+}
+
 /// Marks, in `case_wakes`, that cases from before the wake index were made due. A case key
 /// never starts with NUL (a shop domain is never empty), so it cannot collide.
 const WAKES_MARKER: &[u8] = b"\0wakes-indexed";
@@ -541,22 +549,67 @@ impl Store {
         }
     }
 
-    /// The cases whose wake time has come, earliest first: (shop, order gid).
-    pub fn due_cases(
-        &self,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    /// The wake entries whose time has come, earliest first: (wake time, shop, order gid).
+    pub fn due_cases(&self, now_ms: i64, limit: usize) -> Result<Vec<DueCase>, StoreError> {
         let end = wake_key(now_ms.saturating_add(1), &[]);
         let mut out = Vec::new();
         for entry in self.case_trees().wakes.range(..end).take(limit) {
             let (k, _) = entry?;
+            let mut be = [0u8; 8];
+            be.copy_from_slice(&k[..8]);
             let parts = super::codec::split_composite_key(&k[8..]).unwrap_or_default();
             if let [shop, order_gid] = parts.as_slice() {
-                out.push((shop.clone(), order_gid.clone()));
+                out.push(DueCase {
+                    at_ms: (u64::from_be_bytes(be) ^ (1 << 63)) as i64,
+                    shop: shop.clone(),
+                    order_gid: order_gid.clone(),
+                });
+            } else {
+                // Not a case key: nothing can settle it, so it must not stay due.
+                self.case_trees().wakes.remove(&k)?;
             }
         }
         Ok(out)
+    }
+
+    /// After a due case was settled (or found gone): removes its due entry unless the case's
+    /// wake time is still that entry's. An entry left behind by a race (an erasure, say) would
+    /// otherwise be due for ever and keep the timers busy.
+    pub fn wake_done(&self, due: &DueCase) -> Result<(), StoreError> {
+        let t = self.case_trees();
+        let key = case_key(&due.shop, &due.order_gid);
+        let current = t
+            .case_wakes
+            .get(&key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes));
+        if current != Some(due.at_ms) {
+            t.wakes.remove(wake_key(due.at_ms, &key))?;
+        }
+        Ok(())
+    }
+
+    /// Moves a due case's wake time to `to_ms`: settling it failed, and it is tried again then
+    /// instead of holding up every other timer.
+    pub fn postpone_wake(&self, due: &DueCase, to_ms: i64) -> Result<(), StoreError> {
+        let t = self.case_trees();
+        let key = case_key(&due.shop, &due.order_gid);
+        (&t.wakes, &t.case_wakes)
+            .transaction(|(wakes, case_wakes)| {
+                if let Some(old) = case_wakes
+                    .get(&key)?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes))
+                {
+                    wakes.remove(wake_key(old, &key))?;
+                }
+                wakes.remove(wake_key(due.at_ms, &key))?;
+                wakes.insert(wake_key(to_ms, &key), &[])?;
+                case_wakes.insert(key.clone(), &to_ms.to_be_bytes())?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })
     }
 
     /// The earliest wake time of any case.
@@ -1026,11 +1079,14 @@ mod tests {
         write(&case);
         assert_eq!(store.next_wake_ms().unwrap(), Some(5_000));
         assert!(store.due_cases(4_999, 10).unwrap().is_empty());
-        let due = vec![(
-            "a.myshopify.com".to_string(),
-            "gid://shopify/Order/1".to_string(),
-        )];
-        assert_eq!(store.due_cases(5_000, 10).unwrap(), due);
+        let due = |at_ms| {
+            vec![DueCase {
+                at_ms,
+                shop: "a.myshopify.com".into(),
+                order_gid: "gid://shopify/Order/1".into(),
+            }]
+        };
+        assert_eq!(store.due_cases(5_000, 10).unwrap(), due(5_000));
         // Moving the wake time moves the entry; none leaves it.
         case.wake_at_ms = Some(9_000);
         write(&case);
@@ -1043,11 +1099,31 @@ mod tests {
         let t = store.case_trees();
         t.case_wakes.remove(WAKES_MARKER).unwrap();
         t.wake_unindexed_once().unwrap();
-        assert_eq!(store.due_cases(i64::MIN, 10).unwrap(), due, "due at once");
+        assert_eq!(
+            store.due_cases(i64::MIN, 10).unwrap(),
+            due(i64::MIN),
+            "due at once"
+        );
         // Settling it writes its real wake time (here none), which clears the entry.
         write(&case);
         assert_eq!(store.next_wake_ms().unwrap(), None);
         t.wake_unindexed_once().unwrap();
         assert_eq!(store.next_wake_ms().unwrap(), None, "only once");
+
+        // An entry the case no longer names (left by a race) goes once it was handled; one
+        // that could not be settled is tried again later instead of staying due.
+        t.wakes
+            .insert(wake_key(100, &case_key(&case.shop, &case.order_gid)), &[])
+            .unwrap();
+        let stray = store.due_cases(100, 10).unwrap();
+        assert_eq!(stray, due(100));
+        store.wake_done(&stray[0]).unwrap();
+        assert_eq!(store.next_wake_ms().unwrap(), None);
+        case.wake_at_ms = Some(200);
+        write(&case);
+        let failing = store.due_cases(200, 10).unwrap();
+        store.postpone_wake(&failing[0], 60_200).unwrap();
+        assert!(store.due_cases(60_199, 10).unwrap().is_empty());
+        assert_eq!(store.due_cases(60_200, 10).unwrap(), due(60_200));
     }
 }

@@ -478,10 +478,13 @@ pub fn labels(shipment: &Shipment) -> Vec<(Option<String>, String, String, Optio
             } = &ev.kind
         {
             let parcel = parcel_id.clone().or_else(|| only.clone());
+            // Only the same parcel's earlier label is replaced: several parcels may share one
+            // number (one waybill for several boxes), and each still has it.
             if parcel.is_some() {
                 out.retain(|(p, ..)| *p != parcel);
+            } else {
+                out.retain(|(p, _, n, _)| p.is_some() || n != tracking_number);
             }
-            out.retain(|(_, _, n, _)| n != tracking_number);
             out.push((
                 parcel,
                 carrier.clone(),
@@ -509,17 +512,48 @@ pub fn tracking(shipment: &Shipment, parcels: &[String]) -> Tracking {
         .into_iter()
         .filter(|(p, ..)| p.as_ref().is_some_and(|p| parcels.contains(p)))
         .collect();
-    let numbers: Vec<String> = labels.iter().map(|(_, _, n, _)| n.clone()).collect();
-    let urls: Vec<String> = labels.iter().filter_map(|(.., u)| u.clone()).collect();
+    // A number shared by several parcels is given once, with its URL once.
+    let mut numbers: Vec<String> = Vec::new();
+    let mut urls: Vec<String> = Vec::new();
+    let mut every_url = true;
+    for (_, _, number, url) in &labels {
+        if numbers.contains(number) {
+            continue;
+        }
+        numbers.push(number.clone());
+        match url {
+            Some(url) => urls.push(url.clone()),
+            None => every_url = false,
+        }
+    }
+    if !every_url {
+        urls.clear();
+    }
     Tracking {
         company: labels.first().map(|(_, carrier, ..)| carrier.clone()),
-        urls: if urls.len() == numbers.len() {
-            urls
-        } else {
-            Vec::new()
-        },
+        urls,
         numbers,
     }
+}
+
+/// When the shipment's last parcel was delivered (the carrier's time), once every current label
+/// was: its journey is over, and a later scan of one of its numbers is a reused label's.
+pub fn delivered_at(shipment: &Shipment) -> Option<i64> {
+    let mut last: Option<i64> = None;
+    for (_, _, number, _) in labels(shipment) {
+        let at = carrier_events(shipment, &number)
+            .iter()
+            .filter(|e| e.normalized == crate::tracking::Normalized::Delivered)
+            .map(|e| e.occurred_at.unix_ms)
+            .min()?;
+        last = Some(last.map_or(at, |l| l.max(at)));
+    }
+    last
+}
+
+/// Whether every current label of the shipment was delivered.
+pub fn delivered(shipment: &Shipment) -> bool {
+    delivered_at(shipment).is_some()
 }
 
 /// When each tracking number was first labelled (the supplier's time).
@@ -538,17 +572,28 @@ pub fn label_times(shipment: &Shipment) -> BTreeMap<String, i64> {
     out
 }
 
-/// The carrier events recorded for one tracking number, in the order they were recorded.
+/// The carrier events recorded for one tracking number that can be this shipment's, in the
+/// order they were recorded: those timed more than a day before the number's first label here
+/// are another parcel's (carriers recycle numbers, and providers resend the whole history).
 pub fn carrier_events(shipment: &Shipment, number: &str) -> Vec<crate::tracking::TrackingEvent> {
+    let since = label_times(shipment)
+        .get(number)
+        .map_or(i64::MIN, |at| at - DAY_MS);
     shipment
         .evidence
         .iter()
         .filter_map(|e| match &e.kind {
-            EvidenceKind::Carrier(ev) if ev.tracking_number == number => Some(ev.clone()),
+            EvidenceKind::Carrier(ev)
+                if ev.tracking_number == number && ev.occurred_at.unix_ms >= since =>
+            {
+                Some(ev.clone())
+            }
             _ => None,
         })
         .collect()
 }
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Passed quantities per line item of the latest check, when it passed or its deviation was
 /// accepted; empty otherwise.
@@ -738,13 +783,7 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
             done.get(&l.fulfillment_order_line_id).copied().unwrap_or(0) >= current
         });
         if all {
-            let delivered = labels(shipment).iter().all(|(_, _, number, _)| {
-                has(shipment, |k| {
-                    matches!(k, EvidenceKind::Carrier(ev) if ev.tracking_number == *number
-                        && ev.normalized == crate::tracking::Normalized::Delivered)
-                })
-            });
-            return if delivered {
+            return if delivered(shipment) {
                 ShipmentStatus::Delivered
             } else {
                 ShipmentStatus::Fulfilled

@@ -376,6 +376,12 @@ impl Workflow {
                 event.shipment_id
             )));
         }
+        // Already recorded (a retry, a sheet imported again): it was valid when it came in,
+        // and recording it again changes nothing.
+        let evidence_id = format!("supplier:{}", event.id);
+        if shipment.evidence.iter().any(|e| e.id == evidence_id) {
+            return Ok(());
+        }
         for line in event.kind.line_ids() {
             if !shipment.lines.iter().any(|l| l.line_item_id == line) {
                 return Err(WorkflowError::Invalid(format!(
@@ -427,9 +433,9 @@ impl Workflow {
     /// parcels packed so far.
     ///
     /// Events may arrive out of order, so what is not here yet is not held against an event:
-    /// with no check recorded, or only one made after the event, the event is taken as it is
-    /// (the gate still needs a passing check that covers the quantities). None then, and also
-    /// when the owner accepted a failed check as a deviation (their note is the bound).
+    /// with no check recorded, only one made after the event, or (for a label) its parcel not
+    /// packed yet, the event is taken as it is; the gate still needs a passing check that
+    /// covers the quantities. None then, and when the latest check bounds nothing (below).
     fn packing_at_the_door(
         &self,
         supplier: &str,
@@ -451,26 +457,32 @@ impl Workflow {
         else {
             return Ok(None);
         };
-        if let Some(failed) = derive::failed_check(shipment) {
-            return Err(refuse(format!(
-                "the latest check ({failed}) failed: replace or repack and check again, or have the owner accept the deviation"
-            )));
-        }
-        if derive::deviation_accepted(shipment) {
+        // A failed check (its re-check may be on its way), an accepted deviation (the owner's
+        // note is the bound) or a check the order has since outgrown (an edit changed the
+        // lines) bounds nothing here: the gate still needs a passing check that covers the
+        // quantities, and the failed check is an exception already.
+        if derive::failed_check(shipment).is_some() || derive::deviation_accepted(shipment) {
             return Ok(None);
         }
         let view = crate::evidence::ShipmentLinesView::from_shipment(shipment);
-        let valid_check = crate::evidence::CheckRecord::from_event(check, supplier)
+        let Ok(valid_check) = crate::evidence::CheckRecord::from_event(check, supplier)
             .and_then(|c| crate::evidence::validate(c, &view, self.inner.clock.now_ms()))
-            .map_err(|e| refuse(format!("its check no longer validates: {e}")))?;
+        else {
+            return Ok(None);
+        };
         let record = match &event.kind {
             crate::suppliers::EventKind::Packed { .. } => {
                 crate::evidence::PackingRecord::from_event(event)
                     .map_err(|e| refuse(e.to_string()))?
             }
-            _ => {
+            crate::suppliers::EventKind::LabelCreated { parcel_id, .. } => {
                 let parcels = derive::parcels(shipment);
-                if parcels.is_empty() {
+                // A label for a parcel whose packing has not arrived yet is taken as it is.
+                let packed = match parcel_id {
+                    Some(p) => parcels.contains_key(p),
+                    None => !parcels.is_empty(),
+                };
+                if !packed {
                     return Ok(None);
                 }
                 crate::evidence::PackingRecord {
@@ -493,6 +505,7 @@ impl Workflow {
                         .collect(),
                 }
             }
+            _ => return Ok(None),
         };
         crate::evidence::validate_packing(record, &view, &valid_check)
             .map(Some)
@@ -664,6 +677,14 @@ impl Workflow {
             .case_of(&event.shipment_id)?
             .ok_or_else(|| WorkflowError::NotFound(format!("shipment {}", event.shipment_id)))?;
         let _guard = self.lock(&located.shop, &located.order_gid).lock().await;
+        // A retry of an event already recorded is answered as such, whatever arrived since:
+        // validating it again against newer evidence could refuse what was accepted.
+        let evidence_id = format!("supplier:{}", event.id);
+        if located.shipment(&event.shipment_id).is_some_and(|s| {
+            s.supplier == supplier && s.evidence.iter().any(|e| e.id == evidence_id)
+        }) {
+            return Ok(EventApplied::AlreadyRecorded);
+        }
         self.validate_event(supplier, &event)?;
         let mut case = store
             .case(&located.shop, &located.order_gid)?
@@ -756,6 +777,12 @@ impl Workflow {
             let Some(shipment) = case.shipment_mut(&shipment_id) else {
                 continue;
             };
+            // A delivered shipment's journey is over: a scan of its number made after the
+            // delivery is a reused label's, and must not reach this order's customer. Earlier
+            // scans arriving late are still its own.
+            if derive::delivered_at(shipment).is_some_and(|at| event.occurred_at.unix_ms > at) {
+                continue;
+            }
             let new = shipment.record(Evidence {
                 id: format!("tracking:{}", event.event_id),
                 at_ms: event.occurred_at.unix_ms,
@@ -825,17 +852,28 @@ impl Workflow {
         let now = self.inner.clock.now_ms();
         let mut settled = 0;
         // Each due case is settled once per pass; settling moves its wake time past `now`.
-        for (shop, order_gid) in store.due_cases(now, usize::MAX)? {
-            let _guard = self.lock(&shop, &order_gid).lock().await;
-            // Settled even if its wake time moved meanwhile: settling is idempotent, and the
-            // write puts the index right.
-            let Some(mut case) = store.case(&shop, &order_gid)? else {
-                continue;
-            };
-            let order = store.order(&shop, &order_gid)?;
-            let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
-            self.write(&case, changes)?;
-            settled += 1;
+        for due in store.due_cases(now, usize::MAX)? {
+            let result = async {
+                let _guard = self.lock(&due.shop, &due.order_gid).lock().await;
+                // Settled even if its wake time moved meanwhile: settling is idempotent, and
+                // the write puts the index right.
+                if let Some(mut case) = store.case(&due.shop, &due.order_gid)? {
+                    let order = store.order(&due.shop, &due.order_gid)?;
+                    let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
+                    self.write(&case, changes)?;
+                }
+                store.wake_done(&due)
+            }
+            .await;
+            match result {
+                Ok(()) => settled += 1,
+                // One case that cannot be settled must not hold up every other timer.
+                Err(e) => {
+                    tracing::error!(shop = %due.shop, order = %due.order_gid, error = %e,
+                        "a timer could not settle the order; trying it again in a minute");
+                    store.postpone_wake(&due, now + 60_000)?;
+                }
+            }
         }
         Ok(settled)
     }
@@ -1067,10 +1105,13 @@ pub async fn run_timers(workflow: Workflow, cancel: tokio_util::sync::Cancellati
         let clock = workflow.clock().clone();
         // Decisions taken meanwhile may set an earlier timer: look again at least every minute.
         // After a failure, a timer already due would otherwise be retried without a pause.
+        // Never sooner than a second from now: whatever a pass left due (it cannot, but a
+        // store that disagrees with itself could) is not worth a busy loop.
+        let now = clock.now_ms();
         let at = if failed {
-            clock.now_ms() + 60_000
+            now + 60_000
         } else {
-            next.unwrap_or(i64::MAX).min(clock.now_ms() + 60_000)
+            next.unwrap_or(i64::MAX).min(now + 60_000).max(now + 1_000)
         };
         tokio::select! {
             _ = cancel.cancelled() => return,

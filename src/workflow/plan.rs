@@ -206,7 +206,9 @@ pub(crate) fn tracking_conflicts(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<Conflict>, StoreError> {
     let mut out = Vec::new();
-    for shipment in case.shipments.iter().filter(|s| !derive::is_cancelled(s)) {
+    // A delivered shipment's number may be recycled by the carrier: it conflicts with nothing.
+    let live = |s: &Shipment| !derive::is_cancelled(s) && !derive::delivered(s);
+    for shipment in case.shipments.iter().filter(|s| live(s)) {
         let mut found: Vec<(String, String)> = Vec::new();
         for (_, _, number, _) in derive::labels(shipment) {
             for other_id in ctx.store.shipments_with_tracking_number(&number)? {
@@ -216,15 +218,13 @@ pub(crate) fn tracking_conflicts(
                 let Some(other_case) = ctx.store.case_of(&other_id)? else {
                     continue;
                 };
-                let live = other_case.shipment(&other_id).is_some_and(|other| {
-                    !derive::is_cancelled(other)
-                        && derive::status(other, &other_case.exceptions)
-                            != derive::ShipmentStatus::Delivered
+                let shared = other_case.shipment(&other_id).is_some_and(|other| {
+                    live(other)
                         && derive::labels(other)
                             .iter()
                             .any(|(_, _, n, _)| *n == number)
                 });
-                if live {
+                if shared {
                     found.push((number.clone(), other_case.order_name.clone()));
                 }
             }
@@ -1417,7 +1417,13 @@ pub fn apply_decision(
                     format!("{key}.decided"),
                     &decided,
                     EvidenceKind::ParcelFollowUp {
-                        action: name.to_string(),
+                        // The kind tells the timers apart: a new label for a conflict is
+                        // `new_number`, and does not pause the no-movement clock.
+                        action: if exception.kind == ExceptionKind::TrackingConflict {
+                            "new_number".to_string()
+                        } else {
+                            name.to_string()
+                        },
                         tracking_number: number.clone(),
                     },
                     ctx,

@@ -68,7 +68,15 @@ pub struct Overdue {
 }
 
 /// The latest follow-up the owner decided for a number after `after_ms`: its action and time.
-fn follow_up(shipment: &Shipment, number: &str, after_ms: i64) -> Option<(String, i64)> {
+/// Only the decisions of `kind`'s exception count: a new label asked for because of a tracking
+/// conflict does not stop the no-movement clock.
+fn follow_up(
+    shipment: &Shipment,
+    kind: ExceptionKind,
+    number: &str,
+    after_ms: i64,
+) -> Option<(String, i64)> {
+    let decisions = kind.decisions();
     shipment
         .evidence
         .iter()
@@ -76,7 +84,10 @@ fn follow_up(shipment: &Shipment, number: &str, after_ms: i64) -> Option<(String
             EvidenceKind::ParcelFollowUp {
                 action,
                 tracking_number,
-            } if tracking_number == number && e.at_ms >= after_ms => {
+            } if tracking_number == number
+                && e.at_ms >= after_ms
+                && decisions.contains(&action.as_str()) =>
+            {
                 Some((action.clone(), e.at_ms))
             }
             _ => None,
@@ -208,7 +219,7 @@ pub fn overdue(
         };
         // A chase or a customer update starts the clock again; a new label or a reshipment
         // is waited for, untimed, until the parcel's label changes.
-        let since = match follow_up(shipment, &number, start) {
+        let since = match follow_up(shipment, kind, &number, start) {
             Some((action, _)) if action == "new_label" || action == "reship" => {
                 out.push(Overdue {
                     kind,
@@ -375,7 +386,7 @@ fn update_tracking(
         let reshipped = f
             .numbers
             .iter()
-            .filter_map(|n| follow_up(shipment, n, i64::MIN))
+            .filter_map(|n| follow_up(shipment, ExceptionKind::TrackingStalled, n, i64::MIN))
             .filter(|(action, _)| action == "reship")
             .map(|(_, at)| at)
             .max();
@@ -466,6 +477,18 @@ fn progress_of(
     events.sort_by(|a, b| {
         (a.occurred_at.unix_ms, &a.event_id).cmp(&(b.occurred_at.unix_ms, &b.event_id))
     });
+    // With several parcels, the fulfillment is delivered when its last parcel is.
+    let delivered_at = numbers
+        .iter()
+        .map(|n| {
+            derive::carrier_events(shipment, n)
+                .iter()
+                .filter(|e| e.normalized == Normalized::Delivered)
+                .map(|e| e.occurred_at.unix_ms)
+                .min()
+        })
+        .collect::<Option<Vec<i64>>>()
+        .and_then(|times| times.into_iter().max());
     let mut last = "CARRIER_PICKED_UP";
     for e in events {
         let Some(status) = shopify_status(&e.normalized) else {
@@ -475,6 +498,9 @@ fn progress_of(
         if status == last || (last == "CARRIER_PICKED_UP" && status == "IN_TRANSIT") {
             continue;
         }
+        if status == "DELIVERED" && delivered_at != Some(e.occurred_at.unix_ms) {
+            continue;
+        }
         last = status;
         out.push((
             status,
@@ -482,6 +508,10 @@ fn progress_of(
             e.event_id.clone(),
             message(&e),
         ));
+        // Delivered is the end of the story.
+        if status == "DELIVERED" {
+            break;
+        }
     }
     out
 }

@@ -1093,6 +1093,93 @@ async fn a_check_that_does_not_cover_the_shipment_is_refused_at_the_door() {
         .unwrap();
 }
 
+/// Packing is bounded by the latest passing check and labels must fit the packing, but what
+/// has not arrived is not held against an event: a label for a parcel whose packing is still on
+/// its way is taken, and a retry of a recorded packing is "already recorded" whatever came since.
+#[tokio::test]
+async fn packing_and_labels_are_checked_against_the_check_at_the_door() {
+    use crate::sandbox::harness::check_event_at;
+    use crate::suppliers::{PackedParcel, ParcelLine};
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    let sg = f.case().shipments[0].id.clone();
+    let line_id = "gid://shopify/LineItem/1";
+    let at = |s: i64| START_MS + s * 1000;
+    let event = |id: &str, at_s: i64, kind: EventKind| SupplierEvent {
+        id: id.into(),
+        shipment_id: sg.clone(),
+        occurred_at: Timestamp::from_unix_ms(at(at_s)),
+        kind,
+    };
+    let packed = |parcel: &str, quantity: i64| EventKind::Packed {
+        parcels: vec![PackedParcel {
+            parcel_id: parcel.into(),
+            lines: vec![ParcelLine {
+                line_id: line_id.into(),
+                quantity,
+            }],
+            weight_grams: Some(900),
+            dimensions_cm: None,
+            photos: Vec::new(),
+        }],
+    };
+    let label = |parcel: &str, number: &str| EventKind::LabelCreated {
+        parcel_id: Some(parcel.into()),
+        carrier: "UPS".into(),
+        tracking_number: number.into(),
+        tracking_url: None,
+    };
+    f.workflow
+        .apply_event(
+            "acme",
+            check_event_at("qc-1", &sg, &[(line_id, "MUG-RED", 2, 2)], "pass", at(10)),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+
+    let err = f
+        .workflow
+        .validate_event("acme", &event("pack-3", 20, packed("P1", 3)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the packing of shipment"), "{err}");
+    assert!(err.contains(line_id), "names the line: {err}");
+    // P2's packing has not arrived: its label is taken as it is.
+    f.workflow
+        .validate_event("acme", &event("label-p2", 30, label("P2", "1ZPARCEL0002")))
+        .unwrap();
+    let pack = event("pack-2", 20, packed("P1", 2));
+    let applied = f
+        .workflow
+        .apply_event("acme", pack.clone(), Source::Manual)
+        .await
+        .unwrap();
+    assert_eq!(applied, super::EventApplied::Recorded);
+    let err = f
+        .workflow
+        .validate_event("acme", &event("label-bad", 25, label("P1", "1Z BAD")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the label of shipment"), "{err}");
+
+    // A failed re-check later: the packing's retry is answered as recorded, not refused.
+    f.workflow
+        .apply_event(
+            "acme",
+            check_event_at("qc-2", &sg, &[(line_id, "MUG-RED", 2, 1)], "fail", at(40)),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+    let applied = f
+        .workflow
+        .apply_event("acme", pack, Source::Manual)
+        .await
+        .unwrap();
+    assert_eq!(applied, super::EventApplied::AlreadyRecorded);
+}
+
 #[tokio::test]
 async fn a_spreadsheet_agent_confirms_and_checks_through_one_sheet() {
     let f = Fixture::new();

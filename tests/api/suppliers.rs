@@ -1261,3 +1261,56 @@ async fn a_number_on_two_open_orders_stops_both_until_one_gets_a_new_label() {
     let tracking = s.sandbox().fulfillments(&second)[0]["trackingInfo"].to_string();
     assert!(tracking.contains("1ZFRESH000002"), "{tracking}");
 }
+
+/// A number reused after its first parcel was delivered (carriers recycle them) belongs to the
+/// new parcel only: the delivered order hears nothing more and is not held, and the new order
+/// is fulfilled on the new parcel's own acceptance.
+#[tokio::test]
+async fn a_number_reused_after_delivery_belongs_to_the_new_parcel_only() {
+    let s = spawn_supplied().await;
+    let Shipped {
+        order: first,
+        number,
+        ..
+    } = s.shipped_and_checked("MUG-RED").await;
+    s.tracker
+        .accept_and_deliver(&number, "ups", s.clock.now_ms() - 12 * 3600 * 1000);
+    s.tracker.flush().await;
+    s.daemon().wait_idle().await;
+    s.settle().await;
+    assert_eq!(
+        s.statuses(&first),
+        vec![("acme".into(), ShipmentStatus::Delivered)]
+    );
+    let told = posted_statuses(&s.sandbox().fulfillments(&first)[0]);
+
+    let Shipped {
+        order: second,
+        shipment,
+        ..
+    } = s.shipped_and_checked("MUG-BLUE").await;
+    s.days_pass(3).await;
+    let parcel = s.parcel(&second);
+    s.record_label(&shipment, &parcel, &number, "recycled-label")
+        .await;
+    s.settle().await;
+    s.carrier_accepts(&number, s.clock.now_ms()).await;
+    assert!(s.open(&first).is_empty(), "{:?}", s.case(&first).exceptions);
+    assert!(
+        s.open(&second).is_empty(),
+        "{:?}",
+        s.case(&second).exceptions
+    );
+    assert_eq!(
+        posted_statuses(&s.sandbox().fulfillments(&first)[0]),
+        told,
+        "the delivered order's customer hears nothing of the new parcel"
+    );
+    let fulfillments = s.sandbox().fulfillments(&second);
+    assert_eq!(fulfillments.len(), 1);
+    assert!(
+        fulfillments[0]["trackingInfo"]
+            .to_string()
+            .contains(&number)
+    );
+}

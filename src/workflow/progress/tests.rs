@@ -299,3 +299,98 @@ fn nothing_is_posted_before_the_carrier_accepted() {
     ));
     assert!(progress_of(&s, &["1ZTEST0001".to_string()]).is_empty());
 }
+
+#[test]
+fn parcels_sharing_one_waybill_each_keep_the_number_and_shopify_gets_it_once() {
+    let mut s = packed_and_labelled("MASTER123", THURSDAY_NOON);
+    s.record(supplier(
+        "packed-2",
+        THURSDAY_NOON,
+        EventKind::Packed {
+            parcels: vec![PackedParcel {
+                parcel_id: "P2".into(),
+                lines: vec![ParcelLine {
+                    line_id: "gid://shopify/LineItem/2".into(),
+                    quantity: 1,
+                }],
+                weight_grams: None,
+                dimensions_cm: None,
+                photos: Vec::new(),
+            }],
+        },
+    ));
+    s.record(supplier(
+        "label-2",
+        THURSDAY_NOON + 1,
+        EventKind::LabelCreated {
+            parcel_id: Some("P2".into()),
+            carrier: "UPS".into(),
+            tracking_number: "MASTER123".into(),
+            tracking_url: None,
+        },
+    ));
+    let parcels: Vec<Option<String>> = derive::labels(&s).into_iter().map(|l| l.0).collect();
+    assert_eq!(parcels, [Some("P1".to_string()), Some("P2".to_string())]);
+    let tracking = derive::tracking(&s, &["P1".to_string(), "P2".to_string()]);
+    assert_eq!(tracking.numbers, ["MASTER123"]);
+}
+
+#[test]
+fn a_fulfillment_of_several_parcels_is_delivered_when_its_last_parcel_is() {
+    let mut s = packed_and_labelled("1ZTEST0001", THURSDAY_NOON);
+    for (number, id, at, status) in [
+        (
+            "1ZTEST0001",
+            "accept-1",
+            THURSDAY_NOON + HOUR,
+            Normalized::InTransit,
+        ),
+        (
+            "1ZTEST0002",
+            "accept-2",
+            THURSDAY_NOON + HOUR,
+            Normalized::InTransit,
+        ),
+        (
+            "1ZTEST0001",
+            "delivered-1",
+            THURSDAY_NOON + DAY,
+            Normalized::Delivered,
+        ),
+    ] {
+        s.record(scan(number, id, at, "scan", status));
+    }
+    let numbers = ["1ZTEST0001".to_string(), "1ZTEST0002".to_string()];
+    let statuses = |s: &Shipment| -> Vec<&'static str> {
+        progress_of(s, &numbers)
+            .into_iter()
+            .map(|(status, ..)| status)
+            .collect()
+    };
+    assert_eq!(
+        statuses(&s),
+        ["CARRIER_PICKED_UP"],
+        "one box is still moving"
+    );
+    s.record(scan(
+        "1ZTEST0002",
+        "delivered-2",
+        THURSDAY_NOON + 2 * DAY,
+        "Delivered",
+        Normalized::Delivered,
+    ));
+    s.record(scan(
+        "1ZTEST0002",
+        "late-scan",
+        THURSDAY_NOON + 3 * DAY,
+        "Arrived at facility",
+        Normalized::InTransit,
+    ));
+    let progress = progress_of(&s, &numbers);
+    assert_eq!(
+        progress.iter().map(|(s, ..)| *s).collect::<Vec<_>>(),
+        ["CARRIER_PICKED_UP", "DELIVERED"],
+        "delivered at the last box, and nothing after"
+    );
+    assert_eq!(progress[1].1, THURSDAY_NOON + 2 * DAY);
+}
