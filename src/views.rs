@@ -813,6 +813,14 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
             ),
             None,
         ),
+        EvidenceKind::ProgressSkipped { key, until_ms } => (
+            "progress_skipped".to_string(),
+            format!(
+                "{key}: carrier progress until {} is not posted (recorded before progress was)",
+                time_text(*until_ms)
+            ),
+            None,
+        ),
         EvidenceKind::ParcelFollowUp {
             action,
             tracking_number,

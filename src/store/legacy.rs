@@ -221,6 +221,37 @@ impl From<ShipmentV1> for Shipment {
             let current = e.upgrade(&evidence);
             evidence.push(current);
         }
+        // Format 1 never posted carrier progress. What its fulfillments' parcels did before the
+        // upgrade stays untold (months of old statuses would reach customers as news); what
+        // they do after is posted.
+        let until_ms = evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EvidenceKind::Carrier(ev) => Some(ev.occurred_at.unix_ms),
+                _ => None,
+            })
+            .chain(evidence.iter().map(|e| e.recorded_ms))
+            .max();
+        let created: Vec<(String, i64)> = evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EvidenceKind::FulfillmentCreated { key, .. } => Some((key.clone(), e.recorded_ms)),
+                _ => None,
+            })
+            .collect();
+        for (key, recorded_ms) in created {
+            evidence.push(Evidence {
+                id: format!("{key}.progress-before-upgrade"),
+                at_ms: recorded_ms,
+                recorded_ms,
+                actor: crate::workflow::model::Actor::System,
+                source: crate::workflow::model::Source::Workflow,
+                kind: EvidenceKind::ProgressSkipped {
+                    key,
+                    until_ms: until_ms.unwrap_or(recorded_ms),
+                },
+            });
+        }
         Shipment {
             id,
             supplier,
@@ -804,6 +835,35 @@ mod tests {
                 kind: new,
             });
         }
+        // Carrier history from before the upgrade is not posted as news: the fulfillment
+        // carries a marker up to the latest time the old case knew.
+        let created_at = new_evidence
+            .iter()
+            .find_map(|e| match &e.kind {
+                EvidenceKind::FulfillmentCreated { .. } => Some(e.recorded_ms),
+                _ => None,
+            })
+            .expect("the fixture has a created fulfillment");
+        let latest_known = new_evidence
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EvidenceKind::Carrier(ev) => Some(ev.occurred_at.unix_ms),
+                _ => None,
+            })
+            .chain(new_evidence.iter().map(|e| e.recorded_ms))
+            .max()
+            .unwrap();
+        new_evidence.push(Evidence {
+            id: "SG-0000000001.f1.progress-before-upgrade".into(),
+            at_ms: created_at,
+            recorded_ms: created_at,
+            actor: Actor::System,
+            source: Source::Workflow,
+            kind: EvidenceKind::ProgressSkipped {
+                key: "SG-0000000001.f1".into(),
+                until_ms: latest_known,
+            },
+        });
         let single_old = vec![
             EvidenceV1 {
                 id: "b-packed".into(),

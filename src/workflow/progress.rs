@@ -516,6 +516,49 @@ fn progress_of(
     out
 }
 
+/// The statuses of a fulfillment not posted yet, and how many were: those already intended are
+/// left out, and so is what happened before the last one posted or before a `ProgressSkipped`
+/// marker (history from before progress was posted).
+#[allow(clippy::type_complexity)]
+fn unposted(
+    shipment: &Shipment,
+    f: &Fulfilled,
+) -> (usize, Vec<(&'static str, i64, String, Option<String>)>) {
+    let posted: Vec<(String, i64)> = shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::ProgressIntended {
+                key,
+                status,
+                happened_ms,
+                ..
+            } if key.starts_with(&format!("{}.e", f.key)) => Some((status.clone(), *happened_ms)),
+            _ => None,
+        })
+        .collect();
+    // The marker's instant is already history: only what happened after it is news.
+    let skipped = shipment.evidence.iter().filter_map(|e| match &e.kind {
+        EvidenceKind::ProgressSkipped { key, until_ms } if *key == f.key => Some(until_ms + 1),
+        _ => None,
+    });
+    let mut last_ms = posted
+        .iter()
+        .map(|(_, at)| *at)
+        .chain(skipped)
+        .max()
+        .unwrap_or(i64::MIN);
+    let mut out = Vec::new();
+    for (status, at, event, message) in progress_of(shipment, &f.numbers) {
+        if posted.iter().any(|(s, a)| s == status && *a == at) || at < last_ms {
+            continue;
+        }
+        last_ms = at;
+        out.push((status, at, event, message));
+    }
+    (posted.len(), out)
+}
+
 /// Posts each status of a fulfillment's parcels not posted yet. A status that turns up late
 /// with a time before the last one posted is left out: Shopify would show the parcel going
 /// back.
@@ -528,29 +571,8 @@ fn post_progress(
     let shipment = &case.shipments[index];
     let mut intents = Vec::new();
     for f in fulfilled(shipment) {
-        let posted: Vec<(String, i64)> = shipment
-            .evidence
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EvidenceKind::ProgressIntended {
-                    key,
-                    status,
-                    happened_ms,
-                    ..
-                } if key.starts_with(&format!("{}.e", f.key)) => {
-                    Some((status.clone(), *happened_ms))
-                }
-                _ => None,
-            })
-            .collect();
-        let mut last_ms = posted.iter().map(|(_, at)| *at).max().unwrap_or(i64::MIN);
-        let mut n = posted.len();
-        for (status, at, event, message) in progress_of(shipment, &f.numbers) {
-            if posted.iter().any(|(s, a)| s == status && *a == at) || at < last_ms {
-                continue;
-            }
-            n += 1;
-            last_ms = at;
+        let (already, statuses) = unposted(shipment, &f);
+        for (n, (status, at, event, message)) in (already + 1..).zip(statuses) {
             intents.push((
                 format!("{}.e{n}", f.key),
                 f.key.clone(),

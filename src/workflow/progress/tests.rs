@@ -394,3 +394,39 @@ fn a_fulfillment_of_several_parcels_is_delivered_when_its_last_parcel_is() {
     );
     assert_eq!(progress[1].1, THURSDAY_NOON + 2 * DAY);
 }
+
+#[test]
+fn history_from_before_the_upgrade_is_not_posted_but_what_follows_is() {
+    let mut s = packed_and_labelled("1ZTEST0001", THURSDAY_NOON);
+    for e in journey().into_iter().take(3) {
+        s.record(e);
+    }
+    fulfilled_with(&mut s, "1ZTEST0001", THURSDAY_NOON + 2 * HOUR);
+    let f = &fulfilled(&s)[0];
+    let statuses = |s: &Shipment| -> Vec<&'static str> {
+        unposted(s, &fulfilled(s)[0])
+            .1
+            .into_iter()
+            .map(|(status, ..)| status)
+            .collect()
+    };
+    assert_eq!(statuses(&s), ["CARRIER_PICKED_UP"]);
+    // An upgraded case: what the old format knew stays untold.
+    s.record(own(
+        "f1.skipped",
+        THURSDAY_NOON + 2 * HOUR,
+        EvidenceKind::ProgressSkipped {
+            key: f.key.clone(),
+            until_ms: THURSDAY_NOON + 5 * HOUR,
+        },
+    ));
+    assert!(statuses(&s).is_empty());
+    for e in journey().into_iter().skip(3) {
+        s.record(e);
+    }
+    assert_eq!(
+        statuses(&s),
+        ["DELAYED", "IN_TRANSIT", "OUT_FOR_DELIVERY", "DELIVERED"],
+        "what happens after the upgrade is news"
+    );
+}
