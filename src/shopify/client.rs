@@ -350,6 +350,7 @@ pub struct ShopifyClient {
 struct Inner {
     http: reqwest::Client,
     shop: String,
+    api_version: String,
     endpoint: String,
     auth: Auth,
     budget: Budget,
@@ -389,6 +390,7 @@ impl ShopifyClient {
             inner: Arc::new(Inner {
                 http,
                 shop: shop.domain.clone(),
+                api_version: shop.api_version.clone(),
                 endpoint: shop.graphql_endpoint.clone(),
                 auth,
                 budget: Budget::new(),
@@ -402,6 +404,17 @@ impl ShopifyClient {
     /// The shop this client talks to.
     pub fn shop(&self) -> &str {
         &self.inner.shop
+    }
+
+    /// The Admin API version the shop is configured for (`2026-10`).
+    pub fn api_version(&self) -> &str {
+        &self.inner.api_version
+    }
+
+    /// The name a `FulfillmentEventStatus` has in this client's API version: the carrier's
+    /// pickup is `CARRIER_PICKED_UP` from 2025-10 on, and `IN_TRANSIT` before it existed.
+    pub fn event_status<'a>(&self, status: &'a str) -> &'a str {
+        super::convert::event_status_for(self.api_version(), status)
     }
 
     /// What the client did so far.

@@ -327,6 +327,17 @@ pub fn fulfillment_create_variables(req: &FulfillmentRequest) -> fc::Variables {
     }
 }
 
+/// The name a `FulfillmentEventStatus` has in an Admin API version: the carrier's pickup is
+/// `CARRIER_PICKED_UP` from 2025-10 on, and `IN_TRANSIT` before it existed. Versions are
+/// `YYYY-MM` (they compare as text); `unstable` counts as new.
+pub fn event_status_for<'a>(api_version: &str, status: &'a str) -> &'a str {
+    if status == "CARRIER_PICKED_UP" && api_version < "2025-10" {
+        "IN_TRANSIT"
+    } else {
+        status
+    }
+}
+
 /// Builds the `FulfillmentOrderHold` variables: a hold on the whole fulfillment order, keyed by
 /// `handle`, with `reason` given as a `FulfillmentHoldReason` name (e.g. `INVENTORY_OUT_OF_STOCK`).
 ///
@@ -850,6 +861,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_pickup_is_in_transit_before_api_2025_10() {
+        assert_eq!(
+            event_status_for("2025-07", "CARRIER_PICKED_UP"),
+            "IN_TRANSIT"
+        );
+        assert_eq!(
+            event_status_for("2025-10", "CARRIER_PICKED_UP"),
+            "CARRIER_PICKED_UP"
+        );
+        assert_eq!(
+            event_status_for("2026-10", "CARRIER_PICKED_UP"),
+            "CARRIER_PICKED_UP"
+        );
+        assert_eq!(
+            event_status_for("unstable", "CARRIER_PICKED_UP"),
+            "CARRIER_PICKED_UP"
+        );
+        assert_eq!(event_status_for("2025-01", "DELIVERED"), "DELIVERED");
+    }
     #[test]
     fn full_order_converts_field_by_field() {
         let data = response(json!([full_order_json()]));

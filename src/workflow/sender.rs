@@ -487,7 +487,7 @@ impl Sender {
                 };
                 let variables = match convert::fulfillment_event_variables(
                     fulfillment_id,
-                    status,
+                    client.event_status(status),
                     happened_at,
                     message.as_deref(),
                 ) {
@@ -619,6 +619,10 @@ impl Sender {
                 // there is nothing to find and the send will refuse it for good.
                 let Ok(happened_at) = Timestamp::parse(happened_at) else {
                     return Remote::HasNot;
+                };
+                let status = match self.client(effect) {
+                    Ok(client) => client.event_status(status),
+                    Err(_) => status,
                 };
                 match self.read_fulfillment(effect, fulfillment_id).await {
                     Ok(Some(progress)) => progress
