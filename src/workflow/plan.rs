@@ -107,6 +107,9 @@ impl Ctx<'_> {
     }
 }
 
+/// How often an order with a tracking conflict looks at the other order again.
+const CONFLICT_RECHECK_MS: i64 = 60 * 60 * 1000;
+
 /// The stream a shipment's messages are sent in.
 pub fn shipment_stream(shipment_id: &str) -> String {
     format!("shipment:{shipment_id}")
@@ -188,6 +191,12 @@ pub fn settle(
     }
     progress::report(case, ctx, &mut changes)?;
     case.wake_at_ms = progress::wake_at(case, ctx.now_ms, ctx.settings);
+    // A conflict also ends when the other order's shipment is cancelled or delivered, which
+    // nothing announces here: look again within the hour.
+    if !conflicted.is_empty() {
+        let again = ctx.now_ms + CONFLICT_RECHECK_MS;
+        case.wake_at_ms = Some(case.wake_at_ms.map_or(again, |at| at.min(again)));
+    }
     Ok(changes)
 }
 

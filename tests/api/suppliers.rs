@@ -1314,3 +1314,43 @@ async fn a_number_reused_after_delivery_belongs_to_the_new_parcel_only() {
             .contains(&number)
     );
 }
+
+/// A conflict also ends when the other order goes away: cancelled in Shopify and its parcel
+/// intercepted, the order that kept the number looks again within the hour and is freed.
+#[tokio::test]
+async fn a_conflict_ends_when_the_other_order_is_cancelled() {
+    let s = spawn_supplied().await;
+    let first = s.shipped_and_checked("MUG-RED").await;
+    let second = s.shipped_and_checked("MUG-BLUE").await;
+    s.clock.advance(Duration::from_secs(3600));
+    let parcel = s.parcel(&second.order);
+    s.record_label(&second.shipment, &parcel, &first.number, "reused-label")
+        .await;
+    s.settle().await;
+    assert_eq!(s.open(&first.order), vec![ExceptionKind::TrackingConflict]);
+
+    s.sandbox().cancel_order(&second.order, "CUSTOMER").unwrap();
+    s.settle().await;
+    // The parcel had left: the owner had it stopped at the carrier.
+    s.decide(
+        &second.order,
+        ExceptionKind::CancelledAfterSubmission,
+        Decision::Intercepted,
+    )
+    .await;
+    assert_eq!(
+        s.statuses(&second.order),
+        vec![("acme".into(), ShipmentStatus::Cancelled)]
+    );
+    assert_eq!(
+        s.open(&first.order),
+        vec![ExceptionKind::TrackingConflict],
+        "nothing told the first order yet"
+    );
+    s.clock.advance(Duration::from_secs(2 * 3600));
+    s.daemon().workflow().tick().await.unwrap();
+    s.settle().await;
+    assert!(s.open(&first.order).is_empty());
+    s.carrier_accepts(&first.number, s.clock.now_ms()).await;
+    assert_eq!(s.sandbox().fulfillments(&first.order).len(), 1);
+}
