@@ -1012,6 +1012,18 @@ impl Ops {
     }
 
     /// Whether the command works on the store because the daemon is stopped.
+    /// Runs `work` through the daemon's admin API, or on the store when the daemon is stopped,
+    /// and closes the store afterwards (flushing what the work wrote) whatever its result.
+    async fn with<T>(
+        config: &Path,
+        work: impl AsyncFnOnce(&Ops) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let ops = Ops::connect(config).await?;
+        let result = work(&ops).await;
+        ops.close().await?;
+        result
+    }
+
     fn is_local(&self) -> bool {
         matches!(self, Ops::Local(_))
     }
@@ -1097,10 +1109,10 @@ async fn exceptions(command: ExceptionsCommand) -> anyhow::Result<()> {
         | ExceptionsCommand::Show { common, .. }
         | ExceptionsCommand::Decide { common, .. } => common,
     };
-    let ops = Ops::connect(&common.config).await?;
-    let result = exceptions_on(&ops, &command).await;
-    ops.close().await?;
-    result
+    Ops::with(&common.config, async |ops| {
+        exceptions_on(ops, &command).await
+    })
+    .await
 }
 
 async fn exceptions_on(ops: &Ops, command: &ExceptionsCommand) -> anyhow::Result<()> {
@@ -1217,10 +1229,10 @@ async fn supplier(command: SupplierCommand) -> anyhow::Result<()> {
         } => Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?),
         _ => None,
     };
-    let ops = Ops::connect(config).await?;
-    let result = supplier_on(&ops, &command, input.unwrap_or_default()).await;
-    ops.close().await?;
-    result
+    Ops::with(config, async |ops| {
+        supplier_on(ops, &command, input.unwrap_or_default()).await
+    })
+    .await
 }
 
 async fn supplier_on(ops: &Ops, command: &SupplierCommand, input: Vec<u8>) -> anyhow::Result<()> {
@@ -1344,9 +1356,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 async fn shipments(command: ShipmentsCommand) -> anyhow::Result<()> {
     let ShipmentsCommand::Show { common, id } = &command;
-    let ops = Ops::connect(&common.config).await?;
-    let result = async {
-        let detail: crate::views::ShipmentDetail = match &ops {
+    Ops::with(&common.config, async |ops| {
+        let detail: crate::views::ShipmentDetail = match ops {
             Ops::Api {
                 client,
                 base,
@@ -1363,10 +1374,8 @@ async fn shipments(command: ShipmentsCommand) -> anyhow::Result<()> {
             print!("{}", crate::views::shipment_text(&detail));
             Ok(())
         }
-    }
-    .await;
-    ops.close().await?;
-    result
+    })
+    .await
 }
 
 async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
@@ -1375,9 +1384,8 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
         failed,
         limit,
     } = &command;
-    let ops = Ops::connect(&common.config).await?;
-    let result = async {
-        let rows: Vec<crate::views::EffectRow> = match &ops {
+    Ops::with(&common.config, async |ops| {
+        let rows: Vec<crate::views::EffectRow> = match ops {
             Ops::Api {
                 client,
                 base,
@@ -1402,10 +1410,8 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
             print!("{}", crate::views::outbox_table(&rows));
             Ok(())
         }
-    }
-    .await;
-    ops.close().await?;
-    result
+    })
+    .await
 }
 
 /// Reads a JSON file an operator names; the error says which file and what is wrong.
@@ -1458,20 +1464,17 @@ async fn check(command: CheckCommand) -> anyhow::Result<()> {
         check: read_json_file(file)?,
         by: Some(operator_name(by.clone())),
     };
-    let ops = Ops::connect(&common.config).await?;
-    let result = async {
-        let recorded = match &ops {
+    Ops::with(&common.config, async |ops| {
+        let recorded = match ops {
             Ops::Api { .. } => {
-                post_json(&ops, &["api", "shipments", shipment, "check"], &request).await?
+                post_json(ops, &["api", "shipments", shipment, "check"], &request).await?
             }
             Ops::Local(o) => o.record_check(shipment, &request).await?,
         };
-        note_stopped_daemon(&ops, "the check");
+        note_stopped_daemon(ops, "the check");
         print_recorded(common, &recorded)
-    }
-    .await;
-    ops.close().await?;
-    result
+    })
+    .await
 }
 
 /// Reads `LINE=QTY`.
@@ -1547,30 +1550,24 @@ async fn pack(command: PackCommand) -> anyhow::Result<()> {
         parcels,
         by: Some(operator_name(by.clone())),
     };
-    let ops = Ops::connect(&common.config).await?;
-    let result = async {
-        let recorded = match &ops {
+    Ops::with(&common.config, async |ops| {
+        let recorded = match ops {
             Ops::Api { .. } => {
-                post_json(&ops, &["api", "shipments", shipment, "pack"], &request).await?
+                post_json(ops, &["api", "shipments", shipment, "pack"], &request).await?
             }
             Ops::Local(o) => o.record_packing(shipment, &request).await?,
         };
-        note_stopped_daemon(&ops, "the packing");
+        note_stopped_daemon(ops, "the packing");
         print_recorded(common, &recorded)
-    }
-    .await;
-    ops.close().await?;
-    result
+    })
+    .await
 }
 
 async fn parcel(command: ParcelCommand) -> anyhow::Result<()> {
     let common = match &command {
         ParcelCommand::Label { common, .. } | ParcelCommand::Accept { common, .. } => common,
     };
-    let ops = Ops::connect(&common.config).await?;
-    let result = parcel_on(&ops, &command).await;
-    ops.close().await?;
-    result
+    Ops::with(&common.config, async |ops| parcel_on(ops, &command).await).await
 }
 
 async fn parcel_on(ops: &Ops, command: &ParcelCommand) -> anyhow::Result<()> {
