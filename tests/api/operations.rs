@@ -698,27 +698,18 @@ async fn a_manual_supplier_event_from_the_cli_opens_a_stockout_and_a_wrong_decis
         ])
         .await;
     assert!(refused.contains("`shipment_id` is missing"), "{refused}");
-    let r = s
-        .post("/api/suppliers/charlie/events")
-        .body("{\"type\":\"received\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = s
-        .post("/api/suppliers/charlie/events")
-        .body(unknown.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let r = s
-        .post("/api/suppliers/nobody/events")
-        .body(received.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    for (path, body, status) in [
+        (
+            "/api/suppliers/charlie/events",
+            "{\"type\":\"received\"}".to_string(),
+            400,
+        ),
+        ("/api/suppliers/charlie/events", unknown.clone(), 422),
+        ("/api/suppliers/nobody/events", received.clone(), 404),
+    ] {
+        let r = s.post(path).body(body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
     let r = s
         .post("/api/suppliers/charlie/events?by=dave")
         .body(received.clone())
