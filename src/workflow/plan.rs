@@ -1235,6 +1235,44 @@ pub fn apply_decision(
                     )));
                 }
             }
+            // A parcel the carrier never took is cancelled alone: units already fulfilled or
+            // accepted in another parcel of the shipment stay where they are.
+            let mut subject_lines = subject_lines.clone();
+            if exception.kind == ExceptionKind::NoCarrierMovement {
+                let stuck =
+                    progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings);
+                // The timers stop watching these numbers: their parcels are given up.
+                for number in &stuck {
+                    record_decision(
+                        case,
+                        &shipment.id,
+                        format!("{exception_id}.cancel.{number}.decided"),
+                        &decided,
+                        EvidenceKind::ParcelFollowUp {
+                            action: "cancel".into(),
+                            tracking_number: number.clone(),
+                        },
+                        ctx,
+                    );
+                }
+                let parcels = derive::parcels(shipment);
+                let stuck_parcels: Vec<&String> = derive::labels(shipment)
+                    .iter()
+                    .filter(|(_, _, n, _)| stuck.contains(n))
+                    .filter_map(|(p, ..)| parcels.keys().find(|k| Some(*k) == p.as_ref()))
+                    .collect();
+                for line in &mut subject_lines {
+                    line.quantity = stuck_parcels
+                        .iter()
+                        .flat_map(|p| &parcels[*p])
+                        .filter(|(l, _)| *l == line.line_item_id)
+                        .map(|(_, q)| *q)
+                        .sum::<i64>()
+                        .min(line.quantity);
+                }
+                subject_lines.retain(|l| l.quantity > 0);
+            }
+            let current = derive::current_lines(shipment);
             for line in &subject_lines {
                 case.tried
                     .push((line.line_item_id.clone(), shipment.supplier.clone()));
@@ -1265,7 +1303,11 @@ pub fn apply_decision(
                     _ => {}
                 }
                 let why = format!("decided: {name}");
-                reduce(case, &shipment.id, &line.line_item_id, 0, &why, ctx);
+                let left = current
+                    .iter()
+                    .find(|(id, _)| *id == line.line_item_id)
+                    .map_or(0, |(_, q)| (q - line.quantity).max(0));
+                reduce(case, &shipment.id, &line.line_item_id, left, &why, ctx);
             }
         }
         Decision::WaitUntil { day } => {

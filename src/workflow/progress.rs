@@ -220,6 +220,8 @@ pub fn overdue(
         // A chase or a customer update starts the clock again; a new label or a reshipment
         // is waited for, untimed, until the parcel's label changes.
         let since = match follow_up(shipment, kind, &number, start) {
+            // The owner gave the parcel up: nothing to wait for.
+            Some((action, _)) if action == "cancel" => continue,
             Some((action, _)) if action == "new_label" || action == "reship" => {
                 out.push(Overdue {
                     kind,

@@ -1354,3 +1354,82 @@ async fn a_conflict_ends_when_the_other_order_is_cancelled() {
     s.carrier_accepts(&first.number, s.clock.now_ms()).await;
     assert_eq!(s.sandbox().fulfillments(&first.order).len(), 1);
 }
+
+/// Of two parcels, the carrier took one: its unit is fulfilled at once, and when the other is
+/// still not taken three business days later, `cancel` drops only that parcel's unit. The
+/// supplier is told the shipment now holds one unit, not none.
+#[tokio::test]
+async fn cancelling_a_parcel_the_carrier_never_took_leaves_the_other_parcel_alone() {
+    use shipgate::suppliers::{EventKind, PackedParcel, ParcelLine, SupplierEvent};
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 2)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    s.record_check(&sg, &line, "MUG-RED", 2).await;
+    s.clock.advance(Duration::from_secs(3600));
+    let at = shipgate::order::Timestamp::from_unix_ms(s.clock.now_ms());
+    let parcel = |id: &str| PackedParcel {
+        parcel_id: id.into(),
+        lines: vec![ParcelLine {
+            line_id: line.clone(),
+            quantity: 1,
+        }],
+        weight_grams: Some(500),
+        dimensions_cm: None,
+        photos: Vec::new(),
+    };
+    let mut events = vec![SupplierEvent {
+        id: "two-parcels".into(),
+        shipment_id: sg.clone(),
+        occurred_at: at.clone(),
+        kind: EventKind::Packed {
+            parcels: vec![parcel("P1"), parcel("P2")],
+        },
+    }];
+    for (p, number) in [("P1", "1ZTAKEN00001"), ("P2", "1ZSTUCK00002")] {
+        events.push(SupplierEvent {
+            id: format!("label-{p}"),
+            shipment_id: sg.clone(),
+            occurred_at: at.clone(),
+            kind: EventKind::LabelCreated {
+                parcel_id: Some(p.into()),
+                carrier: "UPS".into(),
+                tracking_number: number.into(),
+                tracking_url: None,
+            },
+        });
+    }
+    for event in events {
+        s.daemon()
+            .workflow()
+            .record_event("acme", event, Actor::Operator("warehouse".into()))
+            .await
+            .unwrap();
+    }
+    s.carrier_accepts("1ZTAKEN00001", s.clock.now_ms()).await;
+    let fulfillments = s.sandbox().fulfillments(&order);
+    assert_eq!(fulfillments.len(), 1, "the accepted parcel is fulfilled");
+    assert_eq!(fulfillments[0]["totalQuantity"], 1);
+
+    s.days_pass(6).await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::NoCarrierMovement]);
+    s.decide(&order, ExceptionKind::NoCarrierMovement, Decision::Cancel)
+        .await;
+    assert!(s.open(&order).is_empty());
+    let case = s.case(&order);
+    assert_eq!(
+        derive::current_lines(&case.shipments[0]),
+        vec![(line.clone(), 1)],
+        "only the stuck parcel's unit is taken out"
+    );
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Fulfilled)]
+    );
+    let last = s.acme.accepted_messages().pop().unwrap();
+    assert_eq!(last.kind, "amendment", "{}", last.body);
+    assert_eq!(last.body["lines"][0]["quantity"], 1, "{}", last.body);
+    assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+}
