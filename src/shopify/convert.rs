@@ -28,7 +28,7 @@ const FULFILLMENTS_FIRST: usize = 5;
 
 /// `trackingInfo(first: …)` in `graphql/OrdersByIds.graphql`, read the same way as
 /// `FULFILLMENTS_FIRST`.
-const TRACKING_FIRST: usize = 3;
+const TRACKING_FIRST: usize = 10;
 
 /// `events(first: …)` in `graphql/FulfillmentEvents.graphql`: how many of a fulfillment's newest
 /// events a read-back sees.
@@ -1114,8 +1114,15 @@ mod tests {
             only_order(orders_by_ids(SHOP, &ids(&[BIG_ORDER]), response(json!([node]))).unwrap());
         assert!(order.truncated, "fulfillments may have been cut at `first`");
 
+        // A fulfillment of several parcels (shipgate writes one number per parcel) is whole.
         let mut node = full_order_json();
         let tracking = node["fulfillments"][0]["trackingInfo"][0].clone();
+        node["fulfillments"][0]["trackingInfo"] = json!(vec![tracking.clone(); 4]);
+        let order =
+            only_order(orders_by_ids(SHOP, &ids(&[BIG_ORDER]), response(json!([node]))).unwrap());
+        assert!(!order.truncated, "four parcels' numbers fit");
+
+        let mut node = full_order_json();
         node["fulfillments"][0]["trackingInfo"] = json!(vec![tracking; TRACKING_FIRST]);
         let order =
             only_order(orders_by_ids(SHOP, &ids(&[BIG_ORDER]), response(json!([node]))).unwrap());
