@@ -24,7 +24,7 @@ use crate::shopify::ops::orders_by_ids as obi;
 
 /// `fulfillments(first: …)` in `graphql/OrdersByIds.graphql`. That field is a plain list without
 /// `pageInfo`, so a list this long may have been cut and the mirror is marked truncated.
-const FULFILLMENTS_FIRST: usize = 5;
+const FULFILLMENTS_FIRST: usize = 10;
 
 /// `trackingInfo(first: …)` in `graphql/OrdersByIds.graphql`, read the same way as
 /// `FULFILLMENTS_FIRST`.

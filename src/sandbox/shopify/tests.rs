@@ -305,7 +305,7 @@ async fn order_scan_costs_two_plus_first_and_refunds_to_what_was_returned() {
 }
 
 #[tokio::test]
-async fn orders_by_ids_projects_the_whole_mirror_and_costs_403_per_id() {
+async fn orders_by_ids_projects_the_whole_mirror_and_costs_468_per_id() {
     let h = Harness::default().await;
     let id = h.order(&[("MUG-BLUE", 2, 0), ("LAMP", 1, 0), ("CAM", 1, 1)]);
     let body = h
@@ -316,10 +316,10 @@ async fn orders_by_ids_projects_the_whole_mirror_and_costs_403_per_id() {
         )
         .await;
     assert!(body.get("errors").is_none(), "{body}");
-    // 2 ids × (1 order + 1 address + 52 line items + 282 fulfillment orders + 67 fulfillments).
+    // 2 ids × (1 order + 1 address + 52 line items + 282 fulfillment orders + 132 fulfillments).
     // Actual: order 1 + address 1 + lineItems (2 + 3 × 2) + fulfillmentOrders (2 + 9 + 7) +
     // fulfillments 2 = 30; the unknown id costs nothing.
-    assert_eq!(cost(&body), (806, Some(30)));
+    assert_eq!(cost(&body), (936, Some(30)));
     let nodes = body["data"]["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2);
     assert!(nodes[1].is_null(), "unknown ids answer null in place");
@@ -365,14 +365,14 @@ async fn orders_by_ids_projects_the_whole_mirror_and_costs_403_per_id() {
     let n: u64 = id.rsplit('/').next().unwrap().parse().unwrap();
     assert!(n > 1 << 53);
 
-    // Three ids would request 1209 points: refused before anything runs.
+    // Three ids would request 1404 points: refused before anything runs.
     let body = h
         .gql(ORDERS_BY_IDS, "OrdersByIds", json!({ "ids": [id, id, id] }))
         .await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "MAX_COST_EXCEEDED");
-    assert_eq!(body["errors"][0]["extensions"]["cost"], 1209);
+    assert_eq!(body["errors"][0]["extensions"]["cost"], 1404);
     assert!(body.get("data").is_none());
-    assert_eq!(cost(&body), (1209, None));
+    assert_eq!(cost(&body), (1404, None));
     assert_eq!(h.sandbox.stats().max_cost_exceeded, 1);
     h.sandbox.stop().await;
 }
