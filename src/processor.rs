@@ -46,6 +46,9 @@ pub enum Outcome {
     ShopErased { deliveries: usize },
     /// The shop is uninstalled: the delivery was kept but starts no work.
     SkippedUninstalled,
+    /// The shop was erased (`shop/redact`) after this delivery was triggered: a late retry of
+    /// data the erasure covers, so it is dropped as the erasure would have.
+    DroppedErased,
     /// No work follows from this topic (yet); the delivery is kept.
     Kept,
     /// The payload could not be understood; it is kept for an operator to look at.
@@ -337,6 +340,16 @@ pub fn process(
             return Ok(Outcome::ShopStopped);
         }
         _ => {}
+    }
+    // Shopify retries a delivery for up to 48 hours, so one triggered before the erasure can
+    // arrive after it: the erasure covers its data too. (Without the time, it is taken as old:
+    // an erased shop sends nothing new until it is installed again, which an order webhook
+    // triggered after the erasure shows.)
+    if let Some(erased) = store.shop_state(shop)?.and_then(|s| s.erased_at_ms)
+        && triggered_ms(delivery).is_none_or(|at| at <= erased as i64)
+    {
+        store.drop_delivery(seq)?;
+        return Ok(Outcome::DroppedErased);
     }
     if let Some(state) = store.shop_state(shop)?
         && let Some(uninstalled) = state.uninstalled_at_ms

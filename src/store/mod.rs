@@ -545,6 +545,14 @@ impl Store {
         self.inner.deliveries.len()
     }
 
+    /// Removes a delivery's stored body (an erasure covers it). Its id stays recorded, so a
+    /// retry of it is still acknowledged as a duplicate and not stored again. Not flushed.
+    pub fn drop_delivery(&self, seq: u64) -> Result<(), StoreError> {
+        self.check_fault()?;
+        self.inner.deliveries.remove(u64_key(seq))?;
+        Ok(())
+    }
+
     /// The sequence number a sender's delivery id was recorded under.
     pub fn delivery_seq(&self, origin: &Origin, id: &str) -> Result<Option<u64>, StoreError> {
         let [kind, scope] = origin.scope();

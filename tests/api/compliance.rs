@@ -405,6 +405,30 @@ async fn an_erased_shop_stays_stopped_until_it_is_installed_again() {
         "{state:?}"
     );
 
+    // Shopify retries an order webhook triggered before the erasure: its customer data is
+    // covered by the erasure, so it is not kept.
+    let late = ShopifyDelivery {
+        triggered_at: shipgate::order::Timestamp::from_unix_ms(
+            shipgate::delivery::now_ms() as i64 - 60 * 60 * 1000,
+        )
+        .text,
+        ..ShopifyDelivery::new(
+            &shop,
+            "orders/create",
+            "late-retry-1",
+            sample_order(77, 9001, "late.retry@example.org", "9 Late Retry Road"),
+            SANDBOX_WEBHOOK_SECRET,
+        )
+    };
+    assert_eq!(synced.app.send(&late).await.0, 200);
+    synced.app.daemon.wait_idle().await;
+    let kept: Vec<String> = store
+        .deliveries()
+        .map(|d| String::from_utf8_lossy(&d.unwrap().1.body).into_owned())
+        .filter(|body| body.contains("late.retry@example.org"))
+        .collect();
+    assert!(kept.is_empty(), "the late retry is not kept: {kept:?}");
+
     // The poller does not start over: asked to scan, it only probes, and the token is refused.
     let refused = synced.sandbox.stats().unauthorized;
     let err = synced
