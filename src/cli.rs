@@ -1011,7 +1011,6 @@ impl Ops {
         })
     }
 
-    /// Whether the command works on the store because the daemon is stopped.
     /// Runs `work` through the daemon's admin API, or on the store when the daemon is stopped,
     /// and closes the store afterwards (flushing what the work wrote) whatever its result.
     async fn with<T>(
@@ -1024,6 +1023,7 @@ impl Ops {
         result
     }
 
+    /// Whether the command works on the store because the daemon is stopped.
     fn is_local(&self) -> bool {
         matches!(self, Ops::Local(_))
     }

@@ -1126,4 +1126,53 @@ mod tests {
         assert!(store.due_cases(60_199, 10).unwrap().is_empty());
         assert_eq!(store.due_cases(60_200, 10).unwrap(), due(60_200));
     }
+
+    /// Cases are stored with postcard, which writes an enum variant as its position: a variant
+    /// inserted before another (rather than appended) would make stored cases read as the
+    /// wrong records. These positions are part of the format of version 2.
+    #[test]
+    fn evidence_kinds_keep_their_stored_positions() {
+        use crate::workflow::model::EvidenceKind;
+        let position = |kind: &EvidenceKind| postcard::to_allocvec(kind).unwrap()[0];
+        assert_eq!(
+            position(&EvidenceKind::FulfillmentRefusalDecided {
+                key: "k".into(),
+                retry: true
+            }),
+            13
+        );
+        assert_eq!(
+            position(&EvidenceKind::ProgressIntended {
+                key: "k".into(),
+                fulfillment_id: "f".into(),
+                status: "DELIVERED".into(),
+                happened_ms: 1,
+                event: "e".into(),
+            }),
+            14
+        );
+        assert_eq!(
+            position(&EvidenceKind::TrackingUpdateIntended {
+                key: "k".into(),
+                fulfillment: "f".into(),
+                fulfillment_id: "g".into(),
+                numbers: vec![],
+            }),
+            15
+        );
+        assert_eq!(
+            position(&EvidenceKind::ParcelFollowUp {
+                action: "chase".into(),
+                tracking_number: "1Z".into(),
+            }),
+            16
+        );
+        assert_eq!(
+            position(&EvidenceKind::ProgressSkipped {
+                key: "k".into(),
+                until_ms: 1,
+            }),
+            17
+        );
+    }
 }

@@ -141,10 +141,6 @@ pub enum EvidenceKind {
         fulfillment_id: String,
         numbers: Vec<String>,
     },
-    /// Carrier progress of the fulfillment `key` up to `until_ms` (carrier time) is not posted:
-    /// the fulfillment predates progress posting (a store upgraded from format 1), and telling
-    /// its customer months of history now would be noise.
-    ProgressSkipped { key: String, until_ms: i64 },
     /// The owner's answer to a parcel that the carrier did not take or that stopped moving:
     /// `chase` or `customer_updated` restart its clock; `new_label` and `reship` wait for a new
     /// label of the parcel.
@@ -152,6 +148,11 @@ pub enum EvidenceKind {
         action: String,
         tracking_number: String,
     },
+    /// Carrier progress of the fulfillment `key` up to `until_ms` (carrier time) is not posted:
+    /// the fulfillment predates progress posting (a store upgraded from format 1), and telling
+    /// its customer months of history now would be noise. (Last: variants are stored by their
+    /// position, so new ones are only ever appended.)
+    ProgressSkipped { key: String, until_ms: i64 },
 }
 
 /// One evidence record: append-only, each with actor, time and source.
