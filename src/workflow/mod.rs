@@ -765,6 +765,7 @@ impl Workflow {
             return Ok(0);
         }
         let mut recorded = 0;
+        let mut taken = false;
         for shipment_id in shipments {
             let Some(located) = store.case_of(&shipment_id)? else {
                 continue;
@@ -783,6 +784,7 @@ impl Workflow {
             if derive::delivered_at(shipment).is_some_and(|at| event.occurred_at.unix_ms > at) {
                 continue;
             }
+            taken = true;
             let new = shipment.record(Evidence {
                 id: format!("tracking:{}", event.event_id),
                 at_ms: event.occurred_at.unix_ms,
@@ -798,6 +800,14 @@ impl Workflow {
             let changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
             self.write(&case, changes)?;
             recorded += 1;
+        }
+        if !taken {
+            // Only delivered shipments carry the number, and the scan is newer than their
+            // deliveries: the carrier recycled it, and the new parcel's label has not reached
+            // us yet. The scan waits for that label like a scan of an unknown number.
+            tracing::info!(number = %event.tracking_number, provider = event.provider.as_str(),
+                "carrier event after the delivery of every parcel with this number: kept until a new label arrives");
+            store.keep_waiting_tracking(&event)?;
         }
         Ok(recorded)
     }

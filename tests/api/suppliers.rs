@@ -1264,7 +1264,7 @@ async fn a_number_on_two_open_orders_stops_both_until_one_gets_a_new_label() {
 
 /// A number reused after its first parcel was delivered (carriers recycle them) belongs to the
 /// new parcel only: the delivered order hears nothing more and is not held, and the new order
-/// is fulfilled on the new parcel's own acceptance.
+/// is fulfilled on the new parcel's own acceptance, even when the scan came before its label.
 #[tokio::test]
 async fn a_number_reused_after_delivery_belongs_to_the_new_parcel_only() {
     let s = spawn_supplied().await;
@@ -1290,11 +1290,14 @@ async fn a_number_reused_after_delivery_belongs_to_the_new_parcel_only() {
         ..
     } = s.shipped_and_checked("MUG-BLUE").await;
     s.days_pass(3).await;
+    // The carrier's pickup of the new parcel comes before its label reaches shipgate: only the
+    // delivered order has the number then, and the scan must wait for the new label.
+    s.carrier_accepts(&number, s.clock.now_ms()).await;
+    assert!(s.sandbox().fulfillments(&second).is_empty());
     let parcel = s.parcel(&second);
     s.record_label(&shipment, &parcel, &number, "recycled-label")
         .await;
     s.settle().await;
-    s.carrier_accepts(&number, s.clock.now_ms()).await;
     assert!(s.open(&first).is_empty(), "{:?}", s.case(&first).exceptions);
     assert!(
         s.open(&second).is_empty(),
