@@ -539,8 +539,12 @@ pub fn tracking(shipment: &Shipment, parcels: &[String]) -> Tracking {
 /// When the shipment's last parcel was delivered (the carrier's time), once every current label
 /// was: its journey is over, and a later scan of one of its numbers is a reused label's.
 pub fn delivered_at(shipment: &Shipment) -> Option<i64> {
+    let given_up = given_up(shipment);
     let mut last: Option<i64> = None;
-    for (_, _, number, _) in labels(shipment) {
+    for (_, _, number, _) in labels(shipment)
+        .into_iter()
+        .filter(|(_, _, n, _)| !given_up.contains(n))
+    {
         let at = carrier_events(shipment, &number)
             .iter()
             .filter(|e| e.normalized == crate::tracking::Normalized::Delivered)
@@ -549,6 +553,22 @@ pub fn delivered_at(shipment: &Shipment) -> Option<i64> {
         last = Some(last.map_or(at, |l| l.max(at)));
     }
     last
+}
+
+/// The numbers whose parcels the owner gave up (`cancel` on a parcel the carrier never took):
+/// nothing more is expected of them.
+pub fn given_up(shipment: &Shipment) -> std::collections::BTreeSet<String> {
+    shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::ParcelFollowUp {
+                action,
+                tracking_number,
+            } if action == "cancel" => Some(tracking_number.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether every current label of the shipment was delivered.

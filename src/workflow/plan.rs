@@ -219,7 +219,11 @@ pub(crate) fn tracking_conflicts(
     let live = |s: &Shipment| !derive::is_cancelled(s) && !derive::delivered(s);
     for shipment in case.shipments.iter().filter(|s| live(s)) {
         let mut found: Vec<(String, String)> = Vec::new();
-        for (_, _, number, _) in derive::labels(shipment) {
+        let given_up = derive::given_up(shipment);
+        for (_, _, number, _) in derive::labels(shipment)
+            .into_iter()
+            .filter(|(_, _, n, _)| !given_up.contains(n))
+        {
             for other_id in ctx.store.shipments_with_tracking_number(&number)? {
                 if case.shipment(&other_id).is_some() {
                     continue;
@@ -229,6 +233,7 @@ pub(crate) fn tracking_conflicts(
                 };
                 let shared = other_case.shipment(&other_id).is_some_and(|other| {
                     live(other)
+                        && !derive::given_up(other).contains(&number)
                         && derive::labels(other)
                             .iter()
                             .any(|(_, _, n, _)| *n == number)
@@ -1271,6 +1276,29 @@ pub fn apply_decision(
                         .min(line.quantity);
                 }
                 subject_lines.retain(|l| l.quantity > 0);
+                // A stuck label that names no packed parcel (its packing never came) says
+                // nothing of which units it holds: every unit not yet fulfilled goes.
+                if subject_lines.is_empty() {
+                    let fulfilled = derive::intended_fulfilments(shipment);
+                    let current = derive::current_lines(shipment);
+                    subject_lines = shipment
+                        .lines
+                        .iter()
+                        .filter_map(|l| {
+                            let now = current
+                                .iter()
+                                .find(|(id, _)| *id == l.line_item_id)
+                                .map_or(0, |(_, q)| *q);
+                            let done = fulfilled
+                                .get(&l.fulfillment_order_line_id)
+                                .copied()
+                                .unwrap_or(0);
+                            let mut line = l.clone();
+                            line.quantity = now - done;
+                            (line.quantity > 0).then_some(line)
+                        })
+                        .collect();
+                }
             }
             let current = derive::current_lines(shipment);
             for line in &subject_lines {

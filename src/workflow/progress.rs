@@ -190,7 +190,12 @@ pub fn overdue(
     let mut out = Vec::new();
     let mut next: Option<i64> = None;
     let mut ahead = |at: i64| next = Some(next.map_or(at, |n: i64| n.min(at)));
+    // Parcels sharing a waybill share its clock: each number once.
+    let mut seen = BTreeSet::new();
     for (parcel, carrier, number, _) in derive::labels(shipment) {
+        if !seen.insert(number.clone()) {
+            continue;
+        }
         let labelled = times.get(&number).copied().unwrap_or(shipment.created_ms);
         // The clock of a number starts at its label (not accepted yet) or its last movement
         // (fulfilled and not delivered); nothing else is timed.

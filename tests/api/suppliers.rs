@@ -1435,4 +1435,57 @@ async fn cancelling_a_parcel_the_carrier_never_took_leaves_the_other_parcel_alon
     assert_eq!(last.kind, "amendment", "{}", last.body);
     assert_eq!(last.body["lines"][0]["quantity"], 1, "{}", last.body);
     assert_eq!(s.sandbox().fulfillments(&order).len(), 1);
+
+    // The parcel kept is delivered: so is the shipment, the given-up label notwithstanding.
+    s.tracker
+        .push(
+            "1ZTAKEN00001",
+            shipgate::sandbox::tracking::Checkpoint::new(
+                "Delivered_001",
+                Some("01"),
+                "Delivered",
+                Some("PORTLAND, OR"),
+                s.clock.now_ms(),
+            ),
+        )
+        .unwrap();
+    s.tracker.flush().await;
+    s.daemon().wait_idle().await;
+    s.settle().await;
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::Delivered)]
+    );
+}
+
+/// A label whose parcel's packing never came says nothing of which units it holds: cancelling
+/// it gives up every unit not yet fulfilled, and the supplier is told to stop.
+#[tokio::test]
+async fn cancelling_a_stuck_label_without_packing_gives_up_the_unfulfilled_units() {
+    let s = spawn_supplied().await;
+    let order = s.sandbox().create_order(new_order(&[("MUG-RED", 1)]));
+    s.settle().await;
+    let case = s.case(&order);
+    let sg = case.shipments[0].id.clone();
+    let line = case.shipments[0].lines[0].line_item_id.clone();
+    s.record_check(&sg, &line, "MUG-RED", 1).await;
+    s.clock.advance(Duration::from_secs(3600));
+    s.record_label(&sg, "PX", "1ZNOPACK0001", "label-before-packing")
+        .await;
+    s.days_pass(6).await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::NoCarrierMovement]);
+    s.decide(&order, ExceptionKind::NoCarrierMovement, Decision::Cancel)
+        .await;
+    assert!(s.open(&order).is_empty());
+    assert!(
+        derive::current_lines(&s.case(&order).shipments[0]).is_empty(),
+        "nothing of {line} is left to ship"
+    );
+    assert!(
+        s.acme
+            .accepted_messages()
+            .iter()
+            .any(|m| m.kind == "cancellation"),
+        "the supplier is told to stop"
+    );
 }
