@@ -33,8 +33,8 @@ pub use check::{
     Inspector, PackagingChecks, SamplingJson, ValidCheck, validate,
 };
 pub use packing::{
-    LabelRecord, PackedParcelRecord, PackingRecord, ValidLabel, ValidPacking, validate_label,
-    validate_packing,
+    LabelRecord, PackedParcelRecord, PackingRecord, ValidLabel, ValidPacking, check_label_fields,
+    validate_label, validate_packing,
 };
 
 /// How far ahead of shipgate's clock a reported time may be before it counts as "in the

@@ -376,6 +376,28 @@ fn tracking_url_problem(url: &str) -> Option<String> {
     None
 }
 
+/// Checks what a label says of itself, whatever was packed: a carrier, a plausible tracking
+/// number, an http(s) tracking URL. For a label that arrives before its parcel's packing.
+pub fn check_label_fields(label: &LabelRecord) -> Result<(), EvidenceErrors> {
+    let mut problems = Problems::default();
+    label_field_problems(label, &mut problems);
+    problems.into_result(())
+}
+
+fn label_field_problems(label: &LabelRecord, problems: &mut Problems) {
+    if blank(&label.carrier) {
+        problems.push("carrier", "is empty");
+    }
+    if let Some(problem) = tracking_number_problem(&label.tracking_number) {
+        problems.push("tracking_number", problem);
+    }
+    if let Some(url) = &label.tracking_url
+        && let Some(problem) = tracking_url_problem(url)
+    {
+        problems.push("tracking_url", problem);
+    }
+}
+
 /// Checks a label against the shipment's validated packing.
 ///
 /// Refused, each with the field it is about: a label for a parcel that was not packed (or
@@ -414,17 +436,7 @@ pub fn validate_label(
             String::new()
         }
     };
-    if blank(&label.carrier) {
-        problems.push("carrier", "is empty");
-    }
-    if let Some(problem) = tracking_number_problem(&label.tracking_number) {
-        problems.push("tracking_number", problem);
-    }
-    if let Some(url) = &label.tracking_url
-        && let Some(problem) = tracking_url_problem(url)
-    {
-        problems.push("tracking_url", problem);
-    }
+    label_field_problems(&label, &mut problems);
     problems.into_result(ValidLabel {
         shipment_id: shipment_id.to_string(),
         parcel_id,

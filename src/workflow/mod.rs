@@ -410,6 +410,15 @@ impl Workflow {
                 self.packing_at_the_door(supplier, shipment, event)?;
             }
             crate::suppliers::EventKind::LabelCreated { .. } => {
+                // What the label says of itself is checked whatever arrived before it.
+                crate::evidence::LabelRecord::from_event(event)
+                    .and_then(|label| crate::evidence::check_label_fields(&label))
+                    .map_err(|e| {
+                        WorkflowError::Invalid(format!(
+                            "the label of shipment {} is refused: {e}",
+                            event.shipment_id
+                        ))
+                    })?;
                 let packing = self.packing_at_the_door(supplier, shipment, event)?;
                 if let Some(packing) = packing {
                     crate::evidence::LabelRecord::from_event(event)

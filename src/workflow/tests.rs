@@ -968,7 +968,7 @@ mod any_order {
             8 => EventKind::LabelCreated {
                 parcel_id: None,
                 carrier: "UPS".into(),
-                tracking_number: "1Z".into(),
+                tracking_number: "1ZANYORDER01".into(),
                 tracking_url: None,
             },
             _ => EventKind::Cancelled { reason: None },
@@ -1145,10 +1145,17 @@ async fn packing_and_labels_are_checked_against_the_check_at_the_door() {
         .to_string();
     assert!(err.contains("the packing of shipment"), "{err}");
     assert!(err.contains(line_id), "names the line: {err}");
-    // P2's packing has not arrived: its label is taken as it is.
+    // P2's packing has not arrived: its label is taken as it is, but what a label says of
+    // itself is checked all the same.
     f.workflow
         .validate_event("acme", &event("label-p2", 30, label("P2", "1ZPARCEL0002")))
         .unwrap();
+    let err = f
+        .workflow
+        .validate_event("acme", &event("label-p9", 30, label("P9", "1Z BAD")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tracking_number"), "{err}");
     let pack = event("pack-2", 20, packed("P1", 2));
     let applied = f
         .workflow
@@ -1163,15 +1170,27 @@ async fn packing_and_labels_are_checked_against_the_check_at_the_door() {
         .to_string();
     assert!(err.contains("the label of shipment"), "{err}");
 
-    // A failed re-check later: the packing's retry is answered as recorded, not refused.
+    // The order is cut to one unit and a re-check (timed before the packing) passes that one:
+    // a new packing of two is refused now, but the retry of the recorded one is answered as
+    // recorded, not refused.
+    let (mut li, mut fol) = line(1, Some("MUG-RED"), 2);
+    li.current_quantity = 1;
+    fol.remaining_quantity = 1;
+    f.put(&order(2, &[(li, fol)])).await;
     f.workflow
         .apply_event(
             "acme",
-            check_event_at("qc-2", &sg, &[(line_id, "MUG-RED", 2, 1)], "fail", at(40)),
+            check_event_at("qc-2", &sg, &[(line_id, "MUG-RED", 1, 1)], "pass", at(15)),
             Source::Manual,
         )
         .await
         .unwrap();
+    let err = f
+        .workflow
+        .validate_event("acme", &event("pack-2-again", 20, packed("P1", 2)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the packing of shipment"), "{err}");
     let applied = f
         .workflow
         .apply_event("acme", pack, Source::Manual)
