@@ -479,7 +479,9 @@ fn progress_of(
     let mut events: Vec<TrackingEvent> = numbers
         .iter()
         .flat_map(|n| derive::carrier_events(shipment, n))
-        .filter(|e| e.occurred_at.unix_ms >= accepted_ms && e.event_id != acceptance.event.event_id)
+        // The accepting event itself stays in: when it is a later physical event (the
+        // acceptance scan was skipped), its own status follows the pickup, delivered say.
+        .filter(|e| e.occurred_at.unix_ms >= accepted_ms)
         .collect();
     events.sort_by(|a, b| {
         (a.occurred_at.unix_ms, &a.event_id).cmp(&(b.occurred_at.unix_ms, &b.event_id))

@@ -430,3 +430,26 @@ fn history_from_before_the_upgrade_is_not_posted_but_what_follows_is() {
         "what happens after the upgrade is news"
     );
 }
+
+#[test]
+fn a_parcel_whose_first_scan_is_its_delivery_is_picked_up_and_delivered() {
+    let mut s = packed_and_labelled("1ZTEST0001", THURSDAY_NOON);
+    s.record(scan(
+        "1ZTEST0001",
+        "delivered-1",
+        THURSDAY_NOON + DAY,
+        "Delivered",
+        Normalized::Delivered,
+    ));
+    let statuses: Vec<(&str, i64)> = progress_of(&s, &["1ZTEST0001".to_string()])
+        .into_iter()
+        .map(|(status, at, ..)| (status, at))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("CARRIER_PICKED_UP", THURSDAY_NOON + DAY),
+            ("DELIVERED", THURSDAY_NOON + DAY)
+        ]
+    );
+}
