@@ -846,9 +846,7 @@ async fn the_fulfillment_is_written_back_only_after_a_check_and_the_carriers_acc
 
     s.tracker
         .accept_and_deliver(&number, "ups", shipgate::delivery::now_ms() as i64);
-    s.tracker.flush().await;
-    s.daemon().wait_idle().await;
-    s.settle().await;
+    s.carrier_reported().await;
     let fulfillments = s.sandbox().fulfillments(&order);
     assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
     let tracking = &fulfillments[0]["trackingInfo"];
@@ -1004,6 +1002,11 @@ impl Supplied {
                 ),
             )
             .unwrap();
+        self.carrier_reported().await;
+    }
+
+    /// Lets the tracker's webhooks land and everything they cause settle.
+    async fn carrier_reported(&self) {
         self.tracker.flush().await;
         self.daemon().wait_idle().await;
         self.settle().await;
@@ -1034,9 +1037,7 @@ async fn the_carriers_progress_reaches_shopify_as_fulfillment_events() {
     let Shipped { order, number, .. } = s.shipped_and_checked("MUG-RED").await;
     s.tracker
         .accept_and_deliver(&number, "ups", s.clock.now_ms() - 12 * 3600 * 1000);
-    s.tracker.flush().await;
-    s.daemon().wait_idle().await;
-    s.settle().await;
+    s.carrier_reported().await;
     let fulfillments = s.sandbox().fulfillments(&order);
     assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
     assert_eq!(
@@ -1275,9 +1276,7 @@ async fn a_number_reused_after_delivery_belongs_to_the_new_parcel_only() {
     } = s.shipped_and_checked("MUG-RED").await;
     s.tracker
         .accept_and_deliver(&number, "ups", s.clock.now_ms() - 12 * 3600 * 1000);
-    s.tracker.flush().await;
-    s.daemon().wait_idle().await;
-    s.settle().await;
+    s.carrier_reported().await;
     assert_eq!(
         s.statuses(&first),
         vec![("acme".into(), ShipmentStatus::Delivered)]
@@ -1449,9 +1448,7 @@ async fn cancelling_a_parcel_the_carrier_never_took_leaves_the_other_parcel_alon
             ),
         )
         .unwrap();
-    s.tracker.flush().await;
-    s.daemon().wait_idle().await;
-    s.settle().await;
+    s.carrier_reported().await;
     assert_eq!(
         s.statuses(&order),
         vec![("acme".into(), ShipmentStatus::Delivered)]
