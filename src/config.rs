@@ -63,7 +63,12 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown_grace_ms",
 ];
 const ADMIN_KEYS: &[&str] = &["listen", "token"];
-const STORE_KEYS: &[&str] = &["path", "cache_capacity_mb", "flush_interval_ms"];
+const STORE_KEYS: &[&str] = &[
+    "path",
+    "cache_capacity_mb",
+    "flush_interval_ms",
+    "delivery_retention_days",
+];
 const COMPLIANCE_KEYS: &[&str] = &["export_dir"];
 const LOG_KEYS: &[&str] = &["format", "level"];
 const SHOP_KEYS: &[&str] = &[
@@ -172,6 +177,9 @@ pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// How often writes that nobody waits on are flushed in the background.
     pub flush_interval: Duration,
+    /// Processed webhook deliveries (raw payloads, customer data included) are deleted this long
+    /// after they were received. None keeps them until an erasure asks.
+    pub delivery_retention: Option<Duration>,
 }
 
 /// How the order mirror keeps up with Shopify besides webhooks.
@@ -919,10 +927,24 @@ impl Walker<'_> {
         };
         let cache_mb = self.integer(t, p, "cache_capacity_mb", 1..=65_536, 64);
         let flush = self.integer(t, p, "flush_interval_ms", 10..=60_000, 500);
+        // At least a week: Shopify retries a delivery for 48 hours, and a delivery is the
+        // evidence of what Shopify said. Zero keeps them.
+        let retention = match self.integer(t, p, "delivery_retention_days", 0..=3_650, 60) {
+            0 => None,
+            days if days < 7 => {
+                self.error(
+                    "store.delivery_retention_days",
+                    format!("{days} is too short: at least 7 days (Shopify retries for 48 hours), or 0 to keep them"),
+                );
+                None
+            }
+            days => Some(Duration::from_secs(days as u64 * 24 * 3600)),
+        };
         StoreConfig {
             path: path.unwrap_or_default(),
             cache_capacity_bytes: cache_mb as u64 * MIB as u64,
             flush_interval: millis(flush),
+            delivery_retention: retention,
         }
     }
 
@@ -2981,6 +3003,29 @@ mod tests {
         assert_eq!(route.supplier, "acme");
         assert_eq!(route.backups, ["bravo", "charlie"]);
         assert_eq!(router.route(Some("SAMPLE-1")).unwrap().supplier, "charlie");
+    }
+
+    #[test]
+    fn deliveries_are_kept_sixty_days_unless_configured() {
+        let vars = [("WH", "w")];
+        let loaded = parse_with(MINIMAL, Path::new("/"), &vars, None).unwrap();
+        assert_eq!(
+            loaded.config.store.delivery_retention,
+            Some(Duration::from_secs(60 * 24 * 3600))
+        );
+        let with = |days: &str| {
+            MINIMAL.replace(
+                "path = \"data\"",
+                &format!("path = \"data\"\ndelivery_retention_days = {days}"),
+            )
+        };
+        let kept = parse_with(&with("0"), Path::new("/"), &vars, None).unwrap();
+        assert_eq!(kept.config.store.delivery_retention, None, "0 keeps them");
+        let problems = errors(parse_with(&with("3"), Path::new("/"), &vars, None));
+        assert!(
+            message_at(&problems, "store.delivery_retention_days").contains("at least 7 days"),
+            "{problems:?}"
+        );
     }
 
     #[test]

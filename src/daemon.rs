@@ -260,6 +260,12 @@ impl Daemon {
                 heartbeats.register("workflow timers"),
                 crate::workflow::run_timers(workflow.clone(), cancel.clone()),
             ));
+            if let Some(retention) = config.store.delivery_retention {
+                tasks.spawn(supervised(
+                    heartbeats.register("delivery retention"),
+                    run_retention(store.clone(), retention, cancel.clone()),
+                ));
+            }
         }
         let clients = shops
             .iter()
@@ -375,5 +381,27 @@ impl Daemon {
         self.store.close();
         tracing::info!("shipgate stopped");
         Ok(())
+    }
+}
+
+/// Deletes processed deliveries older than the retention window, at start and every six hours,
+/// so that the store does not keep every webhook's payload (customer data included) for ever.
+async fn run_retention(
+    store: Store,
+    retention: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+    loop {
+        let cutoff = crate::delivery::now_ms().saturating_sub(retention.as_millis() as u64);
+        match store.prune_deliveries(cutoff) {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "deliveries past the retention window deleted"),
+            Err(e) => tracing::warn!(error = %e, "the retention could not delete old deliveries"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
     }
 }

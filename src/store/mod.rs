@@ -647,6 +647,43 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes processed deliveries received before `received_before_ms`, with their ids:
+    /// the retention window (`[store] delivery_retention_days`). Deliveries still waiting to be
+    /// processed are never deleted, whatever their age. Returns how many went. Not flushed.
+    pub fn prune_deliveries(&self, received_before_ms: u64) -> Result<usize, StoreError> {
+        self.check_fault()?;
+        let cursor = self
+            .inner
+            .sequencer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cursor;
+        let mut pruned = 0;
+        // Sequence numbers follow arrival, so the old ones come first; the walk stops at the
+        // first delivery young enough to keep (give or take a clock step backwards).
+        for entry in self.inner.deliveries.range(..=u64_key(cursor)) {
+            let (k, v) = entry?;
+            let delivery = match decode::<Delivery>(&v) {
+                Ok(d) => d,
+                // An unreadable record cannot be dated; it stays for an operator, as elsewhere.
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable delivery left by the retention");
+                    continue;
+                }
+            };
+            if delivery.received_at_ms >= received_before_ms {
+                break;
+            }
+            let [kind, scope] = delivery.origin.scope();
+            self.inner
+                .delivery_ids
+                .remove(composite_key(&[kind, scope, &delivery.id]))?;
+            self.inner.deliveries.remove(k)?;
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
     /// How many stored deliveries wait to be processed.
     pub fn inbox_len(&self) -> usize {
         let cursor = self

@@ -531,3 +531,40 @@ fn a_shop_state_of_format_version_2_is_read_without_a_tombstone() {
         })
     );
 }
+
+#[tokio::test]
+async fn the_retention_deletes_processed_deliveries_past_the_window_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut seqs = Vec::new();
+    for (id, received) in [
+        ("old-1", 1_000),
+        ("old-2", 2_000),
+        ("new-1", 9_000),
+        ("old-3", 1_500),
+    ] {
+        let mut d = delivery("a.myshopify.com", id, "{\"email\":\"x@example.org\"}");
+        d.received_at_ms = received;
+        match store.record_delivery(&d).await.unwrap() {
+            Recorded::New(seq) => seqs.push(seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The first three were processed; the fourth (old, but late) still waits.
+    store.inbox_done(seqs[2]).unwrap();
+    assert_eq!(store.prune_deliveries(5_000).unwrap(), 2);
+    assert!(!store.has_delivery(seqs[0]).unwrap());
+    assert!(!store.has_delivery(seqs[1]).unwrap());
+    assert!(store.has_delivery(seqs[2]).unwrap(), "inside the window");
+    assert!(store.has_delivery(seqs[3]).unwrap(), "not processed yet");
+    let origin = Origin::Shopify {
+        shop: "a.myshopify.com".into(),
+    };
+    assert_eq!(
+        store.delivery_seq(&origin, "old-1").unwrap(),
+        None,
+        "its id goes too"
+    );
+    assert_eq!(store.delivery_seq(&origin, "new-1").unwrap(), Some(seqs[2]));
+    assert_eq!(store.prune_deliveries(5_000).unwrap(), 0, "nothing twice");
+}
