@@ -363,6 +363,39 @@ pub(crate) enum Answer {
     NotStored,
 }
 
+/// Stores a verified supplier or carrier delivery and says how to answer (invariant 1): the
+/// answer waits for `record_delivery`, which returns once the record is flushed, and a store
+/// failure is a refusal (503), so a 2xx always means the delivery is on disk. `what` names the
+/// delivery in the log.
+pub(crate) async fn store_verified(
+    intake: &Intake,
+    delivery: crate::delivery::Delivery,
+    what: &str,
+) -> Result<(String, Answer), Refusal> {
+    let recorded = intake
+        .inner
+        .store
+        .record_delivery(&delivery)
+        .await
+        .map_err(|e| Refusal {
+            error: IntakeError::Store(e),
+            topic: Some(delivery.topic.clone()),
+        })?;
+    let sender = delivery.origin.sender();
+    match recorded {
+        Recorded::New(seq) => {
+            tracing::debug!(seq, sender, topic = %delivery.topic, id = %delivery.id,
+                "{what} stored");
+            Ok((delivery.topic, Answer::Stored))
+        }
+        Recorded::Duplicate(seq) => {
+            tracing::info!(seq, sender, topic = %delivery.topic, id = %delivery.id,
+                "duplicate {what} acknowledged");
+            Ok((delivery.topic, Answer::Duplicate))
+        }
+    }
+}
+
 /// A refusal, with the topic it counts under once the sender was verified.
 pub(crate) struct Refusal {
     pub(crate) error: IntakeError,

@@ -16,7 +16,6 @@ use axum::response::Response;
 
 use super::{Answer, Intake, IntakeError, IntakeMode, Refusal};
 use crate::delivery::{Delivery, Origin, now_ms};
-use crate::store::Recorded;
 use crate::tracking::{SignatureError, WebhookProvider};
 
 /// The configured tracking providers and their secrets.
@@ -115,29 +114,7 @@ async fn receive(
         body,
         redacted: false,
     };
-    // The answer waits for this: `record_delivery` returns once the record is flushed, and any
-    // failure becomes a 503, so a 200 always means the delivery is on disk.
-    let recorded = intake
-        .inner
-        .store
-        .record_delivery(&delivery)
-        .await
-        .map_err(|e| Refusal {
-            error: IntakeError::Store(e),
-            topic: Some(delivery.topic.clone()),
-        })?;
-    match recorded {
-        Recorded::New(seq) => {
-            tracing::debug!(seq, provider = provider.name(), delivery_id = %delivery.id,
-                events = parsed.events.len(), "tracking delivery stored");
-            Ok((delivery.topic, Answer::Stored))
-        }
-        Recorded::Duplicate(seq) => {
-            tracing::info!(seq, provider = provider.name(), delivery_id = %delivery.id,
-                "duplicate tracking delivery acknowledged");
-            Ok((delivery.topic, Answer::Duplicate))
-        }
-    }
+    super::store_verified(intake, delivery, "tracking delivery").await
 }
 
 #[cfg(test)]
