@@ -1129,20 +1129,28 @@ async fn packing_and_labels_are_checked_against_the_check_at_the_door() {
         tracking_number: number.into(),
         tracking_url: None,
     };
-    f.workflow
-        .apply_event(
-            "acme",
-            check_event_at("qc-1", &sg, &[(line_id, "MUG-RED", 2, 2)], "pass", at(10)),
-            Source::Manual,
-        )
-        .await
-        .unwrap();
+    let apply = async |event: SupplierEvent| {
+        f.workflow
+            .apply_event("acme", event, Source::Manual)
+            .await
+            .unwrap()
+    };
+    let refusal = |event: SupplierEvent| {
+        f.workflow
+            .validate_event("acme", &event)
+            .unwrap_err()
+            .to_string()
+    };
+    apply(check_event_at(
+        "qc-1",
+        &sg,
+        &[(line_id, "MUG-RED", 2, 2)],
+        "pass",
+        at(10),
+    ))
+    .await;
 
-    let err = f
-        .workflow
-        .validate_event("acme", &event("pack-3", 20, packed("P1", 3)))
-        .unwrap_err()
-        .to_string();
+    let err = refusal(event("pack-3", 20, packed("P1", 3)));
     assert!(err.contains("the packing of shipment"), "{err}");
     assert!(err.contains(line_id), "names the line: {err}");
     // P2's packing has not arrived: its label is taken as it is, but what a label says of
@@ -1150,24 +1158,12 @@ async fn packing_and_labels_are_checked_against_the_check_at_the_door() {
     f.workflow
         .validate_event("acme", &event("label-p2", 30, label("P2", "1ZPARCEL0002")))
         .unwrap();
-    let err = f
-        .workflow
-        .validate_event("acme", &event("label-p9", 30, label("P9", "1Z BAD")))
-        .unwrap_err()
-        .to_string();
+    let err = refusal(event("label-p9", 30, label("P9", "1Z BAD")));
     assert!(err.contains("tracking_number"), "{err}");
     let pack = event("pack-2", 20, packed("P1", 2));
-    let applied = f
-        .workflow
-        .apply_event("acme", pack.clone(), Source::Manual)
-        .await
-        .unwrap();
+    let applied = apply(pack.clone()).await;
     assert_eq!(applied, super::EventApplied::Recorded);
-    let err = f
-        .workflow
-        .validate_event("acme", &event("label-bad", 25, label("P1", "1Z BAD")))
-        .unwrap_err()
-        .to_string();
+    let err = refusal(event("label-bad", 25, label("P1", "1Z BAD")));
     assert!(err.contains("the label of shipment"), "{err}");
 
     // The order is cut to one unit and a re-check (timed before the packing) passes that one:
@@ -1177,25 +1173,17 @@ async fn packing_and_labels_are_checked_against_the_check_at_the_door() {
     li.current_quantity = 1;
     fol.remaining_quantity = 1;
     f.put(&order(2, &[(li, fol)])).await;
-    f.workflow
-        .apply_event(
-            "acme",
-            check_event_at("qc-2", &sg, &[(line_id, "MUG-RED", 1, 1)], "pass", at(15)),
-            Source::Manual,
-        )
-        .await
-        .unwrap();
-    let err = f
-        .workflow
-        .validate_event("acme", &event("pack-2-again", 20, packed("P1", 2)))
-        .unwrap_err()
-        .to_string();
+    apply(check_event_at(
+        "qc-2",
+        &sg,
+        &[(line_id, "MUG-RED", 1, 1)],
+        "pass",
+        at(15),
+    ))
+    .await;
+    let err = refusal(event("pack-2-again", 20, packed("P1", 2)));
     assert!(err.contains("the packing of shipment"), "{err}");
-    let applied = f
-        .workflow
-        .apply_event("acme", pack, Source::Manual)
-        .await
-        .unwrap();
+    let applied = apply(pack).await;
     assert_eq!(applied, super::EventApplied::AlreadyRecorded);
 }
 
