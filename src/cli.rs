@@ -1440,6 +1440,28 @@ async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
 }
 
 /// Prints a recorded check, packing or label.
+/// Records a piece of a shipment's evidence (`kind`: check, pack, label) through the daemon's
+/// `POST /api/shipments/<id>/<kind>`, or on the store with `local`, and prints what was
+/// recorded. Both ways go through the same door.
+async fn record_evidence<R: serde::Serialize>(
+    ops: &Ops,
+    common: &Common,
+    shipment: &str,
+    kind: &str,
+    request: &R,
+    local: impl AsyncFnOnce(
+        &crate::views::Operations,
+    ) -> Result<crate::views::EvidenceRecorded, crate::views::OpError>,
+) -> anyhow::Result<()> {
+    let recorded = match ops {
+        Ops::Api { .. } => post_json(ops, &["api", "shipments", shipment, kind], request).await?,
+        Ops::Local(o) => local(o).await?,
+    };
+    let what = if kind == "pack" { "packing" } else { kind };
+    note_stopped_daemon(ops, &format!("the {what}"));
+    print_recorded(common, &recorded)
+}
+
 fn print_recorded(
     common: &Common,
     recorded: &crate::views::EvidenceRecorded,
@@ -1465,14 +1487,10 @@ async fn check(command: CheckCommand) -> anyhow::Result<()> {
         by: Some(operator_name(by.clone())),
     };
     Ops::with(&common.config, async |ops| {
-        let recorded = match ops {
-            Ops::Api { .. } => {
-                post_json(ops, &["api", "shipments", shipment, "check"], &request).await?
-            }
-            Ops::Local(o) => o.record_check(shipment, &request).await?,
-        };
-        note_stopped_daemon(ops, "the check");
-        print_recorded(common, &recorded)
+        record_evidence(ops, common, shipment, "check", &request, async |o| {
+            o.record_check(shipment, &request).await
+        })
+        .await
     })
     .await
 }
@@ -1551,14 +1569,10 @@ async fn pack(command: PackCommand) -> anyhow::Result<()> {
         by: Some(operator_name(by.clone())),
     };
     Ops::with(&common.config, async |ops| {
-        let recorded = match ops {
-            Ops::Api { .. } => {
-                post_json(ops, &["api", "shipments", shipment, "pack"], &request).await?
-            }
-            Ops::Local(o) => o.record_packing(shipment, &request).await?,
-        };
-        note_stopped_daemon(ops, "the packing");
-        print_recorded(common, &recorded)
+        record_evidence(ops, common, shipment, "pack", &request, async |o| {
+            o.record_packing(shipment, &request).await
+        })
+        .await
     })
     .await
 }
@@ -1588,14 +1602,10 @@ async fn parcel_on(ops: &Ops, command: &ParcelCommand) -> anyhow::Result<()> {
                 tracking_url: url.clone(),
                 by: Some(operator_name(by.clone())),
             };
-            let recorded = match ops {
-                Ops::Api { .. } => {
-                    post_json(ops, &["api", "shipments", shipment, "label"], &request).await?
-                }
-                Ops::Local(o) => o.record_label(shipment, &request).await?,
-            };
-            note_stopped_daemon(ops, "the label");
-            print_recorded(common, &recorded)
+            record_evidence(ops, common, shipment, "label", &request, async |o| {
+                o.record_label(shipment, &request).await
+            })
+            .await
         }
         ParcelCommand::Accept {
             common,
