@@ -400,6 +400,20 @@ impl Sender {
                 }
                 adapter.send(&message).await
             }
+            // Everything else goes to Shopify. An answer known before anything is sent (no
+            // credentials, variables Shopify would refuse, nothing to release) comes back early.
+            _ => self
+                .send_to_shopify(effect)
+                .await
+                .unwrap_or_else(|early| early),
+        }
+    }
+
+    /// Sends one Shopify effect; `Err` is an answer known before (or instead of) the call.
+    async fn send_to_shopify(&self, effect: &Effect) -> Result<SendOutcome, SendOutcome> {
+        let client = self.client(effect)?;
+        Ok(match &effect.action {
+            Action::Supplier { .. } => unreachable!("`send` sends supplier messages itself"),
             Action::PlaceHold {
                 fulfillment_order_id,
                 handle,
@@ -407,15 +421,9 @@ impl Sender {
                 notes,
                 ..
             } => {
-                let client = match self.client(effect) {
-                    Ok(client) => client,
-                    Err(refusal) => return refusal,
-                };
                 let mut variables =
-                    match convert::hold_variables(fulfillment_order_id, reason, notes, handle) {
-                        Ok(v) => v,
-                        Err(e) => return refused(e),
-                    };
+                    convert::hold_variables(fulfillment_order_id, reason, notes, handle)
+                        .map_err(refused)?;
                 variables.fulfillment_hold.notify_merchant =
                     Some(self.workflow.settings().notify_merchant);
                 match client.run::<FulfillmentOrderHold>(variables, 1).await {
@@ -451,10 +459,6 @@ impl Sender {
                 notify_customer,
                 ..
             } => {
-                let client = match self.client(effect) {
-                    Ok(client) => client,
-                    Err(refusal) => return refusal,
-                };
                 let request = convert::FulfillmentRequest {
                     lines_by_fulfillment_order: vec![(fulfillment_order_id.clone(), lines.clone())],
                     notify_customer: *notify_customer,
@@ -481,19 +485,13 @@ impl Sender {
                 message,
                 ..
             } => {
-                let client = match self.client(effect) {
-                    Ok(client) => client,
-                    Err(refusal) => return refusal,
-                };
-                let variables = match convert::fulfillment_event_variables(
+                let variables = convert::fulfillment_event_variables(
                     fulfillment_id,
                     client.event_status(status),
                     happened_at,
                     message.as_deref(),
-                ) {
-                    Ok(v) => v,
-                    Err(e) => return refused(e),
-                };
+                )
+                .map_err(refused)?;
                 settled(
                     client.run::<FulfillmentEventCreate>(variables, 1).await,
                     |data| {
@@ -512,20 +510,14 @@ impl Sender {
                 notify_customer,
                 ..
             } => {
-                let client = match self.client(effect) {
-                    Ok(client) => client,
-                    Err(refusal) => return refusal,
-                };
-                let variables = match convert::tracking_update_variables(
+                let variables = convert::tracking_update_variables(
                     fulfillment_id,
                     tracking_company.as_deref(),
                     tracking_numbers,
                     tracking_urls,
                     *notify_customer,
-                ) {
-                    Ok(v) => v,
-                    Err(e) => return refused(e),
-                };
+                )
+                .map_err(refused)?;
                 settled(
                     client
                         .run::<FulfillmentTrackingInfoUpdate>(variables, 1)
@@ -543,24 +535,20 @@ impl Sender {
                 handle,
                 ..
             } => {
-                if let Err(refusal) = self.client(effect) {
-                    return refusal;
-                }
                 // Always read first: only a hold of ours that is still there is released, by
                 // its id, so nobody else's hold is touched.
                 let hold_id = match self.find_hold(effect, fulfillment_order_id, handle).await {
                     Remote::Has(Some(id)) => id,
                     Remote::HasNot | Remote::Has(None) => {
-                        return SendOutcome::Accepted { supplier_ref: None };
+                        return Err(SendOutcome::Accepted { supplier_ref: None });
                     }
                     Remote::Unknown(reason) => {
-                        return SendOutcome::Retry {
+                        return Err(SendOutcome::Retry {
                             reason,
                             maybe_delivered: false,
-                        };
+                        });
                     }
                 };
-                let client = &self.shops[&effect.shop];
                 let variables = fulfillment_order_release_hold::Variables {
                     id: fulfillment_order_id.clone(),
                     hold_ids: vec![hold_id.clone()],
@@ -575,7 +563,7 @@ impl Sender {
                     Err(e) => shopify_outcome(e),
                 }
             }
-        }
+        })
     }
 
     /// The Admin API client of the effect's shop; without credentials the effect can never be
