@@ -6,6 +6,7 @@
 //! (`supplier`) and an AfterShip-like tracking provider (`tracking`).
 
 pub mod harness;
+mod post;
 pub mod shopify;
 pub mod supplier;
 pub mod tracking;

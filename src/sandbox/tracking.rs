@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -33,19 +32,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use reqwest::StatusCode as ClientStatus;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::order::Timestamp;
+use crate::sandbox::post::{Attempt, Backoff, attempt, client};
 use crate::tracking::aftership;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// How much of a refusal's answer is kept.
-const ANSWER_PREVIEW: usize = 200;
 const HOUR_MS: i64 = 3_600_000;
 
 /// One carrier checkpoint as AfterShip reports it.
@@ -608,55 +603,14 @@ async fn get_tracking(
 
 // --- the sender ---------------------------------------------------------------------------
 
-enum Attempt {
-    Stored,
-    Refused { status: u16, answer: String },
-    Retry(String),
-}
-
-async fn attempt(client: &reqwest::Client, url: &str, secret: &[u8], body: Vec<u8>) -> Attempt {
-    // AfterShip signs the body alone, so every attempt carries the same signature.
-    let signature = aftership::sign(secret, &body);
-    let sent = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(aftership::HEADER, signature)
-        .body(body)
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(e) => return Attempt::Retry(format!("no answer from {url}: {e}")),
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Attempt::Stored;
-    }
-    let retriable = !status.is_client_error()
-        || status == ClientStatus::REQUEST_TIMEOUT
-        || status == ClientStatus::TOO_MANY_REQUESTS;
-    if retriable {
-        return Attempt::Retry(format!("{url} answered {status}"));
-    }
-    let answer = response.text().await.unwrap_or_default();
-    Attempt::Refused {
-        status: status.as_u16(),
-        answer: answer.chars().take(ANSWER_PREVIEW).collect(),
-    }
-}
-
 /// Sends queued webhooks one at a time until the tracker stops. A webhook leaves the queue only
 /// when it is answered: a 2xx, or a 4xx other than 408 and 429 (refused for good, kept in the
 /// stats). Anything else is retried after a pause that doubles up to half a second: sandbox time
 /// is compressed, and tests wait with `flush` rather than for a schedule.
 async fn send_webhooks(inner: Arc<Inner>) {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
+    let client = client();
     let mut readiness = inner.readiness.subscribe();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let next = {
             let state = inner.state();
@@ -681,8 +635,10 @@ async fn send_webhooks(inner: Arc<Inner>) {
             _ = inner.cancel.cancelled() => return,
         };
         inner.state().stats.attempts += 1;
+        // AfterShip signs the body alone, so every attempt carries the same signature.
+        let header = aftership::sign(&inner.secret, &webhook.body);
         let outcome = tokio::select! {
-            outcome = attempt(&client, &url, &inner.secret, webhook.body.clone()) => outcome,
+            outcome = attempt(&client, &url, (aftership::HEADER, header), webhook.body.clone()) => outcome,
             _ = inner.cancel.cancelled() => return,
         };
         let refused = match outcome {
@@ -697,17 +653,15 @@ async fn send_webhooks(inner: Arc<Inner>) {
                 })
             }
             Attempt::Retry(reason) => {
-                tracing::debug!(event_id = %webhook.event_id, %reason, ?backoff,
+                tracing::debug!(event_id = %webhook.event_id, %reason, pause = ?backoff.current(),
                     "sandbox tracker: webhook not stored; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = inner.cancel.cancelled() => return,
+                if !backoff.wait(&inner.cancel).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
+        backoff.reset();
         {
             let mut state = inner.state();
             state.queue.retain(|w| w.event_id != webhook.event_id);
@@ -725,6 +679,10 @@ async fn send_webhooks(inner: Arc<Inner>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use reqwest::StatusCode as ClientStatus;
+
     use std::collections::VecDeque;
 
     use axum::body::Bytes;

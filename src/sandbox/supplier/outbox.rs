@@ -8,63 +8,16 @@
 //! compressed, and tests wait with `flush_events` rather than for a schedule.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use reqwest::StatusCode;
 
 use super::Inner;
+use crate::sandbox::post::{Attempt, Backoff, attempt, client};
 use crate::suppliers::signature;
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// How much of a refusal's answer is kept.
-const ANSWER_PREVIEW: usize = 200;
-
-enum Attempt {
-    Stored,
-    Refused { status: u16, answer: String },
-    Retry(String),
-}
-
-async fn attempt(client: &reqwest::Client, url: &str, secret: &[u8], body: Vec<u8>) -> Attempt {
-    let signature = signature::sign(secret, signature::now_secs(), &body);
-    let sent = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(signature::HEADER, signature)
-        .body(body)
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(e) => return Attempt::Retry(format!("no answer from {url}: {e}")),
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Attempt::Stored;
-    }
-    let retriable = !status.is_client_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS;
-    if retriable {
-        return Attempt::Retry(format!("{url} answered {status}"));
-    }
-    let answer = response.text().await.unwrap_or_default();
-    Attempt::Refused {
-        status: status.as_u16(),
-        answer: answer.chars().take(ANSWER_PREVIEW).collect(),
-    }
-}
 
 /// The sender: runs until the agent stops.
 pub(super) async fn run(inner: Arc<Inner>) {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
+    let client = client();
     let mut readiness = inner.readiness.subscribe();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let next = inner.state().next_to_send();
         let Some(event) = next else {
@@ -82,8 +35,11 @@ pub(super) async fn run(inner: Arc<Inner>) {
             },
             _ = inner.cancel.cancelled() => return,
         };
+        // Signed afresh for every attempt: the signature carries its time.
+        let body = event.to_json();
+        let header = signature::sign(&inner.secret, signature::now_secs(), &body);
         let outcome = tokio::select! {
-            outcome = attempt(&client, &url, &inner.secret, event.to_json()) => outcome,
+            outcome = attempt(&client, &url, (signature::HEADER, header), body) => outcome,
             _ = inner.cancel.cancelled() => return,
         };
         let refused = match outcome {
@@ -93,16 +49,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 Some((status, answer))
             }
             Attempt::Retry(reason) => {
-                tracing::debug!(event = %event.id, %reason, ?backoff, "sandbox agent: event not stored; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = inner.cancel.cancelled() => return,
+                tracing::debug!(event = %event.id, %reason, pause = ?backoff.current(),
+                    "sandbox agent: event not stored; retrying");
+                if !backoff.wait(&inner.cancel).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
+        backoff.reset();
         inner.state().answered(&event.id, refused);
         inner.progress.send_modify(|p| p.done += 1);
     }
