@@ -363,15 +363,39 @@ pub(crate) enum Answer {
     NotStored,
 }
 
+/// A supplier's or carrier's delivery whose signature was verified and whose body was read.
+pub(crate) struct Verified {
+    pub(crate) origin: crate::delivery::Origin,
+    /// The sender's delivery id, the deduplication key.
+    pub(crate) id: String,
+    pub(crate) topic: String,
+    /// The signature header as received: (name, value), kept with the delivery.
+    pub(crate) signature: (&'static str, Option<String>),
+    pub(crate) body: Vec<u8>,
+}
+
 /// Stores a verified supplier or carrier delivery and says how to answer (invariant 1): the
 /// answer waits for `record_delivery`, which returns once the record is flushed, and a store
 /// failure is a refusal (503), so a 2xx always means the delivery is on disk. `what` names the
 /// delivery in the log.
 pub(crate) async fn store_verified(
     intake: &Intake,
-    delivery: crate::delivery::Delivery,
+    verified: Verified,
     what: &str,
 ) -> Result<(String, Answer), Refusal> {
+    if intake.inner.mode == IntakeMode::VerifyOnly {
+        return Ok((verified.topic, Answer::NotStored));
+    }
+    let (name, value) = verified.signature;
+    let delivery = crate::delivery::Delivery {
+        origin: verified.origin,
+        id: verified.id,
+        topic: verified.topic,
+        received_at_ms: crate::delivery::now_ms(),
+        headers: value.map(|v| (name.to_string(), v)).into_iter().collect(),
+        body: verified.body,
+        redacted: false,
+    };
     let recorded = intake
         .inner
         .store

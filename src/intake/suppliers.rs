@@ -14,8 +14,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 
-use super::{Answer, Intake, IntakeError, IntakeMode, Refusal};
-use crate::delivery::{Delivery, Origin, now_ms};
+use super::{Answer, Intake, IntakeError, Refusal};
+use crate::delivery::Origin;
 use crate::suppliers::SupplierEvent;
 use crate::suppliers::signature::{self, SignatureError};
 
@@ -128,24 +128,16 @@ async fn receive(
             topic: Some(topic),
         });
     }
-    if intake.inner.mode == IntakeMode::VerifyOnly {
-        return Ok((topic, Answer::NotStored));
-    }
-    let delivery = Delivery {
+    let verified = super::Verified {
         origin: Origin::Supplier {
             supplier: supplier.to_string(),
         },
         id: event.id,
         topic,
-        received_at_ms: now_ms(),
-        headers: header
-            .into_iter()
-            .map(|value| (signature::HEADER.to_string(), value))
-            .collect(),
+        signature: (signature::HEADER, header),
         body,
-        redacted: false,
     };
-    super::store_verified(intake, delivery, "supplier event").await
+    super::store_verified(intake, verified, "supplier event").await
 }
 
 #[cfg(test)]
@@ -158,7 +150,7 @@ mod tests {
 
     use super::*;
     use crate::intake::test_support::{TestIntake, counted, send, stalled};
-    use crate::intake::{IntakeCounters, IntakeSettings};
+    use crate::intake::{IntakeCounters, IntakeMode, IntakeSettings};
     use crate::store::{Store, StoreOptions};
     use crate::suppliers::EventKind;
 

@@ -14,8 +14,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 
-use super::{Answer, Intake, IntakeError, IntakeMode, Refusal};
-use crate::delivery::{Delivery, Origin, now_ms};
+use super::{Answer, Intake, IntakeError, Refusal};
+use crate::delivery::Origin;
 use crate::tracking::{SignatureError, WebhookProvider};
 
 /// The configured tracking providers and their secrets.
@@ -97,24 +97,16 @@ async fn receive(
         error: IntakeError::InvalidTrackingPayload(e.0),
         topic: Some(topic.clone()),
     })?;
-    if intake.inner.mode == IntakeMode::VerifyOnly {
-        return Ok((topic, Answer::NotStored));
-    }
-    let delivery = Delivery {
+    let verified = super::Verified {
         origin: Origin::Tracking {
             provider: provider.name().to_string(),
         },
         id: parsed.delivery_id,
         topic,
-        received_at_ms: now_ms(),
-        headers: header
-            .into_iter()
-            .map(|value| (header_name.to_string(), value))
-            .collect(),
+        signature: (header_name, header),
         body,
-        redacted: false,
     };
-    super::store_verified(intake, delivery, "tracking delivery").await
+    super::store_verified(intake, verified, "tracking delivery").await
 }
 
 #[cfg(test)]
@@ -128,7 +120,7 @@ mod tests {
 
     use super::*;
     use crate::intake::test_support::{TestIntake, counted, send, stalled};
-    use crate::intake::{IntakeCounters, IntakeSettings};
+    use crate::intake::{IntakeCounters, IntakeMode, IntakeSettings};
     use crate::store::{Store, StoreOptions};
     use crate::tracking::{aftership, seventeen};
 
