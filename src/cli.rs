@@ -1129,24 +1129,17 @@ async fn exceptions_on(ops: &Ops, command: &ExceptionsCommand) -> anyhow::Result
                 kind: kind.clone(),
                 shop: shop.clone(),
             };
-            let rows: Vec<ExceptionRow> = match ops {
-                Ops::Api {
-                    client,
-                    base,
-                    token,
-                } => {
-                    let mut query = vec![("all", if *all { "true" } else { "false" })];
-                    if let Some(kind) = kind {
-                        query.push(("kind", kind));
-                    }
-                    if let Some(shop) = shop {
-                        query.push(("shop", shop));
-                    }
-                    let url = Ops::url(base, &["api", "exceptions"], &query);
-                    Ops::json(client.get(url), token).await?
-                }
-                Ops::Local(o) => o.list_exceptions(&filter)?,
-            };
+            let mut query = vec![("all", if *all { "true" } else { "false" })];
+            if let Some(kind) = kind {
+                query.push(("kind", kind));
+            }
+            if let Some(shop) = shop {
+                query.push(("shop", shop));
+            }
+            let rows: Vec<ExceptionRow> = read(ops, &["api", "exceptions"], &query, |o| {
+                o.list_exceptions(&filter)
+            })
+            .await?;
             if common.json {
                 print_json(&rows)?;
             } else {
@@ -1154,17 +1147,10 @@ async fn exceptions_on(ops: &Ops, command: &ExceptionsCommand) -> anyhow::Result
             }
         }
         ExceptionsCommand::Show { common, id } => {
-            let detail: ExceptionDetail = match ops {
-                Ops::Api {
-                    client,
-                    base,
-                    token,
-                } => {
-                    let url = Ops::url(base, &["api", "exceptions", id], &[]);
-                    Ops::json(client.get(url), token).await?
-                }
-                Ops::Local(o) => o.show_exception(id)?,
-            };
+            let detail: ExceptionDetail = read(ops, &["api", "exceptions", id], &[], |o| {
+                o.show_exception(id)
+            })
+            .await?;
             if common.json {
                 print_json(&detail)?;
             } else {
@@ -1357,17 +1343,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 async fn shipments(command: ShipmentsCommand) -> anyhow::Result<()> {
     let ShipmentsCommand::Show { common, id } = &command;
     Ops::with(&common.config, async |ops| {
-        let detail: crate::views::ShipmentDetail = match ops {
-            Ops::Api {
-                client,
-                base,
-                token,
-            } => {
-                let url = Ops::url(base, &["api", "shipments", id], &[]);
-                Ops::json(client.get(url), token).await?
-            }
-            Ops::Local(o) => o.show_shipment(id)?,
-        };
+        let detail: crate::views::ShipmentDetail =
+            read(ops, &["api", "shipments", id], &[], |o| o.show_shipment(id)).await?;
         if common.json {
             print_json(&detail)
         } else {
@@ -1385,25 +1362,15 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
         limit,
     } = &command;
     Ops::with(&common.config, async |ops| {
-        let rows: Vec<crate::views::EffectRow> = match ops {
-            Ops::Api {
-                client,
-                base,
-                token,
-            } => {
-                let limit = limit.to_string();
-                let url = Ops::url(
-                    base,
-                    &["api", "outbox"],
-                    &[
-                        ("failed", if *failed { "true" } else { "false" }),
-                        ("limit", &limit),
-                    ],
-                );
-                Ops::json(client.get(url), token).await?
-            }
-            Ops::Local(o) => o.outbox(*failed, *limit)?,
-        };
+        let limit_text = limit.to_string();
+        let query = [
+            ("failed", if *failed { "true" } else { "false" }),
+            ("limit", limit_text.as_str()),
+        ];
+        let rows: Vec<crate::views::EffectRow> = read(ops, &["api", "outbox"], &query, |o| {
+            o.outbox(*failed, *limit)
+        })
+        .await?;
         if common.json {
             print_json(&rows)
         } else {
@@ -1422,6 +1389,24 @@ fn read_json_file(path: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Posts a request to the admin API and reads the answer.
+/// Reads through the daemon's admin API (`GET` of `segments` with `query`) or, with the daemon
+/// stopped, from the store with `local`: the same answer either way.
+async fn read<T: serde::de::DeserializeOwned>(
+    ops: &Ops,
+    segments: &[&str],
+    query: &[(&str, &str)],
+    local: impl FnOnce(&crate::views::Operations) -> Result<T, crate::views::OpError>,
+) -> anyhow::Result<T> {
+    match ops {
+        Ops::Api {
+            client,
+            base,
+            token,
+        } => Ops::json(client.get(Ops::url(base, segments, query)), token).await,
+        Ops::Local(o) => Ok(local(o)?),
+    }
+}
+
 async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     ops: &Ops,
     segments: &[&str],
