@@ -158,8 +158,11 @@ pub fn settle(
     sync_revisions(case, ctx, &mut changes)?;
     let mut conditions: Vec<derive::Condition> =
         case.shipments.iter().flat_map(derive::conditions).collect();
+    let mut timers: Option<i64> = None;
     for shipment in &case.shipments {
-        conditions.extend(progress::conditions(shipment, ctx.now_ms, ctx.settings));
+        let (timed, next) = progress::timers(shipment, ctx.now_ms, ctx.settings);
+        conditions.extend(timed);
+        timers = timers.into_iter().chain(next).min();
     }
     if let Some(order) = order {
         conditions.extend(fulfilled_outside(case, order));
@@ -190,7 +193,9 @@ pub fn settle(
         write_back(case, order, ctx, &mut changes)?;
     }
     progress::report(case, ctx, &mut changes)?;
-    case.wake_at_ms = progress::wake_at(case, ctx.now_ms, ctx.settings);
+    // The timers' deadlines do not move while settling: what settling records (intents) is no
+    // label, acceptance or fulfillment.
+    case.wake_at_ms = progress::wake_at(case, timers);
     // A conflict also ends when the other order's shipment is cancelled or delivered, which
     // nothing announces here: look again within the hour.
     if !conflicted.is_empty() {

@@ -257,8 +257,14 @@ pub fn overdue(
 }
 
 /// The timers' conditions for a shipment: one exception per kind, naming every number in it.
-pub fn conditions(shipment: &Shipment, now_ms: i64, settings: &WorkflowSettings) -> Vec<Condition> {
-    let (overdue, _) = overdue(shipment, now_ms, settings);
+/// Also the earliest deadline still ahead, for the case's wake time: both come from one pass
+/// over the shipment's labels.
+pub fn timers(
+    shipment: &Shipment,
+    now_ms: i64,
+    settings: &WorkflowSettings,
+) -> (Vec<Condition>, Option<i64>) {
+    let (overdue, next) = overdue(shipment, now_ms, settings);
     let mut out = Vec::new();
     for kind in [
         ExceptionKind::NoCarrierMovement,
@@ -301,24 +307,22 @@ pub fn conditions(shipment: &Shipment, now_ms: i64, settings: &WorkflowSettings)
             summary,
         });
     }
-    out
+    (out, next)
 }
 
-/// When the case must be settled again without news: the earliest wait that runs out, and the
-/// earliest timer deadline of its shipments.
-pub fn wake_at(case: &OrderCase, now_ms: i64, settings: &WorkflowSettings) -> Option<i64> {
-    let waits = case.open_exceptions().filter_map(|e| match &e.decision {
-        Some(Decided {
-            decision: Decision::WaitUntil { day },
-            ..
-        }) => Some(day.start_ms()),
-        _ => None,
-    });
-    let timers = case
-        .shipments
-        .iter()
-        .filter_map(|s| overdue(s, now_ms, settings).1);
-    waits.chain(timers).min()
+/// When the case must be settled again without news: the earliest wait that runs out, or
+/// `timers`, the earliest timer deadline of its shipments.
+pub fn wake_at(case: &OrderCase, timers: Option<i64>) -> Option<i64> {
+    case.open_exceptions()
+        .filter_map(|e| match &e.decision {
+            Some(Decided {
+                decision: Decision::WaitUntil { day },
+                ..
+            }) => Some(day.start_ms()),
+            _ => None,
+        })
+        .chain(timers)
+        .min()
 }
 
 /// The numbers an exception's decision is about: those overdue (or awaiting a label) of its

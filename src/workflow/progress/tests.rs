@@ -166,7 +166,7 @@ fn a_chase_starts_the_clock_again_and_a_new_label_is_waited_for() {
     let (waiting, next) = overdue(&s, tuesday + 30 * DAY, &settings());
     assert_eq!(next, None);
     assert!(waiting[0].awaiting_label, "{waiting:?}");
-    assert_eq!(conditions(&s, tuesday + 30 * DAY, &settings()).len(), 1);
+    assert_eq!(timers(&s, tuesday + 30 * DAY, &settings()).0.len(), 1);
 
     // The new label replaces the number: its own clock starts.
     s.record(label("1ZTEST0002", tuesday + 31 * DAY, "label-2"));
