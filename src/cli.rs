@@ -547,6 +547,7 @@ fn run(path: &Path) -> ExitCode {
     };
     let options = Options {
         durability,
+        service_manager: true,
         ..Options::default()
     };
     let result = runtime().and_then(|rt| rt.block_on(run_until_signal(&config, options)));
@@ -561,8 +562,8 @@ async fn run_until_signal(config: &Config, options: Options) -> anyhow::Result<(
     // Install the handlers before announcing readiness, so a stop sent right after is not lost.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // With `options.service_manager` set, the daemon tells systemd it is ready once it started.
     let daemon = Daemon::start(config, options).await?;
-    crate::health::notify_ready();
     // One line on stdout that scripts and tests read to find the bound ports.
     println!(
         "shipgate ready public={} admin={}",

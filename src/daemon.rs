@@ -50,6 +50,10 @@ pub struct Options {
     pub sender: SenderSettings,
     /// Whether the outbox sender runs (tests that drive a sender themselves switch it off).
     pub outbox: bool,
+    /// Whether the daemon talks to systemd: READY once started, the watchdog while the workers
+    /// beat, STOPPING on shutdown. Only `shipgate run` sets it, so that a daemon started inside a
+    /// test or the demo never speaks on a `NOTIFY_SOCKET` its parent process inherited.
+    pub service_manager: bool,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             clock: Clock::system(),
             sender: SenderSettings::default(),
             outbox: true,
+            service_manager: false,
         }
     }
 }
@@ -79,6 +84,7 @@ pub struct Daemon {
     ready: Arc<AtomicBool>,
     workflow: Workflow,
     sender: Sender,
+    service_manager: bool,
 }
 
 /// One shop's Admin API client and mirror.
@@ -299,10 +305,15 @@ impl Daemon {
             http,
             cancel.clone(),
         ));
-        tasks.spawn(health::watchdog(heartbeats.clone(), cancel.clone()));
-        tasks.close();
         ready.store(true, Ordering::SeqCst);
         tracing::info!(%public_addr, %admin_addr, shops = config.shops.len(), "shipgate ready");
+        if options.service_manager {
+            // READY goes out before the watchdog task exists, so systemd can never hear a ping
+            // from a service it does not yet consider started.
+            health::notify_ready();
+            tasks.spawn(health::watchdog(heartbeats.clone(), cancel.clone()));
+        }
+        tasks.close();
         Ok(Daemon {
             public_addr,
             admin_addr,
@@ -314,6 +325,7 @@ impl Daemon {
             ready,
             workflow,
             sender,
+            service_manager: options.service_manager,
         })
     }
 
@@ -373,7 +385,9 @@ impl Daemon {
     /// Stops intake, lets in-flight requests finish, stops the workers, flushes and closes the
     /// store.
     pub async fn stop(self) -> anyhow::Result<()> {
-        health::notify_stopping();
+        if self.service_manager {
+            health::notify_stopping();
+        }
         self.ready.store(false, Ordering::SeqCst);
         self.cancel.cancel();
         self.tasks.wait().await;

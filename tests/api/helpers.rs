@@ -98,6 +98,11 @@ impl Binary {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true);
+        // A test runner started by systemd hands these down; they would make the daemon talk to
+        // the runner's manager (or switch its watchdog off, as WATCHDOG_PID names another pid).
+        for inherited in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            command.env_remove(inherited);
+        }
         for (k, v) in envs {
             command.env(k, v);
         }
