@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compliance::{self, CustomerRequest};
 use crate::delivery::{Delivery, Origin, now_ms};
-use crate::store::{ShopState, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::suppliers::SupplierEvent;
 use crate::workflow::model::Source;
 use crate::workflow::{EventApplied, Workflow, WorkflowError};
@@ -321,23 +321,17 @@ pub fn process(
         }
         "app/uninstalled" => {
             // Deliveries arrive out of order: a late retry of an old uninstall must not stop a
-            // shop that was installed again since (see below).
-            let at = triggered_ms(delivery).unwrap_or_else(|| now_ms() as i64);
-            let state = store.shop_state(shop)?.unwrap_or_default();
-            if state.reinstalled_at_ms.is_some_and(|r| r as i64 >= at) {
-                return Ok(Outcome::Kept);
-            }
-            // The newest uninstall counts: a late retry of an older one must not wind the time
-            // back (an order webhook between the two would then look like a reinstall).
-            let at = (at.max(0) as u64).max(state.uninstalled_at_ms.unwrap_or(0));
-            store.set_shop_state(
-                shop,
-                &ShopState {
-                    uninstalled_at_ms: Some(at),
-                    ..state
-                },
-            )?;
-            return Ok(Outcome::ShopStopped);
+            // shop that was installed again since, nor wind the uninstall's time back (an order
+            // webhook between the two would then look like a reinstall). The store applies both
+            // rules atomically against the poller's probe.
+            let at = triggered_ms(delivery)
+                .unwrap_or_else(|| now_ms() as i64)
+                .max(0) as u64;
+            return Ok(if store.mark_uninstalled(shop, at)? {
+                Outcome::ShopStopped
+            } else {
+                Outcome::Kept
+            });
         }
         _ => {}
     }
@@ -358,15 +352,13 @@ pub fn process(
         // means the app was installed again, and work resumes.
         match triggered_ms(delivery) {
             Some(at) if at > uninstalled as i64 => {
-                tracing::info!(%shop, "order webhook after the uninstall: the app was reinstalled; work resumes");
-                store.set_shop_state(
-                    shop,
-                    &ShopState {
-                        uninstalled_at_ms: None,
-                        reinstalled_at_ms: Some(at as u64),
-                        ..state
-                    },
-                )?;
+                // Compare-and-swap: the probe may have resumed the shop meanwhile (fine), but
+                // a newer uninstall recorded meanwhile keeps it stopped.
+                if store.mark_reinstalled(shop, at as u64)? {
+                    tracing::info!(%shop, "order webhook after the uninstall: the app was reinstalled; work resumes");
+                } else if store.shop_state(shop)?.is_some_and(|s| s.is_stopped()) {
+                    return Ok(Outcome::SkippedUninstalled);
+                }
             }
             _ => return Ok(Outcome::SkippedUninstalled),
         }

@@ -794,6 +794,39 @@ impl Store {
         }
     }
 
+    /// Records an `app/uninstalled` triggered at `at_ms`: the shop stops, unless a reinstall at or
+    /// after `at_ms` was already seen (a late retry of an old uninstall must not stop a shop that
+    /// was installed again). The newest uninstall's time is kept, so a late retry of an older one
+    /// cannot wind it back. Returns whether the shop is stopped by it. Compare-and-swap, like
+    /// `mark_reinstalled`: the poller's probe may resume the shop meanwhile, and whichever of the
+    /// two is newer must win. Not flushed: call `flush`.
+    pub fn mark_uninstalled(&self, shop: &str, at_ms: u64) -> Result<bool, StoreError> {
+        self.check_fault()?;
+        loop {
+            let current = self.inner.shops.get(shop.as_bytes())?;
+            // An unreadable state is replaced, as `shop_state` takes it as none.
+            let state = current
+                .as_deref()
+                .and_then(|v| decode_shop_state(v).ok())
+                .unwrap_or_default();
+            if state.reinstalled_at_ms.is_some_and(|r| r >= at_ms) {
+                return Ok(false);
+            }
+            let stopped = ShopState {
+                uninstalled_at_ms: Some(at_ms.max(state.uninstalled_at_ms.unwrap_or(0))),
+                ..state
+            };
+            if self
+                .inner
+                .shops
+                .compare_and_swap(shop.as_bytes(), current, Some(encode(&stopped)))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Writes a shop state's bytes as they are, for the format migration tests.
     #[cfg(test)]
     fn put_raw_shop_state(&self, shop: &str, bytes: &[u8]) -> Result<(), StoreError> {

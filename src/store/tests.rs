@@ -568,3 +568,34 @@ async fn the_retention_deletes_processed_deliveries_past_the_window_and_nothing_
     assert_eq!(store.delivery_seq(&origin, "new-1").unwrap(), Some(seqs[2]));
     assert_eq!(store.prune_deliveries(5_000).unwrap(), 0, "nothing twice");
 }
+
+#[test]
+fn the_newest_of_an_uninstall_and_a_reinstall_wins_whatever_order_they_are_recorded_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let shop = "flip.myshopify.com";
+    // A shop never seen before is stopped by its uninstall.
+    assert!(store.mark_uninstalled(shop, 1_000).unwrap());
+    assert_eq!(
+        store.shop_state(shop).unwrap().unwrap().uninstalled_at_ms,
+        Some(1_000)
+    );
+    // A late retry of an older uninstall does not wind the time back.
+    assert!(store.mark_uninstalled(shop, 900).unwrap());
+    assert_eq!(
+        store.shop_state(shop).unwrap().unwrap().uninstalled_at_ms,
+        Some(1_000)
+    );
+    // The probe's answer after it resumes the shop; a late retry of the uninstall it answered
+    // after (or at) keeps it running.
+    assert!(store.mark_reinstalled(shop, 2_000).unwrap());
+    assert!(!store.mark_uninstalled(shop, 1_000).unwrap());
+    assert!(!store.mark_uninstalled(shop, 2_000).unwrap());
+    assert!(!store.shop_state(shop).unwrap().unwrap().is_stopped());
+    // A newer uninstall stops it again, and an older probe answer cannot undo that.
+    assert!(store.mark_uninstalled(shop, 3_000).unwrap());
+    assert!(!store.mark_reinstalled(shop, 2_500).unwrap());
+    let state = store.shop_state(shop).unwrap().unwrap();
+    assert!(state.is_stopped());
+    assert_eq!(state.reinstalled_at_ms, Some(2_000));
+}
