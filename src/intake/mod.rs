@@ -135,7 +135,17 @@ impl IntoResponse for IntakeError {
             // The detail goes to the operator's log, never to the sender.
             tracing::error!(error = %e, "delivery refused: store unavailable");
         }
-        (self.status(), format!("{self}\n")).into_response()
+        // A refusal may leave the request's body unread (a header check, a declared length
+        // over the limit, a body cut off mid-way), and then the server closes the connection
+        // after answering. Saying so keeps a client from writing its next request into a
+        // connection that is being closed (a broken pipe on its side). Refusals are rare, so
+        // closing after every one costs nothing worth keeping the rule finer for.
+        (
+            self.status(),
+            [(http::header::CONNECTION, "close")],
+            format!("{self}\n"),
+        )
+            .into_response()
     }
 }
 

@@ -152,6 +152,92 @@ async fn an_oversized_body_is_413_whether_declared_or_streamed() {
     app.daemon.stop().await.unwrap();
 }
 
+/// One raw HTTP/1.1 exchange on `stream`: writes `request`, reads one answer (head and the
+/// body its Content-Length announces) and returns the head, lower-cased, and the body.
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> (String, String) {
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the answer was cut short: {head}");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            return (head, body);
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The raw request a delivery makes, with `extra` headers and `body` in place of its own.
+fn raw_request(delivery: &ShopifyDelivery, extra: &str, body: &[u8]) -> Vec<u8> {
+    let (headers, _) = delivery.wire();
+    let mut head = String::from("POST /webhooks/shopify HTTP/1.1\r\nHost: x\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(extra);
+    head.push_str("\r\n");
+    [head.as_bytes(), body].concat()
+}
+
+#[tokio::test]
+async fn a_refusal_that_leaves_the_body_unread_says_it_closes_the_connection() {
+    let app = spawn_app().await;
+    // A delivery that is accepted keeps the connection open for the next one.
+    let first = order("wh-keep-1");
+    let (_, body) = first.wire();
+    let mut stream = TcpStream::connect(app.daemon.public_addr()).await.unwrap();
+    let request = raw_request(
+        &first,
+        &format!("Content-Length: {}\r\n", body.len()),
+        &body,
+    );
+    let (head, _) = exchange(&mut stream, &request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    // On the same connection: a declared length over the limit is refused before its body is
+    // read, and the answer says the connection closes, which it then does.
+    let big = order("wh-keep-2");
+    let request = raw_request(&big, "Content-Length: 70000\r\n", b"");
+    let (head, body) = exchange(&mut stream, &request).await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains("larger than"), "{body}");
+    let mut rest = Vec::new();
+    let n = stream.read_to_end(&mut rest).await.unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "nothing follows the refusal: the server closed the connection"
+    );
+    // A refusal for a missing header, with its body never read, says the same.
+    let mut stream = TcpStream::connect(app.daemon.public_addr()).await.unwrap();
+    let no_topic = order("wh-keep-3").tampered(Tamper::DropHeader("X-Shopify-Topic"));
+    let (_, body) = no_topic.wire();
+    let request = raw_request(
+        &no_topic,
+        &format!("Content-Length: {}\r\n", body.len()),
+        &body,
+    );
+    let (head, body) = exchange(&mut stream, &request).await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains("X-Shopify-Topic"), "{body}");
+    assert_eq!(app.daemon.store().delivery_count(), 1);
+    app.daemon.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn duplicates_are_stored_once_even_when_concurrent() {
     let app = spawn_app().await;
