@@ -108,11 +108,10 @@ impl From<views::OpError> for ApiError {
 
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
-        return ApiError(
+        return closing(ApiError(
             StatusCode::FORBIDDEN,
             "the admin API is disabled: no [admin] token is configured".into(),
-        )
-        .into_response();
+        ));
     };
     let presented = request
         .headers()
@@ -124,12 +123,23 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
     if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
         next.run(request).await
     } else {
-        ApiError(
+        closing(ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token".into(),
-        )
-        .into_response()
+        ))
     }
+}
+
+/// A refusal made before the request's body was read: hyper closes such a connection after
+/// answering, and the header tells the client so, instead of letting it write its next request
+/// into a closing connection.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {

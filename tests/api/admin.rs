@@ -23,6 +23,12 @@ async fn everything_but_the_probes_needs_the_bearer_token() {
             .await
             .unwrap();
         assert_eq!(wrong.status().as_u16(), 401, "{path} with a wrong token");
+        // Refused before any body is read, so the connection closes and the answer says so.
+        assert_eq!(
+            wrong.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "{path}"
+        );
         let body: serde_json::Value = wrong.json().await.unwrap();
         assert!(body["error"].as_str().unwrap().contains("bearer token"));
         let right = client
