@@ -771,6 +771,11 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
             format!("Shopify refused {key}: {reason}"),
             None,
         ),
+        EvidenceKind::FulfillmentWithdrawn { key, reason } => (
+            "fulfillment_withdrawn".to_string(),
+            format!("{key} withdrawn before it was sent: {reason}"),
+            None,
+        ),
         EvidenceKind::FulfillmentRefusalDecided { key, retry } => (
             "fulfillment_refusal_decided".to_string(),
             format!(

@@ -1174,5 +1174,12 @@ mod tests {
             }),
             17
         );
+        assert_eq!(
+            position(&EvidenceKind::FulfillmentWithdrawn {
+                key: "k".into(),
+                reason: "r".into(),
+            }),
+            18
+        );
     }
 }

@@ -659,6 +659,35 @@ fn refused(shipment: &Shipment, key: &str) -> bool {
     )
 }
 
+/// Whether the intended fulfillment `key` was withdrawn before it reached Shopify.
+pub fn withdrawn(shipment: &Shipment, key: &str) -> bool {
+    has(
+        shipment,
+        |k| matches!(k, EvidenceKind::FulfillmentWithdrawn { key: k2, .. } if k2 == key),
+    )
+}
+
+/// The intended fulfillments not yet created in Shopify, refused or withdrawn: those whose
+/// effect may still be waiting in the outbox.
+pub fn unsent_intents(shipment: &Shipment) -> Vec<String> {
+    shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::FulfillmentIntended { key, .. }
+                if !refused(shipment, key)
+                    && !withdrawn(shipment, key)
+                    && !has(shipment, |k| {
+                        matches!(k, EvidenceKind::FulfillmentCreated { key: k2, .. } if k2 == key)
+                    }) =>
+            {
+                Some(key.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The refused fulfillments nobody decided about yet: (key, Shopify's reason).
 pub fn undecided_refusals(shipment: &Shipment) -> Vec<(String, String)> {
     shipment
@@ -677,12 +706,15 @@ pub fn undecided_refusals(shipment: &Shipment) -> Vec<(String, String)> {
 
 /// Quantities per fulfillment-order line that the gate already let through (intended). A
 /// refused intent stops counting once the owner decided to retry it; one left to be handled by
-/// hand keeps counting, so the gate does not open for it again.
+/// hand keeps counting, so the gate does not open for it again. A withdrawn intent never
+/// counts.
 pub fn intended_fulfilments(shipment: &Shipment) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for e in &shipment.evidence {
         if let EvidenceKind::FulfillmentIntended { lines, key, .. } = &e.kind {
-            if refused(shipment, key) && refusal_decision(shipment, key) != Some(false) {
+            if withdrawn(shipment, key)
+                || (refused(shipment, key) && refusal_decision(shipment, key) != Some(false))
+            {
                 continue;
             }
             for (fol, q) in lines {
@@ -778,7 +810,9 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
         .iter()
         .filter_map(|e| match &e.kind {
             EvidenceKind::FulfillmentIntended { key, .. }
-                if !refused(shipment, key) || refusal_decision(shipment, key) == Some(false) =>
+                if !withdrawn(shipment, key)
+                    && (!refused(shipment, key)
+                        || refusal_decision(shipment, key) == Some(false)) =>
             {
                 Some(key.as_str())
             }

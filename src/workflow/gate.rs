@@ -80,26 +80,52 @@ pub enum Closed {
     NothingCovered,
 }
 
+impl Closed {
+    /// Why, in words, for evidence and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Closed::OrderCancelled => "the order was cancelled",
+            Closed::OpenException => "an exception is open on the shipment",
+            Closed::FulfillmentOrderGone => "the fulfillment order is gone from Shopify",
+            Closed::FulfillmentOrderNotOpen => "the fulfillment order is no longer open",
+            Closed::FulfillmentOrderHeld => "the fulfillment order is on hold",
+            Closed::NothingCovered => "nothing is covered",
+        }
+    }
+}
+
+/// Whether the gate is shut for the shipment as a whole, whatever its quantities: conditions
+/// (d), (e) and (f). An intent recorded while the gate was open must not go out once one of
+/// these holds; that quantities are already intended (`NothingCovered`) is no such reason.
+pub fn shut(input: &GateInput) -> Option<Closed> {
+    if input.order_cancelled {
+        return Some(Closed::OrderCancelled);
+    }
+    if input.open_exception {
+        return Some(Closed::OpenException);
+    }
+    let Some(fo) = input.fulfillment_order.as_ref() else {
+        return Some(Closed::FulfillmentOrderGone);
+    };
+    if !fo.open {
+        return Some(Closed::FulfillmentOrderNotOpen);
+    }
+    if fo.held {
+        return Some(Closed::FulfillmentOrderHeld);
+    }
+    None
+}
+
 /// Decides what may be fulfilled. Quantities per line are the smallest of: what the check
 /// passed, what accepted parcels hold, what Shopify still has open, and the shipment's own
 /// quantity; minus what was already fulfilled through shipgate.
 pub fn fulfillable(input: &GateInput) -> Result<GateDecision, Closed> {
-    if input.order_cancelled {
-        return Err(Closed::OrderCancelled);
+    if let Some(closed) = shut(input) {
+        return Err(closed);
     }
-    if input.open_exception {
-        return Err(Closed::OpenException);
-    }
-    let fo = input
-        .fulfillment_order
-        .as_ref()
-        .ok_or(Closed::FulfillmentOrderGone)?;
-    if !fo.open {
-        return Err(Closed::FulfillmentOrderNotOpen);
-    }
-    if fo.held {
-        return Err(Closed::FulfillmentOrderHeld);
-    }
+    let Some(fo) = input.fulfillment_order.as_ref() else {
+        return Err(Closed::FulfillmentOrderGone);
+    };
     let mut in_accepted: BTreeMap<&str, i64> = BTreeMap::new();
     let mut parcels_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for parcel in input.parcels.iter().filter(|p| p.accepted) {

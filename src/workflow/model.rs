@@ -150,9 +150,14 @@ pub enum EvidenceKind {
     },
     /// Carrier progress of the fulfillment `key` up to `until_ms` (carrier time) is not posted:
     /// the fulfillment predates progress posting (a store upgraded from format 1), and telling
-    /// its customer months of history now would be noise. (Last: variants are stored by their
-    /// position, so new ones are only ever appended.)
+    /// its customer months of history now would be noise.
     ProgressSkipped { key: String, until_ms: i64 },
+    /// The fulfillment `key` was intended but never reached Shopify, and the gate closed before
+    /// it went (an exception opened, the order was cancelled, the fulfillment order was held or
+    /// closed): its outbox effect is superseded and its quantities no longer count as intended,
+    /// so the gate lets them through again once it reopens. (Last: variants are stored by their
+    /// position, so new ones are only ever appended.)
+    FulfillmentWithdrawn { key: String, reason: String },
 }
 
 /// One evidence record: append-only, each with actor, time and source.

@@ -190,6 +190,7 @@ pub fn settle(
     let cancelled = order.is_some_and(|o| o.is_cancelled());
     reconcile_exceptions(case, conditions, cancelled, ctx, &mut changes)?;
     if let Some(order) = order {
+        withdraw_shut(case, order, ctx, &mut changes)?;
         write_back(case, order, ctx, &mut changes)?;
     }
     progress::report(case, ctx, &mut changes)?;
@@ -448,6 +449,78 @@ pub fn open_gates(case: &OrderCase, order: &OrderMirror) -> Vec<(String, gate::G
                 .map(|d| (s.id.clone(), d))
         })
         .collect()
+}
+
+/// An intended fulfillment still waiting in the outbox goes out only while its gate stays open
+/// (invariant 3): once an exception opened, the order was cancelled, or the fulfillment order
+/// was held or closed, the intent is withdrawn. Its effect is superseded and its quantities stop
+/// counting as intended, so the gate lets them through again when it reopens. An effect that
+/// may have gone out already is left to the sender, which reads Shopify first and asks
+/// `fulfillment_shut` again before it sends once more.
+fn withdraw_shut(
+    case: &mut OrderCase,
+    order: &OrderMirror,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for index in 0..case.shipments.len() {
+        let shipment = &case.shipments[index];
+        let unsent = derive::unsent_intents(shipment);
+        if unsent.is_empty() {
+            continue;
+        }
+        let Some(shut) = gate::shut(&gate_input(case, shipment, order)) else {
+            continue;
+        };
+        for key in unsent {
+            let withdrawn = match changes.new_effects.iter_mut().find(|e| e.key == key) {
+                Some(effect) => {
+                    effect.state = EffectState::Superseded {
+                        at_ms: ctx.now_ms,
+                        reason: shut.reason().to_string(),
+                    };
+                    true
+                }
+                None => match ctx.store.effect_by_key(&key)? {
+                    // The sender marks under the case lock this runs under, so a mark cannot
+                    // slip in between.
+                    Some(mut effect) if effect.is_pending() && !effect.maybe_delivered => {
+                        effect.state = EffectState::Superseded {
+                            at_ms: ctx.now_ms,
+                            reason: shut.reason().to_string(),
+                        };
+                        changes.updated_effects.push(effect);
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if withdrawn {
+                tracing::info!(shipment = %case.shipments[index].id, order = %case.order_name,
+                    key = %key, reason = shut.reason(), "the gate closed: fulfillment withdrawn");
+                case.shipments[index].record(ctx.evidence(
+                    format!("{key}.withdrawn"),
+                    EvidenceKind::FulfillmentWithdrawn {
+                        key,
+                        reason: shut.reason().to_string(),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the gate of the shipment that intended fulfillment `key` is shut now, on the case
+/// and mirror as stored: the sender asks before it sends one whose earlier attempt did not
+/// arrive. None when it is open (or the shipment is unknown).
+pub fn fulfillment_shut(
+    case: &OrderCase,
+    order: &OrderMirror,
+    shipment_id: &str,
+) -> Option<gate::Closed> {
+    let shipment = case.shipments.iter().find(|s| s.id == shipment_id)?;
+    gate::shut(&gate_input(case, shipment, order))
 }
 
 /// The write-back (invariant 3): for every shipment, what the gate lets through becomes a

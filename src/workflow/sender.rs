@@ -282,7 +282,18 @@ impl Sender {
                     self.record(&current)?;
                     return Ok(true);
                 }
-                Remote::HasNot => {}
+                Remote::HasNot => {
+                    if matches!(current.action, Action::CreateFulfillment { .. }) {
+                        // Shopify does not have it, so it is as unsent as one never tried, and
+                        // it goes again only through an open gate: recording settles the case,
+                        // which withdraws it if the gate shut meanwhile (invariant 3).
+                        current.maybe_delivered = false;
+                        self.record(&current)?;
+                        if !store.effect(current.id)?.is_some_and(|e| e.is_pending()) {
+                            return Ok(true);
+                        }
+                    }
+                }
             }
         }
 

@@ -1375,3 +1375,183 @@ async fn a_failed_check_holds_the_order_until_replaced_or_accepted() {
         ShipmentStatus::AwaitingPacking
     );
 }
+
+/// Packed in parcels (id, quantity of line 1), labelled with their numbers.
+async fn pack_and_label(f: &Fixture, sg: &str, at_s: i64, parcels: &[(&str, i64, &str)]) {
+    use crate::suppliers::{PackedParcel, ParcelLine};
+    f.event(
+        "acme",
+        sg,
+        &format!("pack-{at_s}"),
+        at_s,
+        EventKind::Packed {
+            parcels: parcels
+                .iter()
+                .map(|(parcel, quantity, _)| PackedParcel {
+                    parcel_id: parcel.to_string(),
+                    lines: vec![ParcelLine {
+                        line_id: "gid://shopify/LineItem/1".into(),
+                        quantity: *quantity,
+                    }],
+                    weight_grams: Some(900),
+                    dimensions_cm: None,
+                    photos: Vec::new(),
+                })
+                .collect(),
+        },
+    )
+    .await;
+    for (parcel, _, number) in parcels {
+        f.event(
+            "acme",
+            sg,
+            &format!("label-{number}"),
+            at_s + 1,
+            EventKind::LabelCreated {
+                parcel_id: Some(parcel.to_string()),
+                carrier: "UPS".into(),
+                tracking_number: number.to_string(),
+                tracking_url: None,
+            },
+        )
+        .await;
+    }
+}
+
+/// The carrier's pickup scan of `number`, `at_s` seconds after the start.
+async fn picked_up(f: &Fixture, number: &str, at_s: i64) {
+    use crate::tracking::{Normalized, Provider, TrackingEvent};
+    let scan = TrackingEvent {
+        provider: Provider::AfterShip,
+        event_id: format!("aftership:pickup-{number}"),
+        tracking_number: number.into(),
+        carrier: "ups".into(),
+        occurred_at: Timestamp::from_unix_ms(START_MS + at_s * 1000),
+        raw_text: "Pickup scan".into(),
+        raw_code: Some("PU".into()),
+        location: Some("Shenzhen".into()),
+        provider_code: Some("InTransit_002".into()),
+        acceptance_scan: true,
+        normalized: Normalized::InTransit,
+        evidence: Vec::new(),
+    };
+    f.workflow
+        .apply_tracking(scan, Source::Workflow)
+        .await
+        .unwrap();
+}
+
+/// The fulfillment intents (key, numbers, quantities), in the order they were recorded.
+fn intents(f: &Fixture) -> Vec<(String, Vec<String>, Vec<(String, i64)>)> {
+    f.effects()
+        .into_iter()
+        .filter_map(|e| match e.action {
+            Action::CreateFulfillment {
+                tracking_numbers,
+                lines,
+                ..
+            } => Some((e.key, tracking_numbers, lines)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_gate_shuts_and_intended_again_when_it_reopens()
+ {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    // Everything below happens within these hours; evidence from the future is refused.
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000001")]).await;
+    picked_up(&f, "1ZGOOD000001", 3_600).await;
+    let first = format!("{sg}.f1");
+    let shopify = |f: &Fixture| -> Vec<String> {
+        f.pending_actions()
+            .into_iter()
+            .filter(|a| a.starts_with("shopify_"))
+            .collect()
+    };
+    assert_eq!(
+        shopify(&f),
+        vec![format!("shopify_fulfillment {first}")],
+        "the gate opened; nothing was sent yet (no sender runs here)"
+    );
+
+    // A later check fails before the outbox sent the fulfillment: it must not go out.
+    let (id, at, kind) = check_of_line_1("qc2", 3_700, 1, "fail");
+    f.event("acme", &sg, &id, at, kind).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::CheckFailed]);
+    let withdrawn = f.store.effect_by_key(&first).unwrap().unwrap();
+    assert!(
+        matches!(&withdrawn.state, EffectState::Superseded { reason, .. } if reason.contains("exception")),
+        "{:?}",
+        withdrawn.state
+    );
+    let ex = f.exception_id(ExceptionKind::CheckFailed);
+    assert_eq!(shopify(&f), vec![format!("shopify_hold {ex}.hold")]);
+    let case = f.case();
+    assert!(derive::withdrawn(&case.shipments[0], &first));
+    assert!(derive::intended_fulfilments(&case.shipments[0]).is_empty());
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions),
+        ShipmentStatus::Held
+    );
+
+    // Replaced and checked again: the gate reopens, for both units, under a new key.
+    f.decide(&ex, Decision::Replace).await.unwrap();
+    let (id, at, kind) = check_of_line_1("qc3", 7_200, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    assert!(f.open_kinds().is_empty());
+    assert_eq!(
+        intents(&f),
+        vec![
+            (
+                first,
+                vec!["1ZGOOD000001".to_string()],
+                vec![("gid://shopify/FulfillmentOrderLineItem/1".to_string(), 2)]
+            ),
+            (
+                format!("{sg}.f2"),
+                vec!["1ZGOOD000001".to_string()],
+                vec![("gid://shopify/FulfillmentOrderLineItem/1".to_string(), 2)]
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_order_is_cancelled() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    // Everything below happens within these hours; evidence from the future is refused.
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000002")]).await;
+    picked_up(&f, "1ZGOOD000002", 3_600).await;
+    let mut cancelled = order(2, &[line(1, Some("MUG-RED"), 2)]);
+    cancelled.cancelled_at = Some(Timestamp::from_unix_ms(START_MS + 4_000_000));
+    f.put(&cancelled).await;
+    let effect = f.store.effect_by_key(&format!("{sg}.f1")).unwrap().unwrap();
+    assert!(
+        matches!(&effect.state, EffectState::Superseded { reason, .. } if reason.contains("cancelled")),
+        "{:?}",
+        effect.state
+    );
+    assert!(
+        !f.pending_actions()
+            .iter()
+            .any(|a| a.starts_with("shopify_fulfillment")),
+        "{:?}",
+        f.pending_actions()
+    );
+}
