@@ -1441,8 +1441,11 @@ async fn picked_up(f: &Fixture, number: &str, at_s: i64) {
         .unwrap();
 }
 
-/// The fulfillment intents (key, numbers, quantities), in the order they were recorded.
-fn intents(f: &Fixture) -> Vec<(String, Vec<String>, Vec<(String, i64)>)> {
+/// A fulfillment intent as the outbox holds it: key, tracking numbers, (line, quantity).
+type Intent = (String, Vec<String>, Vec<(String, i64)>);
+
+/// The fulfillment intents, in the order they were recorded.
+fn intents(f: &Fixture) -> Vec<Intent> {
     f.effects()
         .into_iter()
         .filter_map(|e| match e.action {
