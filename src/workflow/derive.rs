@@ -5,7 +5,7 @@
 //! gives the same answer however it trickled in. "Latest" always means latest by that order: a
 //! confirmation that happened after a shortage supersedes it even if it arrived first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{EvidenceKind, Exception, ExceptionKind, Shipment, Subject};
 use crate::suppliers::EventKind;
@@ -720,6 +720,23 @@ pub fn intended_fulfilments(shipment: &Shipment) -> BTreeMap<String, i64> {
             for (fol, q) in lines {
                 *out.entry(fol.clone()).or_insert(0) += q;
             }
+        }
+    }
+    out
+}
+
+/// The parcels whose tracking the intended fulfillments that count (as in
+/// `intended_fulfilments`) carry.
+pub fn intended_parcels(shipment: &Shipment) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for e in &shipment.evidence {
+        if let EvidenceKind::FulfillmentIntended { parcels, key, .. } = &e.kind {
+            if withdrawn(shipment, key)
+                || (refused(shipment, key) && refusal_decision(shipment, key) != Some(false))
+            {
+                continue;
+            }
+            out.extend(parcels.iter().cloned());
         }
     }
     out

@@ -52,6 +52,8 @@ pub struct GateInput {
     pub parcels: Vec<GateParcel>,
     /// Quantities per line item id already fulfilled through shipgate for this shipment.
     pub fulfilled: BTreeMap<String, i64>,
+    /// The parcels whose tracking an earlier fulfillment of the shipment already carries.
+    pub fulfilled_parcels: BTreeSet<String>,
     /// Whether any exception about the shipment or its order is open.
     pub open_exception: bool,
     pub order_cancelled: bool,
@@ -65,7 +67,9 @@ pub struct GateDecision {
     pub location_id: Option<String>,
     /// (fulfillment-order line id, quantity), only positive quantities.
     pub lines: Vec<(String, i64)>,
-    /// The accepted parcels whose contents make up these quantities.
+    /// The accepted parcels whose contents make up these quantities: those no earlier
+    /// fulfillment carries, or, when the units left are in parcels one already carries (a check
+    /// that passed fewer units first), those.
     pub parcels: Vec<String>,
 }
 
@@ -153,7 +157,20 @@ pub fn fulfillable(input: &GateInput) -> Result<GateDecision, Closed> {
         let quantity = covered.min(remaining);
         if quantity > 0 {
             lines.push((line.fulfillment_order_line_id.clone(), quantity));
-            parcels.extend(parcels_of.get(item).into_iter().flatten().copied());
+            // The customer is told each number once: a parcel an earlier fulfillment carries
+            // is named again only when no other parcel holds the units left.
+            let holding: Vec<&str> = parcels_of
+                .get(item)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            let fresh: Vec<&str> = holding
+                .iter()
+                .copied()
+                .filter(|p| !input.fulfilled_parcels.contains(*p))
+                .collect();
+            parcels.extend(if fresh.is_empty() { holding } else { fresh });
         }
     }
     if lines.is_empty() {
@@ -191,6 +208,7 @@ mod tests {
                 accepted: true,
             }],
             fulfilled: BTreeMap::new(),
+            fulfilled_parcels: BTreeSet::new(),
             open_exception: false,
             order_cancelled: false,
             fulfillment_order: Some(GateFulfillmentOrder {
@@ -208,6 +226,38 @@ mod tests {
         let decision = fulfillable(&input()).unwrap();
         assert_eq!(decision.lines, vec![("fol1".into(), 2), ("fol2".into(), 1)]);
         assert_eq!(decision.parcels, vec!["P1".to_string()]);
+    }
+
+    #[test]
+    fn a_second_fulfillment_names_only_the_parcels_the_first_did_not() {
+        let mut i = input();
+        i.lines = vec![line(1, 2)];
+        i.passed = [("li1".into(), 2)].into();
+        i.fulfillment_order.as_mut().unwrap().remaining = [("fol1".into(), 1)].into();
+        i.parcels = vec![
+            GateParcel {
+                parcel_id: "P1".into(),
+                lines: vec![("li1".into(), 1)],
+                accepted: true,
+            },
+            GateParcel {
+                parcel_id: "P2".into(),
+                lines: vec![("li1".into(), 1)],
+                accepted: true,
+            },
+        ];
+        i.fulfilled = [("li1".into(), 1)].into();
+        i.fulfilled_parcels = ["P1".to_string()].into();
+        let second = fulfillable(&i).unwrap();
+        assert_eq!(second.lines, vec![("fol1".into(), 1)]);
+        assert_eq!(second.parcels, vec!["P2".to_string()]);
+        // Units left only in a parcel the first fulfillment carries: that parcel, again.
+        i.parcels = vec![GateParcel {
+            parcel_id: "P1".into(),
+            lines: vec![("li1".into(), 2)],
+            accepted: true,
+        }];
+        assert_eq!(fulfillable(&i).unwrap().parcels, vec!["P1".to_string()]);
     }
 
     #[test]
@@ -288,6 +338,7 @@ mod tests {
                             .collect(),
                         fulfilled: [("li1".into(), fulfilled[0]), ("li2".into(), fulfilled[1])]
                             .into(),
+                        fulfilled_parcels: BTreeSet::new(),
                         open_exception: exception,
                         order_cancelled: cancelled,
                         fulfillment_order: fo_exists.then(|| GateFulfillmentOrder {

@@ -424,6 +424,7 @@ fn gate_input(case: &OrderCase, shipment: &Shipment, order: &OrderMirror) -> gat
         passed: derive::passed_quantities(shipment),
         parcels,
         fulfilled,
+        fulfilled_parcels: derive::intended_parcels(shipment),
         open_exception: case
             .exceptions
             .iter()

@@ -645,26 +645,24 @@ impl Sender {
                 Ok(_) => Remote::HasNot,
                 Err(e) => Remote::Unknown(e),
             },
-            // Shopify has no idempotency key for fulfillments: ours is the one carrying our
-            // tracking numbers.
+            // Shopify has no idempotency key for fulfillments: ours is one carrying our
+            // tracking numbers that is not already recorded as another of ours (a later
+            // fulfillment of a parcel may carry a number an earlier one did).
             Action::CreateFulfillment {
                 tracking_numbers, ..
             } => {
                 let Some(client) = self.shops.get(&effect.shop) else {
                     return Remote::HasNot;
                 };
+                let ours = match self.workflow.store().case(&effect.shop, &effect.order_gid) {
+                    Ok(case) => case.map(|c| known_fulfillments(&c)).unwrap_or_default(),
+                    Err(e) => return Remote::Unknown(e.to_string()),
+                };
                 match fetch_order(client, &effect.shop, &effect.order_gid).await {
-                    Ok(Some(order)) => order
-                        .fulfillments
-                        .iter()
-                        .find(|f| {
-                            f.tracking.iter().any(|t| {
-                                t.number
-                                    .as_ref()
-                                    .is_some_and(|n| tracking_numbers.contains(n))
-                            })
-                        })
-                        .map_or(Remote::HasNot, |f| Remote::Has(Some(f.id.clone()))),
+                    Ok(Some(order)) => {
+                        find_fulfillment(&order.fulfillments, tracking_numbers, &ours)
+                            .map_or(Remote::HasNot, |id| Remote::Has(Some(id)))
+                    }
                     Ok(None) => Remote::HasNot,
                     Err(e) => Remote::Unknown(e),
                 }
@@ -798,4 +796,87 @@ pub enum SendError {
     Crashed(#[from] Crashed),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The Shopify fulfillments already recorded as created by one of the case's intents.
+fn known_fulfillments(case: &crate::workflow::model::OrderCase) -> Vec<String> {
+    case.shipments
+        .iter()
+        .flat_map(|s| &s.evidence)
+        .filter_map(|e| match &e.kind {
+            crate::workflow::model::EvidenceKind::FulfillmentCreated { fulfillment_id, .. } => {
+                Some(fulfillment_id.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fulfillment an intent with `numbers` became, among those not recorded as another of
+/// ours: the one carrying exactly these numbers, else one carrying any of them.
+fn find_fulfillment(
+    fulfillments: &[crate::order::Fulfillment],
+    numbers: &[String],
+    ours: &[String],
+) -> Option<String> {
+    let numbers_of = |f: &crate::order::Fulfillment| -> std::collections::BTreeSet<String> {
+        f.tracking.iter().filter_map(|t| t.number.clone()).collect()
+    };
+    let wanted: std::collections::BTreeSet<String> = numbers.iter().cloned().collect();
+    let candidates: Vec<&crate::order::Fulfillment> = fulfillments
+        .iter()
+        .filter(|f| !ours.contains(&f.id))
+        .filter(|f| !numbers_of(f).is_disjoint(&wanted))
+        .collect();
+    candidates
+        .iter()
+        .find(|f| numbers_of(f) == wanted)
+        .or_else(|| candidates.first())
+        .map(|f| f.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_fulfillment;
+    use crate::order::{Fulfillment, Tracking};
+
+    fn fulfillment(id: &str, numbers: &[&str]) -> Fulfillment {
+        Fulfillment {
+            id: id.into(),
+            status: "SUCCESS".into(),
+            created_at: None,
+            tracking: numbers
+                .iter()
+                .map(|n| Tracking {
+                    company: Some("UPS".into()),
+                    number: Some(n.to_string()),
+                    url: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_is_matched_to_the_fulfillment_it_made_not_to_an_earlier_one() {
+        let f1 = fulfillment("gid://shopify/Fulfillment/1", &["1ZA"]);
+        let f2 = fulfillment("gid://shopify/Fulfillment/2", &["1ZA", "1ZB"]);
+        let ours = vec![f1.id.clone()];
+        let wanted = ["1ZA".to_string(), "1ZB".to_string()];
+        // The second intent's answer was lost: f1 shares a number, but it is already ours.
+        assert_eq!(
+            find_fulfillment(&[f1.clone(), f2.clone()], &wanted, &ours),
+            Some(f2.id.clone())
+        );
+        // The second never arrived: f1 alone is no proof of it.
+        assert_eq!(
+            find_fulfillment(std::slice::from_ref(&f1), &wanted, &ours),
+            None
+        );
+        // Of two unknown fulfillments, the one with exactly our numbers is ours.
+        let partial = fulfillment("gid://shopify/Fulfillment/3", &["1ZB"]);
+        assert_eq!(
+            find_fulfillment(&[partial, f2.clone()], &wanted, &[]),
+            Some(f2.id)
+        );
+    }
 }

@@ -1558,3 +1558,41 @@ async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_order_is_cancelled() {
         f.pending_actions()
     );
 }
+
+#[tokio::test]
+async fn each_parcel_taken_by_the_carrier_is_fulfilled_with_its_own_number_once() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    pack_and_label(
+        &f,
+        &sg,
+        30,
+        &[("P1", 1, "1ZBOX0000001"), ("P2", 1, "1ZBOX0000002")],
+    )
+    .await;
+    picked_up(&f, "1ZBOX0000001", 3_600).await;
+    picked_up(&f, "1ZBOX0000002", 7_200).await;
+    let line = "gid://shopify/FulfillmentOrderLineItem/1".to_string();
+    assert_eq!(
+        intents(&f),
+        vec![
+            (
+                format!("{sg}.f1"),
+                vec!["1ZBOX0000001".to_string()],
+                vec![(line.clone(), 1)]
+            ),
+            (
+                format!("{sg}.f2"),
+                vec!["1ZBOX0000002".to_string()],
+                vec![(line, 1)]
+            ),
+        ],
+        "the second fulfillment does not tell the customer the first parcel's number again"
+    );
+}
