@@ -581,8 +581,20 @@ fn line_views(shipment: &Shipment) -> Vec<ShipmentLineView> {
         .collect()
 }
 
-fn status_of(shipment: &Shipment, case: &OrderCase) -> ShipmentStatus {
-    derive::status(shipment, &case.exceptions)
+/// The shipment's status, judged against the order's placing time from the mirror (carrier
+/// events before it are not the parcel's); without a readable mirror, against none.
+fn status_of(workflow: &Workflow, shipment: &Shipment, case: &OrderCase) -> ShipmentStatus {
+    derive::status(shipment, &case.exceptions, placed_of(workflow, case))
+}
+
+/// When the case's order was placed, as the mirror says.
+fn placed_of(workflow: &Workflow, case: &OrderCase) -> Option<i64> {
+    let order = workflow
+        .store()
+        .order(&case.shop, &case.order_gid)
+        .ok()
+        .flatten();
+    crate::workflow::plan::placed(order.as_ref())
 }
 
 fn source_text(source: &Source) -> String {
@@ -1116,7 +1128,7 @@ impl Operations {
                 .map(|s| ShipmentBrief {
                     id: s.id.clone(),
                     supplier: s.supplier.clone(),
-                    status: status_of(s, case).name().to_string(),
+                    status: status_of(&self.workflow, s, case).name().to_string(),
                     lines: line_views(s),
                 })
                 .collect(),
@@ -1282,7 +1294,9 @@ impl Operations {
             order_id: case.order_gid.clone(),
             order_name: case.order_name.clone(),
             fulfillment_order_id: shipment.fulfillment_order_id.clone(),
-            status: status_of(shipment, &case).name().to_string(),
+            status: status_of(&self.workflow, shipment, &case)
+                .name()
+                .to_string(),
             created_at: time_text(shipment.created_ms),
             revision: derive::revision(shipment),
             lines: line_views(shipment),
@@ -1825,7 +1839,9 @@ impl Operations {
                 kind,
                 result: result.to_string(),
             },
-            status: status_of(shipment, &case).name().to_string(),
+            status: status_of(&self.workflow, shipment, &case)
+                .name()
+                .to_string(),
             open_exceptions: case
                 .open_exceptions()
                 .filter(|e| e.subject.shipment_id.as_deref() == Some(shipment_id))
@@ -2018,7 +2034,7 @@ impl Operations {
             let Some(shipment) = case.shipment(id) else {
                 continue;
             };
-            let acceptance = derive::acceptances(shipment)
+            let acceptance = derive::acceptances(shipment, placed_of(&self.workflow, &case))
                 .into_iter()
                 .find(|(n, _)| n == number)
                 .and_then(|(_, a)| a);
@@ -2043,7 +2059,9 @@ impl Operations {
             };
             on.push(ScanShipment {
                 shipment_id: id.clone(),
-                status: status_of(shipment, &case).name().to_string(),
+                status: status_of(&self.workflow, shipment, &case)
+                    .name()
+                    .to_string(),
                 accepted: acceptance.is_some(),
                 why,
             });

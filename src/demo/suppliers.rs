@@ -46,14 +46,31 @@ impl Ctx<'_> {
             .flatten()
     }
 
+    /// When the order was placed, as the mirror says.
+    fn placed(&self, order: &str) -> Option<i64> {
+        let mirror = self
+            .daemon
+            .store()
+            .order(self.sandbox.shop(), order)
+            .ok()
+            .flatten();
+        crate::workflow::plan::placed(mirror.as_ref())
+    }
+
     fn statuses(&self, order: &str) -> Vec<(String, ShipmentStatus)> {
         let Some(case) = self.case(order) else {
             return Vec::new();
         };
+        let placed = self.placed(order);
         let mut out: Vec<_> = case
             .shipments
             .iter()
-            .map(|s| (s.supplier.clone(), derive::status(s, &case.exceptions)))
+            .map(|s| {
+                (
+                    s.supplier.clone(),
+                    derive::status(s, &case.exceptions, placed),
+                )
+            })
             .collect();
         out.sort();
         out
@@ -589,7 +606,9 @@ pub(super) async fn run(
                     s.evidence.iter().any(|e| {
                         matches!(&e.kind, crate::workflow::model::EvidenceKind::FulfillmentCreated { fulfillment_id, .. } if *fulfillment_id == fid)
                     }) && !derive::passed_quantities(s).is_empty()
-                        && derive::acceptances(s).iter().all(|(_, a)| a.is_some())
+                        && derive::acceptances(s, c.placed(&id))
+                            .iter()
+                            .all(|(_, a)| a.is_some())
                 })
             });
             if !explained {

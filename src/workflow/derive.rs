@@ -774,8 +774,12 @@ fn packing(shipment: &Shipment) -> (Vec<String>, bool) {
 
 /// The carrier's acceptance of each currently labelled tracking number: (number, accepted), by
 /// the latch rule of `tracking::acceptance` over the carrier events recorded for that number.
+///
+/// `placed_ms` is when the order was placed (Shopify's `createdAt`): no event before it is the
+/// parcel's (a recycled number's old history). None when the mirror does not say.
 pub fn acceptances(
     shipment: &Shipment,
+    placed_ms: Option<i64>,
 ) -> Vec<(String, Option<crate::tracking::acceptance::Acceptance>)> {
     let times = label_times(shipment);
     labels(shipment)
@@ -783,7 +787,8 @@ pub fn acceptances(
         .map(|(_, _, number, _)| {
             let events = carrier_events(shipment, &number);
             let label_ms = times.get(&number).copied();
-            let accepted = crate::tracking::acceptance::accepted_at(&events, label_ms, None, false);
+            let accepted =
+                crate::tracking::acceptance::accepted_at(&events, label_ms, placed_ms, false);
             (number, accepted)
         })
         .collect()
@@ -811,7 +816,13 @@ fn labelled(shipment: &Shipment, parcels: &[String]) -> bool {
 }
 
 /// The shipment's status: a function of its evidence and the open exceptions about it.
-pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
+///
+/// `placed_ms` is when the order was placed, as for [`acceptances`].
+pub fn status(
+    shipment: &Shipment,
+    exceptions: &[Exception],
+    placed_ms: Option<i64>,
+) -> ShipmentStatus {
     if is_cancelled(shipment) {
         return ShipmentStatus::Cancelled;
     }
@@ -863,7 +874,7 @@ pub fn status(shipment: &Shipment, exceptions: &[Exception]) -> ShipmentStatus {
     }
     let (parcels, packed) = packing(shipment);
     if packed && labelled(shipment, &parcels) {
-        let accepted = acceptances(shipment);
+        let accepted = acceptances(shipment, placed_ms);
         if !accepted.is_empty() && accepted.iter().all(|(_, a)| a.is_some()) {
             return ShipmentStatus::Ready;
         }

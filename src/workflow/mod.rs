@@ -624,8 +624,9 @@ impl Workflow {
                     .iter()
                     .any(|e| matches!(e.kind, EvidenceKind::CancelRequested { .. }))
                     && !derive::is_cancelled(shipment);
+                // Acceptance (the order's placing time) tells nothing about these two states.
                 let awaiting = matches!(
-                    derive::status(shipment, &case.exceptions),
+                    derive::status(shipment, &case.exceptions, None),
                     derive::ShipmentStatus::AwaitingSubmission
                         | derive::ShipmentStatus::AwaitingConfirmation
                 );

@@ -145,6 +145,7 @@ pub fn settle(
             "the mirrored order is incomplete; planning waits for a complete fetch");
     }
     let order = order.filter(|o| !o.truncated);
+    let placed_ms = placed(order);
     if let Some(order) = order {
         case.order_name = order.name.clone();
         if order.is_cancelled() {
@@ -160,7 +161,7 @@ pub fn settle(
         case.shipments.iter().flat_map(derive::conditions).collect();
     let mut timers: Option<i64> = None;
     for shipment in &case.shipments {
-        let (timed, next) = progress::timers(shipment, ctx.now_ms, ctx.settings);
+        let (timed, next) = progress::timers(shipment, placed_ms, ctx.now_ms, ctx.settings);
         conditions.extend(timed);
         timers = timers.into_iter().chain(next).min();
     }
@@ -193,7 +194,7 @@ pub fn settle(
         withdraw_shut(case, order, ctx, &mut changes)?;
         write_back(case, order, ctx, &mut changes)?;
     }
-    progress::report(case, ctx, &mut changes)?;
+    progress::report(case, placed_ms, ctx, &mut changes)?;
     // The timers' deadlines do not move while settling: what settling records (intents) is no
     // label, acceptance or fulfillment.
     case.wake_at_ms = progress::wake_at(case, timers);
@@ -322,7 +323,7 @@ fn fulfilled_outside(case: &OrderCase, order: &OrderMirror) -> Vec<derive::Condi
         .filter(|s| {
             !derive::is_cancelled(s)
                 && !matches!(
-                    derive::status(s, &[]),
+                    derive::status(s, &[], placed(Some(order))),
                     derive::ShipmentStatus::Fulfilled | derive::ShipmentStatus::Delivered
                 )
                 && !s.evidence.iter().any(|e| {
@@ -358,6 +359,12 @@ fn fulfilled_outside(case: &OrderCase, order: &OrderMirror) -> Vec<derive::Condi
         .collect()
 }
 
+/// When the order was placed, in Unix ms, from the mirror: carrier events before it are not
+/// the parcel's (derive::acceptances).
+pub fn placed(order: Option<&OrderMirror>) -> Option<i64> {
+    order.and_then(|o| o.created_at.as_ref()).map(|t| t.unix_ms)
+}
+
 /// What the gate sees of one shipment: the facts derived from its evidence and the mirror.
 fn gate_input(case: &OrderCase, shipment: &Shipment, order: &OrderMirror) -> gate::GateInput {
     let current = derive::current_lines(shipment);
@@ -375,7 +382,7 @@ fn gate_input(case: &OrderCase, shipment: &Shipment, order: &OrderMirror) -> gat
                 })
         })
         .collect();
-    let accepted: Vec<String> = derive::acceptances(shipment)
+    let accepted: Vec<String> = derive::acceptances(shipment, placed(Some(order)))
         .into_iter()
         .filter(|(_, a)| a.is_some())
         .map(|(number, _)| number)
@@ -1323,8 +1330,13 @@ pub fn apply_decision(
             // accepted in another parcel of the shipment stay where they are.
             let mut subject_lines = subject_lines.clone();
             if exception.kind == ExceptionKind::NoCarrierMovement {
-                let stuck =
-                    progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings);
+                let stuck = progress::numbers_of(
+                    shipment,
+                    placed(order),
+                    exception.kind,
+                    ctx.now_ms,
+                    ctx.settings,
+                );
                 // The timers stop watching these numbers: their parcels are given up.
                 for number in &stuck {
                     record_decision(
@@ -1559,7 +1571,13 @@ pub fn apply_decision(
                     .map(|c| c.number)
                     .collect()
             } else {
-                progress::numbers_of(shipment, exception.kind, ctx.now_ms, ctx.settings)
+                progress::numbers_of(
+                    shipment,
+                    placed(order),
+                    exception.kind,
+                    ctx.now_ms,
+                    ctx.settings,
+                )
             };
             if numbers.is_empty() {
                 return Ok(Err(format!(

@@ -171,6 +171,7 @@ fn refusal_undecided(shipment: &Shipment, key: &str) -> bool {
 /// The numbers that are overdue at `now_ms`, and the earliest deadline still ahead.
 pub fn overdue(
     shipment: &Shipment,
+    placed_ms: Option<i64>,
     now_ms: i64,
     settings: &WorkflowSettings,
 ) -> (Vec<Overdue>, Option<i64>) {
@@ -178,7 +179,7 @@ pub fn overdue(
         return (Vec::new(), None);
     }
     let times = derive::label_times(shipment);
-    let accepted: Vec<String> = derive::acceptances(shipment)
+    let accepted: Vec<String> = derive::acceptances(shipment, placed_ms)
         .into_iter()
         .filter(|(_, a)| a.is_some())
         .map(|(n, _)| n)
@@ -261,10 +262,11 @@ pub fn overdue(
 /// over the shipment's labels.
 pub fn timers(
     shipment: &Shipment,
+    placed_ms: Option<i64>,
     now_ms: i64,
     settings: &WorkflowSettings,
 ) -> (Vec<Condition>, Option<i64>) {
-    let (overdue, next) = overdue(shipment, now_ms, settings);
+    let (overdue, next) = overdue(shipment, placed_ms, now_ms, settings);
     let mut out = Vec::new();
     for kind in [
         ExceptionKind::NoCarrierMovement,
@@ -329,11 +331,12 @@ pub fn wake_at(case: &OrderCase, timers: Option<i64>) -> Option<i64> {
 /// kind on the shipment now.
 pub fn numbers_of(
     shipment: &Shipment,
+    placed_ms: Option<i64>,
     kind: ExceptionKind,
     now_ms: i64,
     settings: &WorkflowSettings,
 ) -> Vec<String> {
-    overdue(shipment, now_ms, settings)
+    overdue(shipment, placed_ms, now_ms, settings)
         .0
         .into_iter()
         .filter(|o| o.kind == kind)
@@ -358,12 +361,13 @@ fn checked_since(shipment: &Shipment, after_ms: i64) -> bool {
 /// then carrier progress. Called by `settle` after the write-back.
 pub fn report(
     case: &mut OrderCase,
+    placed_ms: Option<i64>,
     ctx: &Ctx<'_>,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
     for index in 0..case.shipments.len() {
-        update_tracking(case, index, ctx, changes)?;
-        post_progress(case, index, ctx, changes)?;
+        update_tracking(case, index, placed_ms, ctx, changes)?;
+        post_progress(case, index, placed_ms, ctx, changes)?;
     }
     Ok(())
 }
@@ -374,6 +378,7 @@ pub fn report(
 fn update_tracking(
     case: &mut OrderCase,
     index: usize,
+    placed_ms: Option<i64>,
     ctx: &Ctx<'_>,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
@@ -381,7 +386,7 @@ fn update_tracking(
     if derive::is_cancelled(shipment) {
         return Ok(());
     }
-    let accepted: Vec<String> = derive::acceptances(shipment)
+    let accepted: Vec<String> = derive::acceptances(shipment, placed_ms)
         .into_iter()
         .filter(|(_, a)| a.is_some())
         .map(|(n, _)| n)
@@ -455,6 +460,7 @@ fn update_tracking(
 fn progress_of(
     shipment: &Shipment,
     numbers: &[String],
+    placed_ms: Option<i64>,
 ) -> Vec<(&'static str, i64, String, Option<String>)> {
     let message = |e: &TrackingEvent| {
         Some(match &e.location {
@@ -467,7 +473,12 @@ fn progress_of(
         .iter()
         .filter_map(|n| {
             let events = derive::carrier_events(shipment, n);
-            crate::tracking::acceptance::accepted_at(&events, times.get(n).copied(), None, false)
+            crate::tracking::acceptance::accepted_at(
+                &events,
+                times.get(n).copied(),
+                placed_ms,
+                false,
+            )
         })
         .min_by_key(|a| a.event.occurred_at.unix_ms);
     let Some(acceptance) = acceptance else {
@@ -536,6 +547,7 @@ fn progress_of(
 fn unposted(
     shipment: &Shipment,
     f: &Fulfilled,
+    placed_ms: Option<i64>,
 ) -> (usize, Vec<(&'static str, i64, String, Option<String>)>) {
     let posted: Vec<(String, i64)> = shipment
         .evidence
@@ -562,7 +574,7 @@ fn unposted(
         .max()
         .unwrap_or(i64::MIN);
     let mut out = Vec::new();
-    for (status, at, event, message) in progress_of(shipment, &f.numbers) {
+    for (status, at, event, message) in progress_of(shipment, &f.numbers, placed_ms) {
         if posted.iter().any(|(s, a)| s == status && *a == at) || at < last_ms {
             continue;
         }
@@ -578,13 +590,14 @@ fn unposted(
 fn post_progress(
     case: &mut OrderCase,
     index: usize,
+    placed_ms: Option<i64>,
     ctx: &Ctx<'_>,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
     let shipment = &case.shipments[index];
     let mut intents = Vec::new();
     for f in fulfilled(shipment) {
-        let (already, statuses) = unposted(shipment, &f);
+        let (already, statuses) = unposted(shipment, &f, placed_ms);
         for (n, (status, at, event, message)) in (already + 1..).zip(statuses) {
             intents.push((
                 format!("{}.e{n}", f.key),

@@ -327,7 +327,7 @@ async fn an_order_is_split_by_supplier_and_each_shipment_is_submitted_once() {
         let after = f.case();
         let s = after.shipment(&shipment.id).unwrap();
         assert_eq!(
-            derive::status(s, &after.exceptions),
+            derive::status(s, &after.exceptions, None),
             ShipmentStatus::AwaitingConfirmation
         );
     }
@@ -482,7 +482,7 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
         "INVENTORY_OUT_OF_STOCK"
     );
     assert_eq!(
-        derive::status(f.case().shipment(&sg).unwrap(), &f.case().exceptions),
+        derive::status(f.case().shipment(&sg).unwrap(), &f.case().exceptions, None),
         ShipmentStatus::Held
     );
     // Another supplier's event for this shipment is not accepted.
@@ -511,7 +511,7 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
     );
     assert_eq!(case.shipments.len(), 2);
     assert_eq!(
-        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions, None),
         ShipmentStatus::Held
     );
     assert_eq!(case.shipments[1].supplier, "bravo");
@@ -533,7 +533,7 @@ async fn a_stockout_is_held_and_rerouted_to_the_backup() {
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
-        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions, None),
         ShipmentStatus::Cancelled
     );
     // The counters kept with the effects agree with a full scan.
@@ -643,7 +643,7 @@ async fn a_substitute_is_approved_through_the_supplier() {
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
-        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions, None),
         ShipmentStatus::AwaitingCheck
     );
 }
@@ -723,7 +723,7 @@ async fn a_cancellation_after_submission_goes_to_the_supplier_and_waits_for_its_
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
-        derive::status(case.shipment(&sg).unwrap(), &case.exceptions),
+        derive::status(case.shipment(&sg).unwrap(), &case.exceptions, None),
         ShipmentStatus::Cancelled
     );
 }
@@ -999,7 +999,10 @@ mod any_order {
                 .map(|e| (e.kind, e.subject.line_item_id.clone()))
                 .collect();
             open.sort();
-            (derive::status(&case.shipments[0], &case.exceptions), open)
+            (
+                derive::status(&case.shipments[0], &case.exceptions, None),
+                open,
+            )
         })
     }
 
@@ -1231,7 +1234,7 @@ async fn a_spreadsheet_agent_confirms_and_checks_through_one_sheet() {
     assert_eq!(report.recorded, 2);
     let case = f.case();
     assert_eq!(
-        derive::status(&case.shipments[0], &case.exceptions),
+        derive::status(&case.shipments[0], &case.exceptions, None),
         ShipmentStatus::AwaitingPacking
     );
 }
@@ -1284,7 +1287,7 @@ async fn a_carrier_scan_before_the_label_waits_for_it() {
         .filter(|e| matches!(e.kind, super::model::EvidenceKind::Carrier(_)))
         .collect();
     assert_eq!(carrier.len(), 1, "the early scan is on the shipment now");
-    assert!(derive::acceptances(&case.shipments[0])[0].1.is_some());
+    assert!(derive::acceptances(&case.shipments[0], None)[0].1.is_some());
 }
 
 /// A whole check of the test order's one line (MUG-RED × 2), with this result.
@@ -1330,7 +1333,7 @@ async fn a_failed_check_holds_the_order_until_replaced_or_accepted() {
         "OTHER"
     );
     assert_eq!(
-        derive::status(&case.shipments[0], &case.exceptions),
+        derive::status(&case.shipments[0], &case.exceptions, None),
         ShipmentStatus::Held
     );
 
@@ -1349,7 +1352,7 @@ async fn a_failed_check_holds_the_order_until_replaced_or_accepted() {
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
-        derive::status(&case.shipments[0], &case.exceptions),
+        derive::status(&case.shipments[0], &case.exceptions, None),
         ShipmentStatus::AwaitingPacking
     );
 
@@ -1371,7 +1374,7 @@ async fn a_failed_check_holds_the_order_until_replaced_or_accepted() {
     assert!(f.open_kinds().is_empty());
     let case = f.case();
     assert_eq!(
-        derive::status(&case.shipments[0], &case.exceptions),
+        derive::status(&case.shipments[0], &case.exceptions, None),
         ShipmentStatus::AwaitingPacking
     );
 }
@@ -1502,7 +1505,7 @@ async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_gate_shuts_and_intende
     assert!(derive::withdrawn(&case.shipments[0], &first));
     assert!(derive::intended_fulfilments(&case.shipments[0]).is_empty());
     assert_eq!(
-        derive::status(&case.shipments[0], &case.exceptions),
+        derive::status(&case.shipments[0], &case.exceptions, None),
         ShipmentStatus::Held
     );
 
@@ -1595,4 +1598,53 @@ async fn each_parcel_taken_by_the_carrier_is_fulfilled_with_its_own_number_once(
         ],
         "the second fulfillment does not tell the customer the first parcel's number again"
     );
+}
+
+#[tokio::test]
+async fn a_scan_from_before_the_order_was_placed_is_not_its_parcels_acceptance() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    // A recycled number: the provider sends its old history, a pickup ten hours before this
+    // order was placed (and so within the day's slack before the label).
+    pack_and_label(&f, &sg, 3_600, &[("P1", 2, "1ZRECYCLED01")]).await;
+    picked_up(&f, "1ZRECYCLED01", -10 * 3_600).await;
+    let case = f.case();
+    assert_eq!(
+        derive::acceptances(&case.shipments[0], Some(START_MS))[0].1,
+        None,
+        "a scan before the order is no acceptance"
+    );
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions, Some(START_MS)),
+        ShipmentStatus::AwaitingAcceptance
+    );
+    assert!(intents(&f).is_empty(), "{:?}", intents(&f));
+    // The carrier's own pickup of this parcel opens the gate.
+    picked_up(&f, "1ZRECYCLED02", 7_200).await;
+    assert!(intents(&f).is_empty(), "another number proves nothing");
+    let scan = |at_s: i64| crate::tracking::TrackingEvent {
+        provider: crate::tracking::Provider::AfterShip,
+        event_id: format!("aftership:second-pickup-{at_s}"),
+        tracking_number: "1ZRECYCLED01".into(),
+        carrier: "ups".into(),
+        occurred_at: Timestamp::from_unix_ms(START_MS + at_s * 1000),
+        raw_text: "Pickup scan".into(),
+        raw_code: Some("PU".into()),
+        location: Some("Shenzhen".into()),
+        provider_code: Some("InTransit_002".into()),
+        acceptance_scan: true,
+        normalized: crate::tracking::Normalized::InTransit,
+        evidence: Vec::new(),
+    };
+    f.workflow
+        .apply_tracking(scan(7_300), Source::Workflow)
+        .await
+        .unwrap();
+    assert_eq!(intents(&f).len(), 1);
 }

@@ -810,7 +810,7 @@ async fn a_gate_left_open_is_written_back_on_repair_and_lost_write_backs_are_rep
     assert_eq!(recorded, 1, "the pickup is recorded on the shipment");
     let case = store.case(&shop, &order).unwrap().unwrap();
     assert_eq!(
-        shipgate::workflow::derive::status(&case.shipments[0], &case.exceptions),
+        shipgate::workflow::derive::status(&case.shipments[0], &case.exceptions, None),
         shipgate::workflow::derive::ShipmentStatus::Ready,
         "checked, packed, labelled and accepted: only the merchant's hold keeps it back"
     );

@@ -186,7 +186,12 @@ impl Supplied {
         let case = self.case(order);
         case.shipments
             .iter()
-            .map(|s| (s.supplier.clone(), derive::status(s, &case.exceptions)))
+            .map(|s| {
+                (
+                    s.supplier.clone(),
+                    derive::status(s, &case.exceptions, None),
+                )
+            })
             .collect()
     }
 
@@ -781,7 +786,7 @@ async fn carrier_acceptance_makes_a_labelled_shipment_ready_and_false_positives_
         let case = s.daemon().store().case_of(sg).unwrap().unwrap();
         let shipment = case.shipment(sg).unwrap();
         assert_eq!(
-            derive::status(shipment, &case.exceptions),
+            derive::status(shipment, &case.exceptions, None),
             ShipmentStatus::AwaitingAcceptance,
             "a label and a handover claim are not acceptance"
         );
@@ -794,7 +799,7 @@ async fn carrier_acceptance_makes_a_labelled_shipment_ready_and_false_positives_
     s.daemon().wait_idle().await;
     let status = |sg: &str| {
         let case = s.daemon().store().case_of(sg).unwrap().unwrap();
-        derive::status(case.shipment(sg).unwrap(), &case.exceptions)
+        derive::status(case.shipment(sg).unwrap(), &case.exceptions, None)
     };
     assert_eq!(status(&numbers[0].0), ShipmentStatus::Ready);
     let case = s.daemon().store().case_of(&numbers[0].0).unwrap().unwrap();
@@ -810,10 +815,10 @@ async fn carrier_acceptance_makes_a_labelled_shipment_ready_and_false_positives_
         "every checkpoint is kept as evidence, once"
     );
     // GWMS_ACCEPT is a warehouse event, not the carrier's: the later pickup is.
-    let acceptance = derive::acceptances(case.shipment(&numbers[0].0).unwrap());
+    let acceptance = derive::acceptances(case.shipment(&numbers[0].0).unwrap(), None);
     assert!(acceptance[0].1.is_some());
     let fooled_case = s.daemon().store().case_of(&numbers[1].0).unwrap().unwrap();
-    let fooled_acceptance = derive::acceptances(fooled_case.shipment(&numbers[1].0).unwrap());
+    let fooled_acceptance = derive::acceptances(fooled_case.shipment(&numbers[1].0).unwrap(), None);
     let why = fooled_acceptance[0].1.as_ref().map(|a| a.why.clone());
     assert!(
         why.as_deref().is_none_or(|w| !w.contains("GWMS_ACCEPT (")),

@@ -252,7 +252,7 @@ fn derived(evidence: &[Evidence]) -> (ShipmentStatus, Vec<Condition>, Vec<(Strin
     }
     let mut conditions = conditions(&s);
     conditions.sort();
-    (status(&s, &[]), conditions, current_lines(&s))
+    (status(&s, &[], None), conditions, current_lines(&s))
 }
 
 proptest! {
@@ -304,35 +304,35 @@ fn a_later_confirmation_supersedes_an_earlier_shortage_whichever_arrives_first()
 #[test]
 fn the_status_walks_the_ladder() {
     let mut s = shipment();
-    assert_eq!(status(&s, &[]), ShipmentStatus::AwaitingSubmission);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::AwaitingSubmission);
     s.record(catalogue(0, 1, 0));
-    assert_eq!(status(&s, &[]), ShipmentStatus::AwaitingConfirmation);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::AwaitingConfirmation);
     s.record(catalogue(1, 2, 1));
     assert_eq!(
-        status(&s, &[]),
+        status(&s, &[], None),
         ShipmentStatus::AwaitingConfirmation,
         "one of two lines"
     );
     s.record(catalogue(17, 3, 2));
-    assert_eq!(status(&s, &[]), ShipmentStatus::AwaitingCheck);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::AwaitingCheck);
     s.record(catalogue(6, 4, 3));
     assert_eq!(
-        status(&s, &[]),
+        status(&s, &[], None),
         ShipmentStatus::AwaitingCheck,
         "a failed check"
     );
     s.record(catalogue(5, 5, 4));
-    assert_eq!(status(&s, &[]), ShipmentStatus::AwaitingPacking);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::AwaitingPacking);
     s.record(catalogue(7, 6, 5));
-    assert_eq!(status(&s, &[]), ShipmentStatus::AwaitingLabel);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::AwaitingLabel);
     s.record(catalogue(14, 7, 6));
     assert_eq!(
-        status(&s, &[]),
+        status(&s, &[], None),
         ShipmentStatus::AwaitingLabel,
         "a handover claim is not a label"
     );
     s.record(catalogue(8, 8, 7));
-    assert_eq!(status(&s, &[]), ShipmentStatus::AwaitingAcceptance);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::AwaitingAcceptance);
 }
 
 #[test]
@@ -371,5 +371,5 @@ fn a_cancel_request_waits_for_the_supplier() {
     assert_eq!(found[0].kind, ExceptionKind::CancelledAfterSubmission);
     s.record(catalogue(11, 3, 2));
     assert!(conditions(&s).is_empty());
-    assert_eq!(status(&s, &[]), ShipmentStatus::Cancelled);
+    assert_eq!(status(&s, &[], None), ShipmentStatus::Cancelled);
 }

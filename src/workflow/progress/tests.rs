@@ -124,10 +124,10 @@ fn label_statuses_are_never_posted_as_progress() {
 fn a_label_is_overdue_after_three_business_days_not_three_days() {
     // Labelled on a Thursday: the weekend does not count, so the deadline is Tuesday noon.
     let s = packed_and_labelled("1ZTEST0001", THURSDAY_NOON);
-    let (overdue_now, next) = overdue(&s, THURSDAY_NOON + 4 * DAY, &settings());
+    let (overdue_now, next) = overdue(&s, None, THURSDAY_NOON + 4 * DAY, &settings());
     assert!(overdue_now.is_empty(), "Monday is within the three");
     assert_eq!(next, Some(THURSDAY_NOON + 5 * DAY));
-    let (late, next) = overdue(&s, THURSDAY_NOON + 5 * DAY, &settings());
+    let (late, next) = overdue(&s, None, THURSDAY_NOON + 5 * DAY, &settings());
     assert_eq!(next, None);
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].kind, ExceptionKind::NoCarrierMovement);
@@ -147,7 +147,7 @@ fn a_chase_starts_the_clock_again_and_a_new_label_is_waited_for() {
             tracking_number: "1ZTEST0001".into(),
         },
     ));
-    let (none, next) = overdue(&s, tuesday + HOUR, &settings());
+    let (none, next) = overdue(&s, None, tuesday + HOUR, &settings());
     assert!(none.is_empty());
     assert_eq!(
         next,
@@ -163,14 +163,14 @@ fn a_chase_starts_the_clock_again_and_a_new_label_is_waited_for() {
             tracking_number: "1ZTEST0001".into(),
         },
     ));
-    let (waiting, next) = overdue(&s, tuesday + 30 * DAY, &settings());
+    let (waiting, next) = overdue(&s, None, tuesday + 30 * DAY, &settings());
     assert_eq!(next, None);
     assert!(waiting[0].awaiting_label, "{waiting:?}");
-    assert_eq!(timers(&s, tuesday + 30 * DAY, &settings()).0.len(), 1);
+    assert_eq!(timers(&s, None, tuesday + 30 * DAY, &settings()).0.len(), 1);
 
     // The new label replaces the number: its own clock starts.
     s.record(label("1ZTEST0002", tuesday + 31 * DAY, "label-2"));
-    let (none, next) = overdue(&s, tuesday + 31 * DAY, &settings());
+    let (none, next) = overdue(&s, None, tuesday + 31 * DAY, &settings());
     assert!(none.is_empty(), "{none:?}");
     assert!(next.is_some());
     assert_eq!(derive::labels(&s).len(), 1, "one parcel, one current label");
@@ -188,15 +188,15 @@ fn tracking_stalls_only_after_the_fulfillment_and_never_once_delivered() {
     ));
     // Accepted but not fulfilled: the gate's business, no timer.
     assert_eq!(
-        overdue(&s, THURSDAY_NOON + 60 * DAY, &settings()),
+        overdue(&s, None, THURSDAY_NOON + 60 * DAY, &settings()),
         (vec![], None)
     );
     fulfilled_with(&mut s, "1ZTEST0001", THURSDAY_NOON + 2 * HOUR);
-    let (stalled, _) = overdue(&s, THURSDAY_NOON + 60 * DAY, &settings());
+    let (stalled, _) = overdue(&s, None, THURSDAY_NOON + 60 * DAY, &settings());
     assert_eq!(stalled.len(), 1);
     assert_eq!(stalled[0].kind, ExceptionKind::TrackingStalled);
     // Five business days from Thursday 13:00 is the next Thursday 13:00.
-    let (none, next) = overdue(&s, THURSDAY_NOON + 6 * DAY, &settings());
+    let (none, next) = overdue(&s, None, THURSDAY_NOON + 6 * DAY, &settings());
     assert!(none.is_empty());
     assert_eq!(next, Some(THURSDAY_NOON + HOUR + 7 * DAY));
 
@@ -208,7 +208,7 @@ fn tracking_stalls_only_after_the_fulfillment_and_never_once_delivered() {
         Normalized::Delivered,
     ));
     assert_eq!(
-        overdue(&s, THURSDAY_NOON + 60 * DAY, &settings()),
+        overdue(&s, None, THURSDAY_NOON + 60 * DAY, &settings()),
         (vec![], None)
     );
 }
@@ -276,7 +276,7 @@ proptest! {
         for e in order {
             s.record(e);
         }
-        let statuses: Vec<&str> = progress_of(&s, &["1ZTEST0001".to_string()])
+        let statuses: Vec<&str> = progress_of(&s, &["1ZTEST0001".to_string()], None)
             .into_iter()
             .map(|(status, ..)| status)
             .collect();
@@ -297,7 +297,7 @@ fn nothing_is_posted_before_the_carrier_accepted() {
         "Shipment information received",
         Normalized::InfoReceived,
     ));
-    assert!(progress_of(&s, &["1ZTEST0001".to_string()]).is_empty());
+    assert!(progress_of(&s, &["1ZTEST0001".to_string()], None).is_empty());
 }
 
 #[test]
@@ -362,7 +362,7 @@ fn a_fulfillment_of_several_parcels_is_delivered_when_its_last_parcel_is() {
     }
     let numbers = ["1ZTEST0001".to_string(), "1ZTEST0002".to_string()];
     let statuses = |s: &Shipment| -> Vec<&'static str> {
-        progress_of(s, &numbers)
+        progress_of(s, &numbers, None)
             .into_iter()
             .map(|(status, ..)| status)
             .collect()
@@ -386,7 +386,7 @@ fn a_fulfillment_of_several_parcels_is_delivered_when_its_last_parcel_is() {
         "Arrived at facility",
         Normalized::InTransit,
     ));
-    let progress = progress_of(&s, &numbers);
+    let progress = progress_of(&s, &numbers, None);
     assert_eq!(
         progress.iter().map(|(s, ..)| *s).collect::<Vec<_>>(),
         ["CARRIER_PICKED_UP", "DELIVERED"],
@@ -404,7 +404,7 @@ fn history_from_before_the_upgrade_is_not_posted_but_what_follows_is() {
     fulfilled_with(&mut s, "1ZTEST0001", THURSDAY_NOON + 2 * HOUR);
     let f = &fulfilled(&s)[0];
     let statuses = |s: &Shipment| -> Vec<&'static str> {
-        unposted(s, &fulfilled(s)[0])
+        unposted(s, &fulfilled(s)[0], None)
             .1
             .into_iter()
             .map(|(status, ..)| status)
@@ -441,7 +441,7 @@ fn a_parcel_whose_first_scan_is_its_delivery_is_picked_up_and_delivered() {
         "Delivered",
         Normalized::Delivered,
     ));
-    let statuses: Vec<(&str, i64)> = progress_of(&s, &["1ZTEST0001".to_string()])
+    let statuses: Vec<(&str, i64)> = progress_of(&s, &["1ZTEST0001".to_string()], None)
         .into_iter()
         .map(|(status, at, ..)| (status, at))
         .collect();
