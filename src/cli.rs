@@ -465,20 +465,20 @@ pub fn main() -> ExitCode {
             ))
         }) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&format!("{e:#}")),
+            Err(e) => failed(e),
         },
         Command::Shops {
             command: ShopsCommand::Subscribe { common, url, shop },
         } => {
             match runtime().and_then(|rt| rt.block_on(subscribe(&common, &url, shop.as_deref()))) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&format!("{e:#}")),
+                Err(e) => failed(e),
             }
         }
         Command::Orders { command } => {
             match runtime().and_then(|rt| rt.block_on(orders(command))) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&format!("{e:#}")),
+                Err(e) => failed(e),
             }
         }
         Command::Exceptions { command } => operate(exceptions(command)),
@@ -505,6 +505,46 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn fail(reason: &str) -> ExitCode {
     eprintln!("shipgate: {reason}");
     ExitCode::from(1)
+}
+
+/// A configuration an operator command could not load: exit code 2, as for `run`.
+#[derive(Debug)]
+struct Unloadable(String);
+
+impl std::fmt::Display for Unloadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unloadable {}
+
+/// Loads the configuration for an operator command; every problem is named with the file, one
+/// per line, as `config check` names them.
+fn load_for_command(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path)
+        .map(|loaded| loaded.config)
+        .map_err(|errors| {
+            anyhow::Error::new(Unloadable(
+                errors
+                    .problems
+                    .iter()
+                    .map(|problem| format!("{}: {problem}", path.display()))
+                    .collect::<Vec<_>>()
+                    .join("\nshipgate: "),
+            ))
+        })
+}
+
+/// Reports a failed command: exit code 2 when its configuration did not load, else 1.
+fn failed(e: anyhow::Error) -> ExitCode {
+    let code = if e.downcast_ref::<Unloadable>().is_some() {
+        2
+    } else {
+        1
+    };
+    eprintln!("shipgate: {e:#}");
+    ExitCode::from(code)
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -665,9 +705,7 @@ async fn orders(command: OrdersCommand) -> anyhow::Result<()> {
     let common = match &command {
         OrdersCommand::List { common, .. } | OrdersCommand::Show { common, .. } => common,
     };
-    let config = Config::load(&common.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
-        .config;
+    let config = load_for_command(&common.config)?;
     let source = Source::connect(&config).await?;
     match &command {
         OrdersCommand::List { shop, limit, .. } => {
@@ -735,9 +773,7 @@ async fn reconcile(
     repair: bool,
 ) -> anyhow::Result<()> {
     use crate::reconcile::{self, Progress, ReconcileOptions, ReconcileReport};
-    let config = Config::load(&common.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
-        .config;
+    let config = load_for_command(&common.config)?;
     let since_ts = Some(match since {
         Some(text) => reconcile::parse_since(text).map_err(anyhow::Error::msg)?,
         None => reconcile::default_since(),
@@ -893,9 +929,7 @@ async fn subscribe(common: &Common, url: &str, shop: Option<&str>) -> anyhow::Re
         parsed.scheme() == "https" || loopback,
         "--url must be https: Shopify only delivers webhooks over HTTPS"
     );
-    let config = Config::load(&common.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?
-        .config;
+    let config = load_for_command(&common.config)?;
     let http = reqwest::Client::new();
     let mut rows = Vec::new();
     let mut any = false;
@@ -960,7 +994,7 @@ async fn subscribe(common: &Common, url: &str, shop: Option<&str>) -> anyhow::Re
 fn operate(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     match runtime().and_then(|rt| rt.block_on(command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&format!("{e:#}")),
+        Err(e) => failed(e),
     }
 }
 
@@ -985,9 +1019,7 @@ enum Ops {
 
 impl Ops {
     async fn connect(path: &Path) -> anyhow::Result<Ops> {
-        let config = Config::load(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-            .config;
+        let config = load_for_command(path)?;
         Ok(match Source::connect(&config).await? {
             Source::Api {
                 client,

@@ -1632,7 +1632,8 @@ impl Walker<'_> {
         let dir = self.env.credentials_dir.ok_or_else(|| {
             format!(
                 "credential {name} cannot be read: CREDENTIALS_DIRECTORY is not set \
-                 (systemd sets it for a unit with LoadCredential={name}:...)"
+                 (systemd sets it for a unit with LoadCredential={name}:...; from a shell, run \
+                 as root with CREDENTIALS_DIRECTORY=/etc/shipgate/credentials)"
             )
         })?;
         let value = read_secret_file(&dir.join(name))

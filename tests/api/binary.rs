@@ -30,6 +30,46 @@ fn version_prints_the_crate_version() {
 }
 
 #[test]
+fn an_operator_command_whose_configuration_does_not_load_exits_2_naming_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shipgate.toml");
+    // Two problems: a credential that cannot be read without systemd, and a bad listen address.
+    let text = config_text("")
+        .replace(
+            "token = { value = \"test-admin-token\" }",
+            "token = { credential = \"admin_token\" }",
+        )
+        .replace("127.0.0.1:0", "not-an-address");
+    assert!(text.contains("credential = \"admin_token\""), "{text}");
+    std::fs::write(&path, text).unwrap();
+    for args in [
+        &["orders", "list"][..],
+        &["exceptions", "list"][..],
+        &["outbox", "list"][..],
+        &["reconcile"][..],
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--config", path.to_str().unwrap()]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+            .args(&full)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("CREDENTIALS_DIRECTORY=/etc/shipgate/credentials"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("not-an-address"), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().all(|l| l.starts_with("shipgate: ")),
+            "{args:?}: every line names the program: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn config_check_accepts_a_good_file_and_names_every_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let good = write_config(dir.path());
