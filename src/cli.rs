@@ -123,9 +123,10 @@ enum ExceptionsCommand {
         /// Closed exceptions too.
         #[arg(long)]
         all: bool,
-        /// Only this kind: unmapped_sku, supplier_rejected, stockout, substitute_offered,
-        /// cancelled_after_submission.
-        #[arg(long)]
+        /// Only this kind.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            crate::workflow::model::ExceptionKind::ALL.map(|k| k.name())
+        ))]
         kind: Option<String>,
         /// Only this shop.
         #[arg(long)]
@@ -147,8 +148,10 @@ enum ExceptionsCommand {
         common: Common,
         /// The exception (EX-…).
         id: String,
-        /// route, reroute, wait, cancel, approve, reject, intercepted or accept_loss (the
-        /// exception lists those it allows).
+        /// The decision (`exceptions show` lists those the exception allows).
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(
+            crate::workflow::model::Decision::NAMES
+        ))]
         decision: String,
         /// The supplier to route or reroute to (reroute without it takes the next backup).
         #[arg(long)]
@@ -194,21 +197,17 @@ enum SupplierCommand {
     /// Record one supplier event by hand: the JSON of docs/suppliers.md section 3. An event
     /// without `id` gets `manual-<unix ms>-<random>`, so running the command twice records it
     /// twice: give an `id` to make a retry safe. An event without `occurred_at` happened now.
+    #[command(group(clap::ArgGroup::new("input").required(true)))]
     Event {
         #[command(flatten)]
         target: ConfigArg,
         /// The supplier, as named in the configuration.
         supplier: String,
         /// The event's JSON.
-        #[arg(
-            long = "json",
-            value_name = "EVENT",
-            conflicts_with = "file",
-            required_unless_present = "file"
-        )]
+        #[arg(long = "json", value_name = "EVENT", group = "input")]
         event: Option<String>,
         /// A file holding the event's JSON.
-        #[arg(long)]
+        #[arg(long, group = "input")]
         file: Option<PathBuf>,
         /// Who records it (default: $USER, or `operator`).
         #[arg(long)]
@@ -266,21 +265,18 @@ enum CheckCommand {
 enum PackCommand {
     /// Record how a shipment was packed: one parcel with --parcel and --line, or several
     /// with --file. Recording the same packing again records nothing new.
+    #[command(group(clap::ArgGroup::new("packing").required(true).args(["parcel", "file"])))]
     Record {
         #[command(flatten)]
         common: Common,
         /// The shipment (SG-…).
         shipment: String,
         /// The parcel's id (as on its label or the packing list).
-        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        #[arg(long, requires = "lines")]
         parcel: Option<String>,
         /// LINE=QUANTITY: the line item (its id, or its SKU when only one line has it) and
         /// how many of it are in the parcel. Repeat for each line.
-        #[arg(
-            long = "line",
-            value_name = "LINE=QTY",
-            required_unless_present = "file"
-        )]
+        #[arg(long = "line", value_name = "LINE=QTY", requires = "parcel")]
         lines: Vec<String>,
         /// The parcel's weight in grams.
         #[arg(long, conflicts_with = "file")]

@@ -328,9 +328,31 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Every decision's name, as `parse` takes them (the CLI offers these).
+    pub const NAMES: [&'static str; 18] = [
+        "route",
+        "reroute",
+        "wait",
+        "cancel",
+        "approve",
+        "reject",
+        "intercepted",
+        "accept_loss",
+        "replace",
+        "repack",
+        "approve_deviation",
+        "retry",
+        "investigate",
+        "acknowledge",
+        "chase",
+        "new_label",
+        "customer_updated",
+        "reship",
+    ];
+
     /// Builds a decision from its name and options, as the CLI and the admin API receive it:
-    /// `route --supplier S`, `reroute [--supplier S]`, `wait --until YYYY-MM-DD`, `cancel`,
-    /// `approve`, `reject`, `intercepted`, `accept_loss`.
+    /// `route --supplier S`, `reroute [--supplier S]`, `wait --until YYYY-MM-DD`, and the other
+    /// names of [`Decision::NAMES`] alone.
     pub fn parse(
         name: &str,
         supplier: Option<&str>,
@@ -369,7 +391,8 @@ impl Decision {
             "reship" => no_supplier(Decision::Reship)?,
             other => {
                 return Err(format!(
-                    "unknown decision `{other}` (route, reroute, wait, cancel, approve, reject, intercepted, accept_loss, replace, repack, approve_deviation, retry, investigate, acknowledge, chase, new_label, customer_updated, reship)"
+                    "unknown decision `{other}` ({})",
+                    Decision::NAMES.join(", ")
                 ));
             }
         };
@@ -555,5 +578,32 @@ impl Shipment {
         }
         self.evidence.push(evidence);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CLI offers `Decision::NAMES`: each must parse back to itself, and every decision an
+    /// exception kind allows must be among them, or the CLI would refuse a valid decision.
+    #[test]
+    fn every_decision_name_parses_and_covers_what_each_kind_allows() {
+        for name in Decision::NAMES {
+            let supplier = (name == "route").then_some("acme");
+            let until = (name == "wait").then_some("2026-12-01");
+            let decision =
+                Decision::parse(name, supplier, until).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(decision.name(), name);
+        }
+        for kind in ExceptionKind::ALL {
+            for decision in kind.decisions() {
+                assert!(
+                    Decision::NAMES.contains(decision),
+                    "{} allows {decision}, which the CLI does not offer",
+                    kind.name()
+                );
+            }
+        }
     }
 }
