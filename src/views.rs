@@ -116,29 +116,92 @@ pub fn show_order(
     }
 }
 
+/// A table for people: each column as wide as its widest cell, so that long ids and kinds never
+/// push the columns after them out of line. Columns marked right-aligned are numbers; the last
+/// column is never padded.
+struct Table {
+    headers: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Headers; a leading `>` right-aligns the column (and is not shown).
+    fn new(headers: &[&'static str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.trim_start_matches('>')).collect(),
+            right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let width = |i: usize| {
+            self.rows
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([self.headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..self.headers.len()).map(width).collect();
+        let last = self.headers.len() - 1;
+        let line = |cells: Vec<&str>| {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                if self.right[i] {
+                    out.push_str(&" ".repeat(pad));
+                    out.push_str(cell);
+                } else if i == last {
+                    out.push_str(cell);
+                } else {
+                    out.push_str(cell);
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            out.truncate(out.trim_end().len());
+            out.push('\n');
+            out
+        };
+        let mut out = line(self.headers.clone());
+        for row in &self.rows {
+            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+        out
+    }
+}
+
 /// Renders order summaries as a table for people.
 pub fn orders_table(orders: &[OrderSummary]) -> String {
-    let mut out = format!(
-        "{:<8} {:<34} {:<22} {:<20} {:>6} {:>4} {:>5}\n",
-        "NAME", "ID", "UPDATED", "STATUS", "TO SHIP", "FOS", "HELD"
-    );
+    let mut table = Table::new(&[
+        "NAME", "ID", "UPDATED", "STATUS", ">TO SHIP", ">FOS", ">HELD",
+    ]);
     for o in orders {
         let status = if o.cancelled {
             "CANCELLED".to_string()
         } else {
             o.fulfillment_status.clone()
         };
-        out.push_str(&format!(
-            "{:<8} {:<34} {:<22} {:<20} {:>6} {:>4} {:>5}\n",
-            o.name,
-            o.id,
-            o.updated_at,
+        table.row(vec![
+            o.name.clone(),
+            o.id.clone(),
+            o.updated_at.to_string(),
             status,
-            o.unfulfilled_units,
-            o.fulfillment_orders,
-            o.on_hold
-        ));
+            o.unfulfilled_units.to_string(),
+            o.fulfillment_orders.to_string(),
+            o.on_hold.to_string(),
+        ]);
     }
+    let mut out = table.render();
     out.push_str(&format!("{} order(s)\n", orders.len()));
     out
 }
@@ -1372,28 +1435,37 @@ fn numeric_id(gid: &str) -> &str {
     gid.rsplit('/').next().unwrap_or(gid)
 }
 
+/// A Shopify target by its kind and number: `FO 12` for a fulfillment order, `F 34` for a
+/// fulfillment, the id itself otherwise.
+fn target_text(gid: &str) -> String {
+    let kind = gid.trim_start_matches("gid://shopify/").split('/').next();
+    match kind {
+        Some("FulfillmentOrder") => format!("FO {}", numeric_id(gid)),
+        Some("Fulfillment") => format!("F {}", numeric_id(gid)),
+        _ => gid.to_string(),
+    }
+}
+
 fn shop_text(shop: &str) -> &str {
     shop.strip_suffix(".myshopify.com").unwrap_or(shop)
 }
 
 /// Renders `exceptions list` for people; `now_ms` dates the ages.
 pub fn exceptions_table(rows: &[ExceptionRow], now_ms: i64) -> String {
-    let mut out = format!(
-        "{:<14} {:<26} {:<16} {:<8} {:<28} {:>5} {:<22} {:<18} {}\n",
-        "ID", "KIND", "SHOP", "ORDER", "SUBJECT", "AGE", "DECISION", "HOLD", "SUMMARY"
-    );
+    let mut table = Table::new(&[
+        "ID", "KIND", "SHOP", "ORDER", "SUBJECT", ">AGE", "DECISION", "HOLD", "SUMMARY",
+    ]);
     for r in rows {
         let kind = if r.open {
             r.kind.clone()
         } else {
             format!("{} (closed)", r.kind)
         };
-        out.push_str(&format!(
-            "{:<14} {:<26} {:<16} {:<8} {:<28} {:>5} {:<22} {:<18} {}\n",
-            r.id,
+        table.row(vec![
+            r.id.clone(),
             kind,
-            shop_text(&r.shop),
-            r.order_name,
+            shop_text(&r.shop).to_string(),
+            r.order_name.clone(),
             subject_text(&r.subject),
             age(&r.opened_at, now_ms),
             r.decision
@@ -1404,9 +1476,10 @@ pub fn exceptions_table(rows: &[ExceptionRow], now_ms: i64) -> String {
                 .as_ref()
                 .map(|h| h.state.clone())
                 .unwrap_or_else(|| "-".into()),
-            r.summary
-        ));
+            r.summary.clone(),
+        ]);
     }
+    let mut out = table.render();
     out.push_str(&format!("{} exception(s)\n", rows.len()));
     out
 }
@@ -1572,36 +1645,44 @@ pub fn shipment_text(s: &ShipmentDetail) -> String {
 
 /// Renders `outbox list` for people.
 pub fn outbox_table(rows: &[EffectRow]) -> String {
-    let mut out = format!(
-        "{:>6} {:<24} {:<24} {:<10} {:>4} {:<24} {}\n",
-        "ID", "ACTION", "TARGET", "STATE", "TRY", "NEXT", "KEY / LAST ERROR"
-    );
+    let mut table = Table::new(&[
+        ">ID",
+        "ACTION",
+        "TARGET",
+        "STATE",
+        ">TRY",
+        "NEXT",
+        "KEY / LAST ERROR",
+    ]);
     for e in rows {
         let target = if e.action.starts_with("supplier") {
             e.target.clone()
         } else {
-            format!("FO {}", numeric_id(&e.target))
+            target_text(&e.target)
         };
-        out.push_str(&format!(
-            "{:>6} {:<24} {:<24} {:<10} {:>4} {:<24} {}{}\n",
-            e.id,
-            e.action,
+        table.row(vec![
+            e.id.to_string(),
+            e.action.clone(),
             target,
-            e.state,
-            e.attempts,
-            e.next_attempt_at.as_deref().unwrap_or("-"),
-            e.key,
-            e.last_error
-                .as_deref()
-                .or(if e.state == "failed" {
-                    e.outcome.as_deref()
-                } else {
-                    None
-                })
-                .map(|err| format!(" ({err})"))
-                .unwrap_or_default()
-        ));
+            e.state.clone(),
+            e.attempts.to_string(),
+            e.next_attempt_at.as_deref().unwrap_or("-").to_string(),
+            format!(
+                "{}{}",
+                e.key,
+                e.last_error
+                    .as_deref()
+                    .or(if e.state == "failed" {
+                        e.outcome.as_deref()
+                    } else {
+                        None
+                    })
+                    .map(|err| format!(" ({err})"))
+                    .unwrap_or_default()
+            ),
+        ]);
     }
+    let mut out = table.render();
     out.push_str(&format!("{} effect(s)\n", rows.len()));
     out
 }
@@ -2132,4 +2213,42 @@ pub fn scan_recorded_text(r: &ScanRecorded) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Table, target_text};
+
+    #[test]
+    fn a_long_cell_widens_its_column_instead_of_pushing_the_next_ones_out_of_line() {
+        let mut table = Table::new(&["ID", "KIND", ">AGE", "SUMMARY"]);
+        let rows = [
+            ["EX-1", "cancelled_after_submission (closed)", "3d", "short"],
+            ["EX-0000000042", "stockout", "12h", "a longer summary"],
+        ];
+        for row in rows {
+            table.row(row.iter().map(|c| c.to_string()).collect());
+        }
+        let text = table.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let kind_at = lines[0].find("KIND").unwrap();
+        let age_end = lines[0].find("AGE").unwrap() + "AGE".len();
+        let summary_at = lines[0].find("SUMMARY").unwrap();
+        for (line, row) in lines[1..].iter().zip(rows) {
+            assert!(line[kind_at..].starts_with(row[1]), "{line}");
+            assert_eq!(&line[age_end - row[2].len()..age_end], row[2], "{line}");
+            assert_eq!(&line[summary_at..], row[3], "{line}");
+        }
+        assert!(
+            !text.lines().any(|l| l.ends_with(' ')),
+            "no trailing blanks"
+        );
+    }
+
+    #[test]
+    fn targets_are_named_by_their_kind() {
+        assert_eq!(target_text("gid://shopify/FulfillmentOrder/12"), "FO 12");
+        assert_eq!(target_text("gid://shopify/Fulfillment/34"), "F 34");
+        assert_eq!(target_text("acme"), "acme");
+    }
 }
