@@ -253,8 +253,17 @@ pub(crate) fn tracking_conflicts(
         if found.is_empty() {
             continue;
         }
+        // Parcels sharing one waybill name the number once each; the summary names it once.
+        found.sort();
+        found.dedup();
         let list = |pick: fn(&(String, String)) -> &str| {
-            found.iter().map(pick).collect::<Vec<_>>().join(", ")
+            let mut names: Vec<&str> = Vec::new();
+            for name in found.iter().map(pick) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            names.join(", ")
         };
         let summary = format!(
             "tracking number {} is also on order {}: ask for a new label",

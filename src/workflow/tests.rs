@@ -1648,3 +1648,51 @@ async fn a_scan_from_before_the_order_was_placed_is_not_its_parcels_acceptance()
         .unwrap();
     assert_eq!(intents(&f).len(), 1);
 }
+
+#[tokio::test]
+async fn a_conflict_names_a_shared_waybill_and_the_other_order_once() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    let mut other = order(1, &[line(1, Some("MUG-RED"), 1)]);
+    other.id = "gid://shopify/Order/2".into();
+    other.name = "#1002".into();
+    other.fulfillment_orders[0].id = "gid://shopify/FulfillmentOrder/2".into();
+    f.put(&other).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    let other_sg = f.store.case(SHOP, &other.id).unwrap().unwrap().shipments[0]
+        .id
+        .clone();
+    // Two parcels of the first order share one waybill, which the other order's label repeats.
+    pack_and_label(
+        &f,
+        &sg,
+        30,
+        &[("P1", 1, "1ZSHARED0001"), ("P2", 1, "1ZSHARED0001")],
+    )
+    .await;
+    f.event(
+        "acme",
+        &other_sg,
+        "label-other",
+        40,
+        EventKind::LabelCreated {
+            parcel_id: None,
+            carrier: "UPS".into(),
+            tracking_number: "1ZSHARED0001".into(),
+            tracking_url: None,
+        },
+    )
+    .await;
+    f.workflow.plan_pending().await.unwrap();
+    let conflict = f
+        .case()
+        .open_exceptions()
+        .find(|e| e.kind == ExceptionKind::TrackingConflict)
+        .cloned()
+        .expect("a tracking conflict");
+    assert_eq!(
+        conflict.summary,
+        "tracking number 1ZSHARED0001 is also on order #1002: ask for a new label"
+    );
+}
