@@ -1408,7 +1408,7 @@ async fn pack_and_label(f: &Fixture, sg: &str, at_s: i64, parcels: &[(&str, i64,
         f.event(
             "acme",
             sg,
-            &format!("label-{number}"),
+            &format!("label-{parcel}-{number}"),
             at_s + 1,
             EventKind::LabelCreated {
                 parcel_id: Some(parcel.to_string()),
