@@ -670,19 +670,31 @@ impl Source {
         token: &str,
     ) -> anyhow::Result<T> {
         let response = client.get(url).bearer_auth(token).send().await?;
-        let status = response.status();
-        if !status.is_success() {
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            anyhow::bail!(
-                "{}",
-                body["error"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("the admin API answered {status}"))
-            );
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
         }
         Ok(response.json().await?)
     }
+}
+
+/// The error for an admin API answer that is not a success: its own message, and for a refused
+/// token what to check.
+async fn refusal(response: reqwest::Response) -> anyhow::Error {
+    let status = response.status();
+    let url = response.url().clone();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let said = body["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("the admin API answered {status}"));
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return anyhow::anyhow!(
+            "{said}: the daemon at {} does not take the [admin] token of this configuration \
+             (is it the file the running daemon was started with?)",
+            url.origin().ascii_serialization()
+        );
+    }
+    anyhow::anyhow!("{said}")
 }
 
 fn shops_filter(all: &[String], shop: Option<&str>) -> anyhow::Result<Vec<String>> {
@@ -784,7 +796,21 @@ async fn reconcile(
         !synced.is_empty(),
         "no shop to reconcile: {}",
         match shop {
-            Some(s) => format!("{s} is not configured with Admin API credentials"),
+            Some(s)
+                if config
+                    .shops
+                    .iter()
+                    .any(|c| c.domain.eq_ignore_ascii_case(s)) =>
+                format!("{s} is not configured with Admin API credentials"),
+            Some(s) => format!(
+                "{s} is not in the configuration (configured: {})",
+                config
+                    .shops
+                    .iter()
+                    .map(|c| c.domain.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             None => "no shop has Admin API credentials".to_string(),
         }
     );
@@ -888,13 +914,8 @@ async fn reconcile_through(
     domain: &str,
 ) -> anyhow::Result<crate::reconcile::ReconcileReport> {
     let mut response = client.post(url).bearer_auth(token).send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        anyhow::bail!(
-            "{}",
-            body["error"].as_str().unwrap_or("the admin API refused")
-        );
+    if !response.status().is_success() {
+        return Err(refusal(response).await);
     }
     let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = response.chunk().await? {
@@ -1091,18 +1112,10 @@ impl Ops {
             .send()
             .await
             .context("the daemon's admin API did not answer")?;
-        let status = response.status();
-        if status.is_success() {
+        if response.status().is_success() {
             return Ok(response);
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        anyhow::bail!(
-            "{}",
-            body["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("the admin API answered {status}"))
-        )
+        Err(refusal(response).await)
     }
 
     async fn json<T: serde::de::DeserializeOwned>(

@@ -877,7 +877,13 @@ impl Walker<'_> {
         let p = "admin";
         self.check_keys(t, p, ADMIN_KEYS);
         let listen = self.socket_addr(t, p, "listen", DEFAULT_ADMIN_LISTEN);
-        if listeners_conflict(listen, server.listen) {
+        // An unreadable address was reported already, and its default stood in for it: a
+        // conflict with that default would name an address the operator never wrote.
+        let unreadable = |path: &str| self.errors.iter().any(|e| e.path == path);
+        if !unreadable("server.listen")
+            && !unreadable("admin.listen")
+            && listeners_conflict(listen, server.listen)
+        {
             // Point at the address the operator actually wrote; with both left at their
             // defaults there is no conflict.
             let path = if t.contains_key("listen") {
@@ -2782,6 +2788,19 @@ mod tests {
             "expected an integer, found a float"
         );
         assert!(message_at(&problems, "admin.listen").contains("conflicts with server.listen"));
+    }
+
+    #[test]
+    fn an_unreadable_listen_address_is_not_also_reported_as_a_conflict() {
+        let text = format!(
+            "{MINIMAL}\n[server]\nlisten = \"localhost:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n"
+        );
+        let problems = errors(parse_with(&text, Path::new("/"), &[("WH", "w")], None));
+        assert_eq!(
+            paths(&problems),
+            BTreeSet::from(["server.listen"]),
+            "{problems:#?}"
+        );
     }
 
     #[test]

@@ -311,8 +311,14 @@ impl SupplierEvent {
         for field in ["id", "shipment_id", "occurred_at"] {
             rest.remove(field);
         }
-        let wire: WireKind = serde_json::from_value(serde_json::Value::Object(rest))
-            .map_err(|e| EventError(format!("invalid `{}` event: {e}", object["type"])))?;
+        let wire: WireKind =
+            serde_json::from_value(serde_json::Value::Object(rest)).map_err(|e| {
+                let kind = match &object["type"] {
+                    serde_json::Value::String(kind) => kind.clone(),
+                    other => other.to_string(),
+                };
+                EventError(format!("invalid `{kind}` event: {e}"))
+            })?;
         let kind = Self::kind_from_wire(wire)?;
         Ok(SupplierEvent {
             id,

@@ -1396,3 +1396,34 @@ async fn the_operator_endpoints_need_the_bearer_token() {
     }
     app.daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_configuration_whose_admin_token_the_daemon_refuses_is_told_so() {
+    let mut s = spawn_operated().await;
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    assert!(text.contains("ops-admin-token"), "{text}");
+    let other = s.config_path.with_file_name("other.toml");
+    std::fs::write(
+        &other,
+        text.replace("ops-admin-token", "someone-elses-token"),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+        .args(["exceptions", "list", "--config"])
+        .arg(&other)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("missing or wrong bearer token")
+            && stderr.contains("does not take the [admin] token of this configuration")
+            && stderr.contains(&format!(
+                "http://127.0.0.1:{}",
+                s.config.admin.listen.port()
+            )),
+        "{stderr}"
+    );
+    s.stop().await;
+}
