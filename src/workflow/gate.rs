@@ -54,7 +54,9 @@ pub struct GateInput {
     pub fulfilled: BTreeMap<String, i64>,
     /// The parcels whose tracking an earlier fulfillment of the shipment already carries.
     pub fulfilled_parcels: BTreeSet<String>,
-    /// Whether any exception about the shipment or its order is open.
+    /// Whether an exception about this shipment is open. One about another line of the order
+    /// (an unmapped SKU, say) does not stop this shipment's own quantities: its hold on the
+    /// fulfillment order does, while it is on, through `fulfillment_order.held`.
     pub open_exception: bool,
     pub order_cancelled: bool,
     pub fulfillment_order: Option<GateFulfillmentOrder>,
