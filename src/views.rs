@@ -685,6 +685,7 @@ fn event_text(kind: &EventKind) -> String {
     match kind {
         EventKind::Received { supplier_ref } => format!("received{}", opt("ref", supplier_ref)),
         EventKind::Rejected { reason } => format!("rejected: {reason}"),
+        EventKind::AddressIssue { reason } => format!("address issue: {reason}"),
         EventKind::LineConfirmed {
             line_id,
             sku,
@@ -844,6 +845,11 @@ fn evidence_view(e: &Evidence) -> EvidenceView {
         EvidenceKind::FulfillmentRefused { key, reason } => (
             "fulfillment_refused".to_string(),
             format!("Shopify refused {key}: {reason}"),
+            None,
+        ),
+        EvidenceKind::AddressCorrected { issue } => (
+            "address_corrected".to_string(),
+            format!("address corrected in Shopify (answering {issue}); the supplier gets it again"),
             None,
         ),
         EvidenceKind::FulfillmentWithdrawn { key, reason } => (

@@ -1181,5 +1181,9 @@ mod tests {
             }),
             18
         );
+        assert_eq!(
+            position(&EvidenceKind::AddressCorrected { issue: "i".into() }),
+            19
+        );
     }
 }

@@ -288,10 +288,11 @@ enum SheetEvent {
     Label,
     HandedOver,
     Cancelled,
+    AddressIssue,
 }
 
 impl SheetEvent {
-    const ALL: [SheetEvent; 10] = [
+    const ALL: [SheetEvent; 11] = [
         SheetEvent::Received,
         SheetEvent::Rejected,
         SheetEvent::Confirmed,
@@ -302,6 +303,7 @@ impl SheetEvent {
         SheetEvent::Label,
         SheetEvent::HandedOver,
         SheetEvent::Cancelled,
+        SheetEvent::AddressIssue,
     ];
 
     fn name(self) -> &'static str {
@@ -316,6 +318,7 @@ impl SheetEvent {
             SheetEvent::Label => "label",
             SheetEvent::HandedOver => "handed_over",
             SheetEvent::Cancelled => "cancelled",
+            SheetEvent::AddressIssue => "address_issue",
         }
     }
 
@@ -341,7 +344,10 @@ impl SheetEvent {
     /// put in the wrong row or column.
     fn columns(self) -> &'static [Col] {
         match self {
-            SheetEvent::Received | SheetEvent::Rejected | SheetEvent::Cancelled => &[Col::Note],
+            SheetEvent::Received
+            | SheetEvent::Rejected
+            | SheetEvent::Cancelled
+            | SheetEvent::AddressIssue => &[Col::Note],
             SheetEvent::Confirmed => &[
                 Col::LineId,
                 Col::Sku,
@@ -873,6 +879,9 @@ fn read_event(event: SheetEvent, cells: &mut Cells<'_>) -> Option<RowEvent> {
             supplier_ref: cells.get(Col::Note),
         },
         SheetEvent::Rejected => EventKind::Rejected {
+            reason: cells.required(Col::Note)?,
+        },
+        SheetEvent::AddressIssue => EventKind::AddressIssue {
             reason: cells.required(Col::Note)?,
         },
         SheetEvent::Confirmed => {
@@ -1413,6 +1422,7 @@ mod tests {
             "SG-1,handed_over,,,,,,P1,UPS,1Z999,,,",
             "SG-1,rejected,,,,,,,,,,,we do not ship to GB",
             "SG-3,cancelled,,,,,,,,,,,stopped before packing",
+            "SG-1,address issue,,,,,,,,,,,no street number",
         ]);
         let events = run(text.as_bytes()).unwrap();
         let id = |row: usize| format!("csv:{}:{row}", file_id(text.as_bytes()));
@@ -1536,6 +1546,13 @@ mod tests {
                 "SG-3",
                 EventKind::Cancelled {
                     reason: Some("stopped before packing".into()),
+                },
+            ),
+            event(
+                13,
+                "SG-1",
+                EventKind::AddressIssue {
+                    reason: "no street number".into(),
                 },
             ),
         ];

@@ -115,6 +115,11 @@ pub enum EventKind {
     Cancelled {
         reason: Option<String>,
     },
+    /// The supplier cannot ship to the order's address as it stands (incomplete, undeliverable,
+    /// refused by the carrier). Appended last: stored events keep their variant positions.
+    AddressIssue {
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -131,6 +136,7 @@ impl EventKind {
             EventKind::LabelCreated { .. } => "label_created",
             EventKind::HandedOver { .. } => "handed_over",
             EventKind::Cancelled { .. } => "cancelled",
+            EventKind::AddressIssue { .. } => "address_issue",
         }
     }
 
@@ -239,6 +245,9 @@ enum WireKind {
     Cancelled {
         reason: Option<String>,
     },
+    AddressIssue {
+        reason: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -334,6 +343,10 @@ impl SupplierEvent {
             WireKind::Rejected { reason } => {
                 nonempty("reason", &reason)?;
                 EventKind::Rejected { reason }
+            }
+            WireKind::AddressIssue { reason } => {
+                nonempty("reason", &reason)?;
+                EventKind::AddressIssue { reason }
             }
             WireKind::LineConfirmed {
                 line_id,
@@ -474,6 +487,9 @@ impl SupplierEvent {
                 supplier_ref: supplier_ref.clone(),
             },
             EventKind::Rejected { reason } => WireKind::Rejected {
+                reason: reason.clone(),
+            },
+            EventKind::AddressIssue { reason } => WireKind::AddressIssue {
                 reason: reason.clone(),
             },
             EventKind::LineConfirmed {

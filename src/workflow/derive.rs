@@ -333,6 +333,17 @@ pub fn conditions(shipment: &Shipment) -> Vec<Condition> {
             summary: format!("Shopify refused the fulfillment: {reason}"),
         });
     }
+    if let Some((_, reason)) = address_issue(shipment) {
+        out.push(Condition {
+            kind: ExceptionKind::AddressIssue,
+            subject: subject(None),
+            summary: format!(
+                "{} cannot ship to the order's address: {reason}; correct it in Shopify, then \
+                 decide correct_address, or cancel",
+                shipment.supplier
+            ),
+        });
+    }
     if failed_check(shipment).is_some() {
         out.push(Condition {
             kind: ExceptionKind::CheckFailed,
@@ -657,6 +668,42 @@ fn refused(shipment: &Shipment, key: &str) -> bool {
         shipment,
         |k| matches!(k, EvidenceKind::FulfillmentRefused { key: k2, .. } if k2 == key),
     )
+}
+
+/// The supplier's latest address issue not answered by a correction: (its event id, reason).
+pub fn address_issue(shipment: &Shipment) -> Option<(String, String)> {
+    let corrected: Vec<&str> = shipment
+        .evidence
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EvidenceKind::AddressCorrected { issue } => Some(issue.as_str()),
+            _ => None,
+        })
+        .collect();
+    shipment.evidence.iter().rev().find_map(|e| match &e.kind {
+        EvidenceKind::Supplier(ev) => match &ev.kind {
+            EventKind::AddressIssue { reason } if !corrected.contains(&ev.id.as_str()) => {
+                Some((ev.id.clone(), reason.clone()))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Whether the address was corrected after the last revision was intended: the supplier must
+/// be sent the shipment again, with the address as the mirror now has it.
+pub fn readdressed(shipment: &Shipment) -> bool {
+    let last =
+        |pick: fn(&EvidenceKind) -> bool| shipment.evidence.iter().rposition(|e| pick(&e.kind));
+    match (
+        last(|k| matches!(k, EvidenceKind::AddressCorrected { .. })),
+        last(|k| matches!(k, EvidenceKind::SubmissionIntended { .. })),
+    ) {
+        (Some(corrected), Some(submitted)) => corrected > submitted,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// Whether the intended fulfillment `key` was withdrawn before it reached Shopify.

@@ -155,9 +155,13 @@ pub enum EvidenceKind {
     /// The fulfillment `key` was intended but never reached Shopify, and the gate closed before
     /// it went (an exception opened, the order was cancelled, the fulfillment order was held or
     /// closed): its outbox effect is superseded and its quantities no longer count as intended,
-    /// so the gate lets them through again once it reopens. (Last: variants are stored by their
-    /// position, so new ones are only ever appended.)
+    /// so the gate lets them through again once it reopens.
     FulfillmentWithdrawn { key: String, reason: String },
+    /// The owner's answer to an address issue: the address was corrected in Shopify, and the
+    /// supplier is sent the shipment again with it. `issue` is the supplier event that reported
+    /// the problem. (Last: variants are stored by their position, so new ones are only ever
+    /// appended.)
+    AddressCorrected { issue: String },
 }
 
 /// One evidence record: append-only, each with actor, time and source.
@@ -202,11 +206,14 @@ pub enum ExceptionKind {
     NoCarrierMovement,
     TrackingStalled,
     TrackingConflict,
+    /// The supplier cannot ship to the order's address. (Appended last: stored exceptions keep
+    /// their variant positions.)
+    AddressIssue,
 }
 
 impl ExceptionKind {
     /// Every kind, for listings and metrics.
-    pub const ALL: [ExceptionKind; 11] = [
+    pub const ALL: [ExceptionKind; 12] = [
         ExceptionKind::UnmappedSku,
         ExceptionKind::SupplierRejected,
         ExceptionKind::Stockout,
@@ -218,6 +225,7 @@ impl ExceptionKind {
         ExceptionKind::NoCarrierMovement,
         ExceptionKind::TrackingStalled,
         ExceptionKind::TrackingConflict,
+        ExceptionKind::AddressIssue,
     ];
 
     /// The name used in the CLI, the API and metrics.
@@ -234,6 +242,7 @@ impl ExceptionKind {
             ExceptionKind::NoCarrierMovement => "no_carrier_movement",
             ExceptionKind::TrackingStalled => "tracking_stalled",
             ExceptionKind::TrackingConflict => "tracking_conflict",
+            ExceptionKind::AddressIssue => "address_issue",
         }
     }
 
@@ -246,6 +255,7 @@ impl ExceptionKind {
             ExceptionKind::SubstituteOffered => Some("OTHER"),
             ExceptionKind::CancelledAfterSubmission => None,
             ExceptionKind::CheckFailed => Some("OTHER"),
+            ExceptionKind::AddressIssue => Some("INCORRECT_ADDRESS"),
             // Nothing is left to hold: the goods are labelled (or already fulfilled), and the
             // gate waits for the carrier anyway.
             ExceptionKind::WriteBackRefused
@@ -270,6 +280,7 @@ impl ExceptionKind {
             ExceptionKind::NoCarrierMovement => &["chase", "new_label", "cancel"],
             ExceptionKind::TrackingStalled => &["customer_updated", "reship"],
             ExceptionKind::TrackingConflict => &["new_label"],
+            ExceptionKind::AddressIssue => &["correct_address", "cancel"],
         }
     }
 }
@@ -325,11 +336,14 @@ pub enum Decision {
     CustomerUpdated,
     /// Tracking stalled: the supplier sends the goods again and reports the new label.
     Reship,
+    /// Address issue: the owner corrected the address in Shopify; the supplier gets the
+    /// shipment again with it. (Appended last: stored decisions keep their positions.)
+    CorrectAddress,
 }
 
 impl Decision {
     /// Every decision's name, as `parse` takes them (the CLI offers these).
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "route",
         "reroute",
         "wait",
@@ -348,6 +362,7 @@ impl Decision {
         "new_label",
         "customer_updated",
         "reship",
+        "correct_address",
     ];
 
     /// Builds a decision from its name and options, as the CLI and the admin API receive it:
@@ -389,6 +404,7 @@ impl Decision {
             "new_label" => no_supplier(Decision::NewLabel)?,
             "customer_updated" => no_supplier(Decision::CustomerUpdated)?,
             "reship" => no_supplier(Decision::Reship)?,
+            "correct_address" => no_supplier(Decision::CorrectAddress)?,
             other => {
                 return Err(format!(
                     "unknown decision `{other}` ({})",
@@ -423,6 +439,7 @@ impl Decision {
             Decision::NewLabel => "new_label",
             Decision::CustomerUpdated => "customer_updated",
             Decision::Reship => "reship",
+            Decision::CorrectAddress => "correct_address",
         }
     }
 }

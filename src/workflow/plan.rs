@@ -1016,7 +1016,7 @@ fn sync_revisions(
             continue;
         };
         let current = derive::current_lines(&shipment);
-        if current == asked {
+        if current == asked && !derive::readdressed(&shipment) {
             continue;
         }
         let refused = derive::is_refused(&shipment);
@@ -1630,6 +1630,30 @@ pub fn apply_decision(
             return Ok(Err(format!(
                 "{exception_id} names no shipment to take lines from"
             )));
+        }
+        Decision::CorrectAddress => {
+            let shipment = shipment.as_ref().expect("address issues name a shipment");
+            let Some((issue, _)) = derive::address_issue(shipment) else {
+                return Ok(Err(format!(
+                    "{exception_id}: {} reports no address issue any more",
+                    shipment.id
+                )));
+            };
+            // The supplier is sent the address the mirror holds: there must be one.
+            if order.is_none_or(|o| o.shipping_address.is_none()) {
+                return Ok(Err(format!(
+                    "{exception_id}: the order has no shipping address in Shopify; correct it \
+                     there first"
+                )));
+            }
+            record_decision(
+                case,
+                &shipment.id,
+                format!("{exception_id}.correct_address"),
+                &decided,
+                EvidenceKind::AddressCorrected { issue },
+                ctx,
+            );
         }
     }
     if let Some(e) = case.exceptions.iter_mut().find(|e| e.id == exception_id) {

@@ -1696,3 +1696,106 @@ async fn a_conflict_names_a_shared_waybill_and_the_other_order_once() {
         "tracking number 1ZSHARED0001 is also on order #1002: ask for a new label"
     );
 }
+
+#[tokio::test]
+async fn an_address_the_supplier_cannot_ship_to_is_held_until_corrected_and_sent_again() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    f.event(
+        "acme",
+        &sg,
+        "addr-1",
+        20,
+        EventKind::AddressIssue {
+            reason: "no street number; the carrier refuses the label".into(),
+        },
+    )
+    .await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::AddressIssue]);
+    let ex = f.exception_id(ExceptionKind::AddressIssue);
+    let case = f.case();
+    let exception = case.exception(&ex).unwrap();
+    assert_eq!(exception.hold.as_ref().unwrap().reason, "INCORRECT_ADDRESS");
+    assert!(
+        exception.summary.contains("no street number"),
+        "{}",
+        exception.summary
+    );
+    assert_eq!(
+        derive::status(&case.shipments[0], &case.exceptions, None),
+        ShipmentStatus::Held
+    );
+    // Not a decision this exception allows.
+    let err = f.decide(&ex, Decision::Replace).await.unwrap_err();
+    assert!(err.contains("allows correct_address, cancel"), "{err}");
+
+    // The owner corrects the address in Shopify, then says so: the supplier gets revision 2,
+    // which carries the address as the mirror has it now, and the exception closes.
+    let mut corrected = order(2, &[line(1, Some("MUG-RED"), 2)]);
+    corrected.shipping_address.as_mut().unwrap().address1 = Some("12 Harbour Street".into());
+    f.put(&corrected).await;
+    assert_eq!(
+        f.open_kinds(),
+        vec![ExceptionKind::AddressIssue],
+        "editing alone closes nothing"
+    );
+    f.decide(&ex, Decision::CorrectAddress).await.unwrap();
+    assert!(f.open_kinds().is_empty());
+    let case = f.case();
+    let hold = case.exception(&ex).unwrap().hold.clone().unwrap();
+    assert!(
+        matches!(
+            hold.state,
+            HoldState::ReleaseRequested { .. } | HoldState::Released
+        ),
+        "{hold:?}"
+    );
+    let revisions: Vec<String> = f
+        .effects()
+        .into_iter()
+        .filter(|e| e.key.starts_with(&format!("{sg}.r")))
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(revisions, vec![format!("{sg}.r1"), format!("{sg}.r2")]);
+    // Deciding again is refused: the issue is answered.
+    let err = f.decide(&ex, Decision::CorrectAddress).await.unwrap_err();
+    assert!(err.contains("already closed"), "{err}");
+}
+
+#[tokio::test]
+async fn an_address_issue_can_end_in_cancelling_the_shipment() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 1))
+        .await;
+    f.event(
+        "acme",
+        &sg,
+        "addr-1",
+        20,
+        EventKind::AddressIssue {
+            reason: "PO boxes are not delivered".into(),
+        },
+    )
+    .await;
+    let ex = f.exception_id(ExceptionKind::AddressIssue);
+    f.decide(&ex, Decision::Cancel).await.unwrap();
+    assert!(
+        f.pending_actions()
+            .iter()
+            .any(|a| a.starts_with("supplier_cancellation")),
+        "{:?}",
+        f.pending_actions()
+    );
+    assert!(
+        !f.open_kinds().contains(&ExceptionKind::AddressIssue),
+        "{:?}",
+        f.open_kinds()
+    );
+}
