@@ -316,6 +316,48 @@ pub(super) async fn run(
     );
     agents.la.clear_switches();
 
+    // An address the agent cannot ship to: held, corrected in Shopify, sent again.
+    agents.la.refuse_addresses_containing("PO Box");
+    let mut boxed = order(&[("YOGA-MAT-6MM", 1)]);
+    boxed.shipping_address = Some(json!({
+        "name": "Grace Hopper", "address1": "PO Box 1906", "city": "Arlington",
+        "provinceCode": "VA", "zip": "22201", "countryCodeV2": "US"
+    }));
+    let boxed = sandbox.create_order(boxed);
+    c.settle().await?;
+    let open = c.open(&boxed);
+    let held = c.holds(&boxed);
+    let flagged = open.len() == 1
+        && open[0].1 == ExceptionKind::AddressIssue
+        && held.len() == 1
+        && held[0].starts_with("INCORRECT_ADDRESS ");
+    sandbox.set_shipping_address(
+        &boxed,
+        json!({
+            "name": "Grace Hopper", "address1": "1 Harbor Way", "city": "Arlington",
+            "provinceCode": "VA", "zip": "22201", "countryCodeV2": "US"
+        }),
+    )?;
+    c.settle().await?;
+    if let Some((id, _)) = open.first() {
+        c.decide(id, Decision::CorrectAddress).await?;
+    }
+    let resent = agents
+        .la
+        .accepted_messages()
+        .iter()
+        .any(|m| m.kind == "amendment" && m.body["ship_to"]["address1"] == "1 Harbor Way");
+    t.check(
+        "an address the agent cannot ship to is held (INCORRECT_ADDRESS) until corrected in Shopify, then sent again",
+        flagged
+            && resent
+            && c.open(&boxed).is_empty()
+            && c.holds(&boxed).is_empty()
+            && c.statuses(&boxed) == vec![("la-3pl".into(), ShipmentStatus::AwaitingCheck)],
+        format!("opened {open:?}, Shopify holds {held:?}, resent {resent}, shipments {:?}", c.statuses(&boxed)),
+    );
+    agents.la.clear_switches();
+
     // Changes made in Shopify after submission.
     let scale = sandbox.create_order(order(&[("KITCHEN-SCALE-5KG", 3)]));
     let roller = sandbox.create_order(order(&[("PET-HAIR-ROLLER", 1)]));

@@ -25,6 +25,7 @@ async fn the_demo_passes_every_step() -> Result<(), String> {
     for step in [
         "routed by SKU, submitted once",
         "a stockout opens an exception and holds the order in Shopify",
+        "an address the agent cannot ship to is held (INCORRECT_ADDRESS)",
         "an agent down for a simulated day gets the submission once",
         "nothing reached Shopify before a passing check and the carrier's own pickup scan",
         "the gate was never bypassed",

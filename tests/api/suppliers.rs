@@ -1491,3 +1491,60 @@ async fn cancelling_a_stuck_label_without_packing_gives_up_the_unfulfilled_units
         "the supplier is told to stop"
     );
 }
+
+#[tokio::test]
+async fn an_address_the_agent_cannot_ship_to_is_held_until_corrected_in_shopify() {
+    let s = spawn_supplied().await;
+    s.acme.refuse_addresses_containing("PO Box");
+    let mut new = new_order(&[("MUG-RED", 1)]);
+    new.shipping_address = Some(json!({
+        "name": "Ada Lovelace", "address1": "PO Box 12", "city": "London",
+        "zip": "N1 1AA", "countryCodeV2": "GB"
+    }));
+    let order = s.sandbox().create_order(new);
+    s.settle().await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::AddressIssue]);
+    let holds = s.holds(&order);
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0]["reason"], "INCORRECT_ADDRESS");
+    let summary = s
+        .case(&order)
+        .open_exceptions()
+        .next()
+        .unwrap()
+        .summary
+        .clone();
+    assert!(summary.contains("\"PO Box\""), "{summary}");
+
+    // The owner corrects the address in Shopify, which alone closes nothing, then says so.
+    s.sandbox()
+        .set_shipping_address(
+            &order,
+            json!({
+                "name": "Ada Lovelace", "address1": "12 Harbour Street", "city": "London",
+                "zip": "N1 1AA", "countryCodeV2": "GB"
+            }),
+        )
+        .unwrap();
+    s.settle().await;
+    assert_eq!(s.open(&order), vec![ExceptionKind::AddressIssue]);
+    s.decide(
+        &order,
+        ExceptionKind::AddressIssue,
+        Decision::CorrectAddress,
+    )
+    .await;
+    assert!(s.open(&order).is_empty());
+    assert!(s.holds(&order).is_empty(), "the hold was released");
+    let messages = s.acme.accepted_messages();
+    let kinds: Vec<&str> = messages.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["submission", "amendment"]);
+    assert_eq!(
+        messages[1].body["ship_to"]["address1"], "12 Harbour Street",
+        "the amendment carries the corrected address"
+    );
+    assert_eq!(
+        s.statuses(&order),
+        vec![("acme".into(), ShipmentStatus::AwaitingCheck)]
+    );
+}

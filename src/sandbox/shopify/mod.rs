@@ -482,6 +482,19 @@ impl SandboxShopify {
         })
     }
 
+    /// Replaces the order's shipping address (its JSON as `NewOrder::shipping_address` takes
+    /// it), as the owner does in the admin; bumps updatedAt and emits orders/updated.
+    pub fn set_shipping_address(
+        &self,
+        id: &str,
+        address: serde_json::Value,
+    ) -> Result<(), SandboxError> {
+        self.inner.change(|s, now| {
+            let n = self.order_num(s, id)?;
+            s.state.set_shipping_address(n, address, now)
+        })
+    }
+
     /// Changes the order's note, which bumps updatedAt; emits orders/updated.
     pub fn touch_order(&self, id: &str) -> Result<(), SandboxError> {
         self.inner.change(|s, now| {

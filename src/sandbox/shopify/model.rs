@@ -929,6 +929,23 @@ impl State {
         Ok(())
     }
 
+    /// Replaces the shipping address (as `orderUpdate` does); emits orders/updated.
+    pub fn set_shipping_address(
+        &mut self,
+        order_id: u64,
+        address: Value,
+        now_ms: i64,
+    ) -> Result<(), SandboxError> {
+        let order = self
+            .orders
+            .get_mut(&order_id)
+            .ok_or_else(|| SandboxError::UnknownOrder(gid("Order", order_id)))?;
+        order.shipping_address = Some(address);
+        self.bump(order_id, now_ms);
+        self.emit_order(order_id, &["orders/updated"], now_ms);
+        Ok(())
+    }
+
     /// Changes something that bumps updatedAt (the note); emits orders/updated.
     pub fn touch_order(&mut self, order_id: u64, now_ms: i64) -> Result<(), SandboxError> {
         let order = self

@@ -11,7 +11,8 @@
 //! What it does with each message:
 //! - a new submission: answers `200 {"supplier_ref":"PO-<n>"}` (one reference per shipment), then
 //!   reports `received` and, per line, `line_confirmed`, `line_short` (stockout switch) or
-//!   `substitute_offered` (substitute switch); with the reject switch on, only `rejected`;
+//!   `substitute_offered` (substitute switch); with the reject switch on, only `rejected`; for an
+//!   address it is told it cannot ship to (undeliverable switch), `address_issue` instead of lines;
 //! - an amendment: `received` again and an event per line of the new list whose quantity is not 0;
 //!   a revision older than the one it holds changes nothing;
 //! - a cancellation: `cancelled`, unless [`SandboxAgent::ship`] already ran (a parcel that left
@@ -259,6 +260,13 @@ impl SandboxAgent {
             .switches
             .substitutes
             .insert(sku.into(), (offered_sku.into(), differences.into()));
+    }
+
+    /// Undeliverable addresses: a later submission or amendment whose address line contains
+    /// `text` (or that carries no address) is answered 200, then reported `received` and
+    /// `address_issue` instead of its lines; one with another address is handled as usual.
+    pub fn refuse_addresses_containing(&self, text: impl Into<String>) {
+        self.inner.state().switches.undeliverable = Some(text.into());
     }
 
     /// Rejection: with `Some(reason)`, every later submission and amendment is answered 200 and

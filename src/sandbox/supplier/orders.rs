@@ -42,6 +42,8 @@ pub(super) struct Switches {
     /// SKU → (offered SKU, what differs).
     pub substitutes: HashMap<String, (String, String)>,
     pub reject: Option<String>,
+    /// An address whose first line contains this (or no address) cannot be shipped to.
+    pub undeliverable: Option<String>,
 }
 
 /// Where one order line stands at the agent.
@@ -229,8 +231,16 @@ impl State {
         }
         let outcome = match &message.body {
             MessageBody::Submission {
-                revision, lines, ..
-            } => Ok(Some(self.submit(&message.shipment_id, *revision, lines))),
+                revision,
+                lines,
+                ship_to,
+                ..
+            } => Ok(Some(self.submit(
+                &message.shipment_id,
+                *revision,
+                lines,
+                ship_to.as_deref(),
+            ))),
             MessageBody::Cancellation { .. } => Ok(self.cancel(&message.shipment_id)),
             MessageBody::Decision { line_id, approve } => {
                 self.decide(&message.shipment_id, line_id, *approve)
@@ -312,7 +322,13 @@ impl State {
 
     /// A submission (revision 1) or an amendment (a later revision with the full new list of
     /// lines). Returns the shipment's supplier reference: one per shipment, as a purchase order.
-    fn submit(&mut self, shipment_id: &str, revision: u32, lines: &[MessageLine]) -> String {
+    fn submit(
+        &mut self,
+        shipment_id: &str,
+        revision: u32,
+        lines: &[MessageLine],
+        ship_to: Option<&crate::order::Address>,
+    ) -> String {
         let known = self.shipments.get(shipment_id).cloned();
         let supplier_ref = match &known {
             Some(shipment) => shipment.supplier_ref.clone(),
@@ -349,10 +365,27 @@ impl State {
             )),
             (None, Status::Open | Status::Rejected) => None,
         };
+        let undeliverable = self.switches.undeliverable.as_ref().and_then(|text| {
+            let line = ship_to.and_then(|a| a.address1.as_deref());
+            match line {
+                None => Some("the order came without a street address".to_string()),
+                Some(line) if line.contains(text.as_str()) => Some(format!(
+                    "{CARRIER} does not deliver to \"{text}\" addresses; send a street address"
+                )),
+                Some(_) => None,
+            }
+        });
         let mut events = Vec::new();
         if let Some((reason, status)) = refusal {
             shipment.status = status;
             events.push(EventKind::Rejected { reason });
+        } else if let Some(reason) = undeliverable {
+            // The lines wait for an amendment with an address the agent can ship to.
+            shipment.status = Status::Open;
+            events.push(EventKind::Received {
+                supplier_ref: Some(supplier_ref.clone()),
+            });
+            events.push(EventKind::AddressIssue { reason });
         } else {
             shipment.status = Status::Open;
             events.push(EventKind::Received {
