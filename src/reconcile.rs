@@ -819,7 +819,9 @@ fn index_write_backs(
             let outcome = |key: &str| {
                 shipment.evidence.iter().any(|e| match &e.kind {
                     EvidenceKind::FulfillmentCreated { key: k, .. }
-                    | EvidenceKind::FulfillmentRefused { key: k, .. } => k == key,
+                    | EvidenceKind::FulfillmentRefused { key: k, .. }
+                    // Withdrawn because the gate shut: intended no more, so not overdue.
+                    | EvidenceKind::FulfillmentWithdrawn { key: k, .. } => k == key,
                     _ => false,
                 })
             };
@@ -1920,5 +1922,101 @@ Repairs:
             progress,
             serde_json::json!({"stage": "bulk_downloaded", "lines": 5})
         );
+    }
+}
+
+#[cfg(test)]
+mod write_back_tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+    use crate::workflow::model::{Actor, Evidence, EvidenceKind, OrderCase, Shipment, Source};
+
+    fn own(id: &str, kind: EvidenceKind) -> Evidence {
+        Evidence {
+            id: id.into(),
+            at_ms: 1_000,
+            recorded_ms: 1_000,
+            actor: Actor::System,
+            source: Source::Workflow,
+            kind,
+        }
+    }
+
+    /// An intent withdrawn because the gate shut is no write-back the outbox owes.
+    #[test]
+    fn a_withdrawn_intent_is_not_an_overdue_write_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let shop = "shop.myshopify.com";
+        let case_with = |withdrawn: bool, order: &str| {
+            let mut case = OrderCase::new(shop, order, "#1001");
+            let mut shipment = Shipment {
+                id: format!("SG-{}", order.len()),
+                supplier: "acme".into(),
+                fulfillment_order_id: "gid://shopify/FulfillmentOrder/1".into(),
+                lines: Vec::new(),
+                created_ms: 1_000,
+                evidence: Vec::new(),
+            };
+            let key = format!("{}.f1", shipment.id);
+            shipment.record(own(
+                "f1.intended",
+                EvidenceKind::FulfillmentIntended {
+                    key: key.clone(),
+                    fulfillment_order_id: shipment.fulfillment_order_id.clone(),
+                    lines: vec![("gid://shopify/FulfillmentOrderLineItem/1".into(), 1)],
+                    parcels: vec!["P1".into()],
+                    numbers: vec!["1Z1".into()],
+                },
+            ));
+            if withdrawn {
+                shipment.record(own(
+                    "f1.withdrawn",
+                    EvidenceKind::FulfillmentWithdrawn {
+                        key,
+                        reason: "the order was cancelled".into(),
+                    },
+                ));
+            }
+            case.shipments.push(shipment);
+            store
+                .put_order(&crate::order::OrderMirror {
+                    shop: shop.into(),
+                    id: order.into(),
+                    name: "#1001".into(),
+                    created_at: None,
+                    updated_at: Timestamp::from_unix_ms(1_000),
+                    cancelled_at: None,
+                    cancel_reason: None,
+                    display_fulfillment_status: "UNFULFILLED".into(),
+                    shipping_address: None,
+                    line_items: Vec::new(),
+                    fulfillment_orders: Vec::new(),
+                    fulfillments: Vec::new(),
+                    truncated: false,
+                })
+                .unwrap();
+            case
+        };
+        let withdrawn = case_with(true, "gid://shopify/Order/1");
+        store
+            .write_case(crate::store::cases::CaseWrite {
+                case: Some(&withdrawn),
+                ..Default::default()
+            })
+            .unwrap();
+        let day = 86_400_000;
+        let index = index_write_backs(&store, shop, &HashSet::new(), 2 * day, 5).unwrap();
+        assert_eq!(index.overdue.count, 0);
+        // The same intent without its withdrawal is overdue: the check above is not vacuous.
+        let pending = case_with(false, "gid://shopify/Order/22");
+        store
+            .write_case(crate::store::cases::CaseWrite {
+                case: Some(&pending),
+                ..Default::default()
+            })
+            .unwrap();
+        let index = index_write_backs(&store, shop, &HashSet::new(), 2 * day, 5).unwrap();
+        assert_eq!(index.overdue.count, 1);
     }
 }

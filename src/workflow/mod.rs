@@ -1000,6 +1000,20 @@ impl Workflow {
                     }));
                 }
             }
+            // Withdrawn by the sender because the gate shut before it went out.
+            (
+                Action::CreateFulfillment { shipment_id, .. },
+                EffectState::Superseded { reason, .. },
+            ) => {
+                if let Some(shipment) = case.shipment_mut(shipment_id)
+                    && !derive::withdrawn(shipment, &effect.key)
+                {
+                    shipment.record(outcome(EvidenceKind::FulfillmentWithdrawn {
+                        key: effect.key.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
             (Action::CreateFulfillment { .. }, _) => {}
             // A refused progress event costs the customer one line of tracking history, not
             // the parcel: the outbox shows it as failed, and nothing else depends on it.
@@ -1034,6 +1048,24 @@ impl Workflow {
         let mut changes = plan::settle(&mut case, order.as_ref(), &self.ctx())?;
         changes.updated_effects.push(effect.clone());
         self.write(&case, changes)
+    }
+
+    /// Whether the gate of the shipment that intended a fulfillment is shut now, on the case and
+    /// mirror as stored (the sender asks under the case lock, just before it sends). A case or
+    /// order that is gone counts as shut: nothing is fulfilled that shipgate cannot see.
+    pub(crate) fn fulfillment_shut(
+        &self,
+        shop: &str,
+        order_gid: &str,
+        shipment_id: &str,
+    ) -> Result<Option<gate::Closed>, StoreError> {
+        let store = &self.inner.store;
+        let (Some(case), Some(order)) =
+            (store.case(shop, order_gid)?, store.order(shop, order_gid)?)
+        else {
+            return Ok(Some(gate::Closed::FulfillmentOrderGone));
+        };
+        Ok(plan::fulfillment_shut(&case, &order, shipment_id))
     }
 
     /// Locks an effect's case for the sender.

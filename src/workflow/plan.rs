@@ -144,8 +144,9 @@ pub fn settle(
         tracing::warn!(shop = %case.shop, order = %case.order_name,
             "the mirrored order is incomplete; planning waits for a complete fetch");
     }
-    let order = order.filter(|o| !o.truncated);
+    // The placing time holds even on an incomplete mirror: the timers and progress use it.
     let placed_ms = placed(order);
+    let order = order.filter(|o| !o.truncated);
     if let Some(order) = order {
         case.order_name = order.name.clone();
         if order.is_cancelled() {

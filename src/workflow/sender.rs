@@ -282,18 +282,7 @@ impl Sender {
                     self.record(&current)?;
                     return Ok(true);
                 }
-                Remote::HasNot => {
-                    if matches!(current.action, Action::CreateFulfillment { .. }) {
-                        // Shopify does not have it, so it is as unsent as one never tried, and
-                        // it goes again only through an open gate: recording settles the case,
-                        // which withdraws it if the gate shut meanwhile (invariant 3).
-                        current.maybe_delivered = false;
-                        self.record(&current)?;
-                        if !store.effect(current.id)?.is_some_and(|e| e.is_pending()) {
-                            return Ok(true);
-                        }
-                    }
-                }
+                Remote::HasNot => {}
             }
         }
 
@@ -302,6 +291,27 @@ impl Sender {
             let Some((_guard, mut current)) = self.relock(&effect).await? else {
                 return Ok(false);
             };
+            // A fulfillment goes only through a gate that is open now (invariant 3): settling
+            // withdraws one that was never tried when the gate shuts, but one whose earlier
+            // attempt did not arrive (read back just now, or refused as not delivered) is
+            // withdrawn here, under the same lock, rather than sent.
+            if let Action::CreateFulfillment { shipment_id, .. } = &current.action
+                && let Some(shut) = self.workflow.fulfillment_shut(
+                    &current.shop,
+                    &current.order_gid,
+                    shipment_id,
+                )?
+            {
+                tracing::info!(effect = %current.key, reason = shut.reason(),
+                    "the gate shut before the fulfillment went out; withdrawn");
+                current.state = EffectState::Superseded {
+                    at_ms: self.workflow.clock().now_ms(),
+                    reason: shut.reason().to_string(),
+                };
+                current.maybe_delivered = false;
+                self.record(&current)?;
+                return Ok(true);
+            }
             current.maybe_delivered = true;
             current.attempts += 1;
             store.write_case(CaseWrite {

@@ -1799,3 +1799,48 @@ async fn an_address_issue_can_end_in_cancelling_the_shipment() {
         f.open_kinds()
     );
 }
+
+#[tokio::test]
+async fn a_fulfillment_whose_first_attempt_did_not_arrive_is_withdrawn_not_resent_once_the_gate_shut()
+ {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
+        .await;
+    let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000009")]).await;
+    picked_up(&f, "1ZGOOD000009", 3_600).await;
+    let key = format!("{sg}.f1");
+    // The first attempt timed out: it may have arrived, so settling leaves it to the sender.
+    let mut first = f.store.effect_by_key(&key).unwrap().unwrap();
+    first.maybe_delivered = true;
+    first.attempts = 1;
+    f.store
+        .write_case(crate::store::cases::CaseWrite {
+            updated_effects: vec![first],
+            ..Default::default()
+        })
+        .unwrap();
+    let (id, at, kind) = check_of_line_1("qc2", 3_700, 1, "fail");
+    f.event("acme", &sg, &id, at, kind).await;
+    assert!(f.store.effect_by_key(&key).unwrap().unwrap().is_pending());
+    // The retry reads Shopify back (no client here: nothing found) and must not send it.
+    f.sender().run_due().await.unwrap();
+    let after = f.store.effect_by_key(&key).unwrap().unwrap();
+    assert_eq!(
+        after.attempts, 1,
+        "sent through a shut gate: {:?}",
+        after.state
+    );
+    assert!(
+        matches!(&after.state, EffectState::Superseded { reason, .. } if reason.contains("exception")),
+        "{:?}",
+        after.state
+    );
+    let case = f.case();
+    assert!(derive::withdrawn(&case.shipments[0], &key));
+    assert!(derive::intended_fulfilments(&case.shipments[0]).is_empty());
+}
