@@ -670,19 +670,21 @@ fn refused(shipment: &Shipment, key: &str) -> bool {
     )
 }
 
-/// The supplier's latest address issue not answered by a correction: (its event id, reason).
+/// The supplier's latest address issue that no correction answers: (its event id, reason). A
+/// correction answers every issue reported before it was decided, so two reports are answered
+/// at once, and a stale report arriving later (an old sheet row) does not reopen it.
 pub fn address_issue(shipment: &Shipment) -> Option<(String, String)> {
-    let corrected: Vec<&str> = shipment
+    let corrected_ms = shipment
         .evidence
         .iter()
-        .filter_map(|e| match &e.kind {
-            EvidenceKind::AddressCorrected { issue } => Some(issue.as_str()),
-            _ => None,
-        })
-        .collect();
+        .filter(|e| matches!(e.kind, EvidenceKind::AddressCorrected { .. }))
+        .map(|e| e.at_ms)
+        .max();
     shipment.evidence.iter().rev().find_map(|e| match &e.kind {
         EvidenceKind::Supplier(ev) => match &ev.kind {
-            EventKind::AddressIssue { reason } if !corrected.contains(&ev.id.as_str()) => {
+            EventKind::AddressIssue { reason }
+                if corrected_ms.is_none_or(|at| ev.occurred_at.unix_ms > at) =>
+            {
                 Some((ev.id.clone(), reason.clone()))
             }
             _ => None,

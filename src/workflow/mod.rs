@@ -382,6 +382,21 @@ impl Workflow {
         if shipment.evidence.iter().any(|e| e.id == evidence_id) {
             return Ok(());
         }
+        // Once Shopify has a fulfillment of the shipment, its goods are with the carrier: an
+        // address problem now is the carrier's to report, and sending the shipment to the
+        // supplier again (what correcting the address does) could ship it twice.
+        if matches!(event.kind, crate::suppliers::EventKind::AddressIssue { .. })
+            && shipment
+                .evidence
+                .iter()
+                .any(|e| matches!(e.kind, EvidenceKind::FulfillmentCreated { .. }))
+        {
+            return Err(WorkflowError::Invalid(format!(
+                "shipment {} is fulfilled already: its parcels are with the carrier, so an \
+                 address issue is the carrier's to report",
+                event.shipment_id
+            )));
+        }
         for line in event.kind.line_ids() {
             if !shipment.lines.iter().any(|l| l.line_item_id == line) {
                 return Err(WorkflowError::Invalid(format!(

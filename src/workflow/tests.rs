@@ -1844,3 +1844,76 @@ async fn a_fulfillment_whose_first_attempt_did_not_arrive_is_withdrawn_not_resen
     assert!(derive::withdrawn(&case.shipments[0], &key));
     assert!(derive::intended_fulfilments(&case.shipments[0]).is_empty());
 }
+
+#[tokio::test]
+async fn one_correction_answers_every_earlier_address_report_and_a_stale_one_does_not_reopen_it() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    let issue = |reason: &str| EventKind::AddressIssue {
+        reason: reason.into(),
+    };
+    f.event("acme", &sg, "addr-1", 20, issue("no street number"))
+        .await;
+    f.event("acme", &sg, "addr-2", 30, issue("the zip does not match"))
+        .await;
+    let ex = f.exception_id(ExceptionKind::AddressIssue);
+    f.decide(&ex, Decision::CorrectAddress).await.unwrap();
+    assert!(f.open_kinds().is_empty(), "one decision answers both");
+    // An old sheet row imported late: dated before the correction, it reopens nothing.
+    f.event("acme", &sg, "addr-old-row", 25, issue("no street number"))
+        .await;
+    assert!(f.open_kinds().is_empty());
+    // A new report after the correction is a new exception.
+    f.event(
+        "acme",
+        &sg,
+        "addr-3",
+        3 * 3600 + 60,
+        issue("still no street number"),
+    )
+    .await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::AddressIssue]);
+    assert_ne!(f.exception_id(ExceptionKind::AddressIssue), ex);
+}
+
+#[tokio::test]
+async fn an_address_issue_for_a_fulfilled_shipment_is_refused_at_the_door() {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    let mut case = f.case();
+    case.shipments[0].record(crate::workflow::model::Evidence {
+        id: format!("{sg}.f1.outcome"),
+        at_ms: START_MS,
+        recorded_ms: START_MS,
+        actor: Actor::System,
+        source: Source::Workflow,
+        kind: crate::workflow::model::EvidenceKind::FulfillmentCreated {
+            key: format!("{sg}.f1"),
+            fulfillment_id: "gid://shopify/Fulfillment/1".into(),
+        },
+    });
+    f.store
+        .write_case(crate::store::cases::CaseWrite {
+            case: Some(&case),
+            ..Default::default()
+        })
+        .unwrap();
+    let event = SupplierEvent {
+        id: "addr-late".into(),
+        shipment_id: sg.clone(),
+        occurred_at: Timestamp::from_unix_ms(START_MS + 60_000),
+        kind: EventKind::AddressIssue {
+            reason: "returned to sender".into(),
+        },
+    };
+    let refusal = f
+        .workflow
+        .validate_event("acme", &event)
+        .unwrap_err()
+        .to_string();
+    assert!(refusal.contains("fulfilled already"), "{refusal}");
+}
