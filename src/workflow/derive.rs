@@ -671,26 +671,35 @@ fn refused(shipment: &Shipment, key: &str) -> bool {
 }
 
 /// The supplier's latest address issue that no correction answers: (its event id, reason). A
-/// correction answers every issue reported before it was decided, so two reports are answered
-/// at once, and a stale report arriving later (an old sheet row) does not reopen it.
+/// correction answers every issue recorded before it, so two reports are answered at once. A
+/// report recorded after it counts only when the supplier dated it after the latest report the
+/// correction answered: an old sheet row imported late reopens nothing. (Supplier times are
+/// compared with supplier times only, never with shipgate's clock.)
 pub fn address_issue(shipment: &Shipment) -> Option<(String, String)> {
-    let corrected_ms = shipment
-        .evidence
-        .iter()
-        .filter(|e| matches!(e.kind, EvidenceKind::AddressCorrected { .. }))
-        .map(|e| e.at_ms)
-        .max();
-    shipment.evidence.iter().rev().find_map(|e| match &e.kind {
+    let issue = |e: &super::model::Evidence| match &e.kind {
         EvidenceKind::Supplier(ev) => match &ev.kind {
-            EventKind::AddressIssue { reason }
-                if corrected_ms.is_none_or(|at| ev.occurred_at.unix_ms > at) =>
-            {
-                Some((ev.id.clone(), reason.clone()))
+            EventKind::AddressIssue { reason } => {
+                Some((ev.id.clone(), reason.clone(), ev.occurred_at.unix_ms))
             }
             _ => None,
         },
         _ => None,
-    })
+    };
+    let corrected_at = shipment
+        .evidence
+        .iter()
+        .rposition(|e| matches!(e.kind, EvidenceKind::AddressCorrected { .. }));
+    let (answered, after) = match corrected_at {
+        Some(at) => shipment.evidence.split_at(at),
+        None => (&shipment.evidence[..0], &shipment.evidence[..]),
+    };
+    let answered_until = answered.iter().filter_map(issue).map(|(_, _, at)| at).max();
+    after
+        .iter()
+        .rev()
+        .filter_map(issue)
+        .find(|(_, _, at)| answered_until.is_none_or(|until| *at > until))
+        .map(|(id, reason, _)| (id, reason))
 }
 
 /// Whether the address was corrected after the last revision was intended: the supplier must
