@@ -117,6 +117,20 @@ pub struct Address {
     pub phone: Option<String>,
 }
 
+impl Address {
+    /// What keeps a supplier from shipping to it, if anything: a street line and a country are
+    /// the least any carrier needs (a city or postcode is not used everywhere).
+    pub fn unusable(address: Option<&Address>) -> Option<&'static str> {
+        let filled = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        match address {
+            None => Some("the order has no shipping address"),
+            Some(a) if !filled(&a.address1) => Some("the shipping address has no street line"),
+            Some(a) if !filled(&a.country_code) => Some("the shipping address has no country"),
+            Some(_) => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Address(country {:?}, redacted)", self.country_code)

@@ -168,6 +168,7 @@ pub fn settle(
     }
     if let Some(order) = order {
         conditions.extend(fulfilled_outside(case, order));
+        conditions.extend(address_missing(case, order, &conditions));
     }
     match unmapped {
         Some(found) => conditions.extend(found),
@@ -288,6 +289,48 @@ pub(crate) fn tracking_conflicts(
         }
     }
     Ok(out)
+}
+
+/// Shipments still to be shipped whose order has no address a supplier can ship to: an
+/// address issue found by shipgate itself (the sender holds their submissions meanwhile). It
+/// closes by itself once the owner completes the address in Shopify; `cancel` gives up the
+/// lines. A shipment the supplier already reported an address issue for keeps that one.
+fn address_missing(
+    case: &OrderCase,
+    order: &OrderMirror,
+    found: &[derive::Condition],
+) -> Vec<derive::Condition> {
+    let Some(why) = crate::order::Address::unusable(order.shipping_address.as_ref()) else {
+        return Vec::new();
+    };
+    case.shipments
+        .iter()
+        .filter(|s| !derive::is_cancelled(s))
+        .filter(|s| {
+            !s.evidence
+                .iter()
+                .any(|e| matches!(e.kind, EvidenceKind::FulfillmentCreated { .. }))
+        })
+        .filter(|s| {
+            !found.iter().any(|c| {
+                c.kind == ExceptionKind::AddressIssue
+                    && c.subject.shipment_id.as_deref() == Some(&s.id)
+            })
+        })
+        .map(|s| derive::Condition {
+            kind: ExceptionKind::AddressIssue,
+            subject: Subject {
+                fulfillment_order_id: s.fulfillment_order_id.clone(),
+                shipment_id: Some(s.id.clone()),
+                line_item_id: None,
+            },
+            summary: format!(
+                "{why}: nothing goes to {} until it is completed in Shopify (the exception then \
+                 closes by itself), or cancel",
+                s.supplier
+            ),
+        })
+        .collect()
 }
 
 /// Fulfillments in Shopify that shipgate did not make, on a fulfillment order that a live,
@@ -1634,19 +1677,19 @@ pub fn apply_decision(
         }
         Decision::CorrectAddress => {
             let shipment = shipment.as_ref().expect("address issues name a shipment");
-            let Some((issue, _)) = derive::address_issue(shipment) else {
+            // The supplier is sent the address the mirror holds: it must be one to ship to.
+            if let Some(why) =
+                crate::order::Address::unusable(order.and_then(|o| o.shipping_address.as_ref()))
+            {
                 return Ok(Err(format!(
-                    "{exception_id}: {} reports no address issue any more",
-                    shipment.id
-                )));
-            };
-            // The supplier is sent the address the mirror holds: there must be one.
-            if order.is_none_or(|o| o.shipping_address.is_none()) {
-                return Ok(Err(format!(
-                    "{exception_id}: the order has no shipping address in Shopify; correct it \
-                     there first"
+                    "{exception_id}: {why} in Shopify yet; correct it there first"
                 )));
             }
+            let Some((issue, _)) = derive::address_issue(shipment) else {
+                return Ok(Err(format!(
+                    "{exception_id}: the address is complete now; the exception closes by itself"
+                )));
+            };
             record_decision(
                 case,
                 &shipment.id,

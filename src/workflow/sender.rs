@@ -409,7 +409,16 @@ impl Sender {
                     // into the outbox and an erasure reaches it.
                     match self.workflow.store().order(&effect.shop, &effect.order_gid) {
                         Ok(order) => {
-                            *ship_to = order.and_then(|o| o.shipping_address).map(Box::new)
+                            let address = order.and_then(|o| o.shipping_address);
+                            // An address issue is open meanwhile (plan::address_missing): the
+                            // supplier is never sent a shipment it cannot deliver.
+                            if let Some(why) = crate::order::Address::unusable(address.as_ref()) {
+                                return SendOutcome::Retry {
+                                    reason: format!("{why}; waiting for the owner to complete it"),
+                                    maybe_delivered: false,
+                                };
+                            }
+                            *ship_to = address.map(Box::new)
                         }
                         Err(e) => {
                             return SendOutcome::Retry {

@@ -246,6 +246,7 @@ fn order(version: i64, lines: &[(LineItem, FulfillmentOrderLine)]) -> OrderMirro
         display_fulfillment_status: "UNFULFILLED".into(),
         shipping_address: Some(Address {
             name: Some("Ada Lovelace".into()),
+            address1: Some("1 Example Street".into()),
             country_code: Some("GB".into()),
             ..Default::default()
         }),
@@ -1916,4 +1917,51 @@ async fn an_address_issue_for_a_fulfilled_shipment_is_refused_at_the_door() {
         .unwrap_err()
         .to_string();
     assert!(refusal.contains("fulfilled already"), "{refusal}");
+}
+
+#[tokio::test]
+async fn an_order_without_a_street_address_is_held_and_sent_to_no_supplier_until_completed() {
+    let f = Fixture::new();
+    let mut bare = order(1, &[line(1, Some("MUG-RED"), 1)]);
+    bare.shipping_address.as_mut().unwrap().address1 = None;
+    f.put(&bare).await;
+    assert_eq!(f.open_kinds(), vec![ExceptionKind::AddressIssue]);
+    let ex = f.exception_id(ExceptionKind::AddressIssue);
+    let case = f.case();
+    let exception = case.exception(&ex).unwrap();
+    assert!(
+        exception
+            .summary
+            .starts_with("the shipping address has no street line"),
+        "{}",
+        exception.summary
+    );
+    assert_eq!(exception.hold.as_ref().unwrap().reason, "INCORRECT_ADDRESS");
+    // The submission waits: the supplier is never sent a shipment it cannot deliver.
+    f.sender().run_due().await.unwrap();
+    assert!(f.suppliers["acme"].received_keys().is_empty());
+    let sg = case.shipments[0].id.clone();
+    let submission = f.store.effect_by_key(&format!("{sg}.r1")).unwrap().unwrap();
+    assert!(submission.is_pending());
+    assert!(
+        submission
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no street line")),
+        "{:?}",
+        submission.last_error
+    );
+    // Deciding that the address is corrected while it is not is refused.
+    let err = f.decide(&ex, Decision::CorrectAddress).await.unwrap_err();
+    assert!(err.contains("correct it there first"), "{err}");
+
+    // The owner completes it in Shopify: the exception closes by itself and the submission goes.
+    f.put(&order(2, &[line(1, Some("MUG-RED"), 1)])).await;
+    assert!(f.open_kinds().is_empty());
+    f.clock.advance(Duration::from_secs(3600));
+    f.sender().run_due().await.unwrap();
+    assert_eq!(
+        f.suppliers["acme"].received_keys(),
+        vec![format!("{sg}.r1")]
+    );
 }

@@ -735,6 +735,10 @@ async fn a_gate_left_open_is_written_back_on_repair_and_lost_write_backs_are_rep
             quantity: 2,
             ..NewLine::default()
         }],
+        shipping_address: Some(serde_json::json!({
+            "name": "Ada Lovelace", "address1": "1 Example Street", "city": "London",
+            "zip": "N1 1AA", "countryCodeV2": "GB"
+        })),
         ..NewOrder::default()
     });
     scan(&synced).await;
