@@ -534,28 +534,7 @@ fn withdraw_shut(
             continue;
         };
         for key in unsent {
-            let withdrawn = match changes.new_effects.iter_mut().find(|e| e.key == key) {
-                Some(effect) => {
-                    effect.state = EffectState::Superseded {
-                        at_ms: ctx.now_ms,
-                        reason: shut.reason().to_string(),
-                    };
-                    true
-                }
-                None => match ctx.store.effect_by_key(&key)? {
-                    // The sender marks under the case lock this runs under, so a mark cannot
-                    // slip in between.
-                    Some(mut effect) if effect.is_pending() && !effect.maybe_delivered => {
-                        effect.state = EffectState::Superseded {
-                            at_ms: ctx.now_ms,
-                            reason: shut.reason().to_string(),
-                        };
-                        changes.updated_effects.push(effect);
-                        true
-                    }
-                    _ => false,
-                },
-            };
+            let withdrawn = supersede_if_unsent(&key, shut.reason(), ctx, changes)?;
             if withdrawn {
                 tracing::info!(shipment = %case.shipments[index].id, order = %case.order_name,
                     key = %key, reason = shut.reason(), "the gate closed: fulfillment withdrawn");
@@ -924,30 +903,42 @@ fn supersede_unsent(
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
     for revision in 1..=derive::revision(shipment) {
-        let key = format!("{}.r{revision}", shipment.id);
-        let pending = changes.new_effects.iter_mut().find(|e| e.key == key);
-        if let Some(effect) = pending {
-            effect.state = EffectState::Superseded {
-                at_ms: ctx.now_ms,
-                reason: reason.to_string(),
-            };
-            continue;
-        }
-        // An attempt known not to have arrived (refused connection, 503) leaves the effect
-        // unmarked: it is as unsent as one never tried. The sender marks under the case lock
-        // this runs under, so a mark cannot slip in between.
-        if let Some(mut effect) = ctx.store.effect_by_key(&key)?
-            && effect.is_pending()
-            && !effect.maybe_delivered
-        {
-            effect.state = EffectState::Superseded {
-                at_ms: ctx.now_ms,
-                reason: reason.to_string(),
-            };
-            changes.updated_effects.push(effect);
-        }
+        supersede_if_unsent(
+            &format!("{}.r{revision}", shipment.id),
+            reason,
+            ctx,
+            changes,
+        )?;
     }
     Ok(())
+}
+
+/// Supersedes the effect `key` if it never left: recorded in this pass, or pending and not
+/// marked. An attempt known not to have arrived (refused connection, 503) leaves the effect
+/// unmarked: it is as unsent as one never tried. The sender marks under the case lock this runs
+/// under, so a mark cannot slip in between. Says whether it superseded it.
+fn supersede_if_unsent(
+    key: &str,
+    reason: &str,
+    ctx: &Ctx<'_>,
+    changes: &mut Changes,
+) -> Result<bool, StoreError> {
+    let superseded = EffectState::Superseded {
+        at_ms: ctx.now_ms,
+        reason: reason.to_string(),
+    };
+    if let Some(effect) = changes.new_effects.iter_mut().find(|e| e.key == key) {
+        effect.state = superseded;
+        return Ok(true);
+    }
+    match ctx.store.effect_by_key(key)? {
+        Some(mut effect) if effect.is_pending() && !effect.maybe_delivered => {
+            effect.state = superseded;
+            changes.updated_effects.push(effect);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Asks the supplier of a shipment to stop: the request as evidence, the message as an intent.

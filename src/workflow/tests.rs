@@ -1380,6 +1380,19 @@ async fn a_failed_check_holds_the_order_until_replaced_or_accepted() {
     );
 }
 
+/// A fixture three hours after one order of `quantity` MUG-RED was placed and acme confirmed
+/// it (evidence dated later than the clock is refused, hence the hours); and its shipment.
+async fn confirmed_order(quantity: i64) -> (Fixture, String) {
+    let f = Fixture::new();
+    f.put(&order(1, &[line(1, Some("MUG-RED"), quantity)]))
+        .await;
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    let sg = f.case().shipments[0].id.clone();
+    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", quantity))
+        .await;
+    (f, sg)
+}
+
 /// Packed in parcels (id, quantity of line 1), labelled with their numbers.
 async fn pack_and_label(f: &Fixture, sg: &str, at_s: i64, parcels: &[(&str, i64, &str)]) {
     use crate::suppliers::{PackedParcel, ParcelLine};
@@ -1466,13 +1479,7 @@ fn intents(f: &Fixture) -> Vec<Intent> {
 #[tokio::test]
 async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_gate_shuts_and_intended_again_when_it_reopens()
  {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
-    // Everything below happens within these hours; evidence from the future is refused.
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
-        .await;
+    let (f, sg) = confirmed_order(2).await;
     let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
     f.event("acme", &sg, &id, at, kind).await;
     pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000001")]).await;
@@ -1534,13 +1541,7 @@ async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_gate_shuts_and_intende
 
 #[tokio::test]
 async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_order_is_cancelled() {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
-    // Everything below happens within these hours; evidence from the future is refused.
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
-        .await;
+    let (f, sg) = confirmed_order(2).await;
     let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
     f.event("acme", &sg, &id, at, kind).await;
     pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000002")]).await;
@@ -1565,12 +1566,7 @@ async fn a_fulfillment_not_yet_sent_is_withdrawn_when_the_order_is_cancelled() {
 
 #[tokio::test]
 async fn each_parcel_taken_by_the_carrier_is_fulfilled_with_its_own_number_once() {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
-        .await;
+    let (f, sg) = confirmed_order(2).await;
     let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
     f.event("acme", &sg, &id, at, kind).await;
     pack_and_label(
@@ -1603,12 +1599,7 @@ async fn each_parcel_taken_by_the_carrier_is_fulfilled_with_its_own_number_once(
 
 #[tokio::test]
 async fn a_scan_from_before_the_order_was_placed_is_not_its_parcels_acceptance() {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
-        .await;
+    let (f, sg) = confirmed_order(2).await;
     let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
     f.event("acme", &sg, &id, at, kind).await;
     // A recycled number: the provider sends its old history, a pickup ten hours before this
@@ -1700,12 +1691,7 @@ async fn a_conflict_names_a_shared_waybill_and_the_other_order_once() {
 
 #[tokio::test]
 async fn an_address_the_supplier_cannot_ship_to_is_held_until_corrected_and_sent_again() {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
-        .await;
+    let (f, sg) = confirmed_order(2).await;
     f.event(
         "acme",
         &sg,
@@ -1769,12 +1755,7 @@ async fn an_address_the_supplier_cannot_ship_to_is_held_until_corrected_and_sent
 
 #[tokio::test]
 async fn an_address_issue_can_end_in_cancelling_the_shipment() {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 1)])).await;
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 1))
-        .await;
+    let (f, sg) = confirmed_order(1).await;
     f.event(
         "acme",
         &sg,
@@ -1804,12 +1785,7 @@ async fn an_address_issue_can_end_in_cancelling_the_shipment() {
 #[tokio::test]
 async fn a_fulfillment_whose_first_attempt_did_not_arrive_is_withdrawn_not_resent_once_the_gate_shut()
  {
-    let f = Fixture::new();
-    f.put(&order(1, &[line(1, Some("MUG-RED"), 2)])).await;
-    f.clock.advance(Duration::from_secs(3 * 3600));
-    let sg = f.case().shipments[0].id.clone();
-    f.event("acme", &sg, "c1", 10, confirmed(1, "MUG-RED", 2))
-        .await;
+    let (f, sg) = confirmed_order(2).await;
     let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
     f.event("acme", &sg, &id, at, kind).await;
     pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000009")]).await;
