@@ -202,7 +202,7 @@ struct ShowQuery {
 async fn show_order(
     State(state): State<AdminState>,
     Query(q): Query<ShowQuery>,
-) -> Result<Json<crate::order::OrderMirror>, ApiError> {
+) -> Result<Json<views::OrderView>, ApiError> {
     for shop in shops_named(&state, q.shop.as_deref())? {
         if let Some(order) = views::show_order(&state.store, &shop, &q.order)? {
             return Ok(Json(order));

@@ -740,7 +740,7 @@ async fn orders(command: OrdersCommand) -> anyhow::Result<()> {
             }
         }
         OrdersCommand::Show { order, shop, .. } => {
-            let found: crate::order::OrderMirror = match &source {
+            let found: crate::views::OrderView = match &source {
                 Source::Api {
                     client,
                     base,

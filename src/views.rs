@@ -109,11 +109,41 @@ pub fn show_order(
     store: &Store,
     shop: &str,
     reference: &str,
-) -> Result<Option<OrderMirror>, StoreError> {
-    match resolve_order(store, shop, reference)? {
-        Some(gid) => store.order(shop, &gid),
-        None => Ok(None),
-    }
+) -> Result<Option<OrderView>, StoreError> {
+    let Some(gid) = resolve_order(store, shop, reference)? else {
+        return Ok(None);
+    };
+    let Some(order) = store.order(shop, &gid)? else {
+        return Ok(None);
+    };
+    let placed = crate::workflow::plan::placed(Some(&order));
+    let shipments = store
+        .case(shop, &gid)?
+        .map(|case| {
+            case.shipments
+                .iter()
+                .map(|s| ShipmentBrief {
+                    id: s.id.clone(),
+                    supplier: s.supplier.clone(),
+                    status: derive::status(s, &case.exceptions, placed)
+                        .name()
+                        .to_string(),
+                    lines: line_views(s),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(OrderView { order, shipments }))
+}
+
+/// One order as `orders show` gives it: the mirror, and the shipments shipgate made of it (with
+/// their `SG-…` ids, which the other commands take).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    #[serde(flatten)]
+    pub order: OrderMirror,
+    #[serde(default)]
+    pub shipments: Vec<ShipmentBrief>,
 }
 
 /// A table for people: each column as wide as its widest cell, so that long ids and kinds never
@@ -207,7 +237,8 @@ pub fn orders_table(orders: &[OrderSummary]) -> String {
 }
 
 /// Renders one order for people. The shipping address is customer data: only its country shows.
-pub fn order_text(order: &OrderMirror) -> String {
+pub fn order_text(view: &OrderView) -> String {
+    let order = &view.order;
     let mut out = format!(
         "{} {} ({})\n  updated {}{}\n  status {}; ships to {}\n",
         order.name,
@@ -291,6 +322,30 @@ pub fn order_text(order: &OrderMirror) -> String {
                 f.id,
                 f.status,
                 tracking.join(", ")
+            ));
+        }
+    }
+    if view.shipments.is_empty() {
+        out.push_str("  shipments: none\n");
+    } else {
+        out.push_str("  shipments:\n");
+        for s in &view.shipments {
+            let lines: Vec<String> = s
+                .lines
+                .iter()
+                .filter(|l| l.current > 0)
+                .map(|l| format!("{} x{}", l.sku, l.current))
+                .collect();
+            out.push_str(&format!(
+                "    {} {} {}: {}\n",
+                s.id,
+                s.supplier,
+                s.status,
+                if lines.is_empty() {
+                    "no lines".to_string()
+                } else {
+                    lines.join(", ")
+                }
             ));
         }
     }

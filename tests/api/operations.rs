@@ -576,6 +576,20 @@ async fn a_csv_supplier_exports_its_pending_shipments_and_imports_only_a_sheet_w
     s.settle().await;
     let shown = s.get_json(&format!("/api/shipments/{shipment}")).await;
     assert_eq!(shown["status"], "awaiting_check", "{shown}");
+    // The order names its shipments, so an operator finds the SG id to record evidence on.
+    let text = s.cli_ok(&["orders", "show", &order]).await;
+    assert!(
+        text.contains(&format!("    {shipment} charlie awaiting_check: KIT-1 x2")),
+        "{text}"
+    );
+    let json: Value =
+        serde_json::from_str(&s.cli_ok(&["orders", "show", &order, "--json"]).await).unwrap();
+    assert_eq!(json["shipments"][0]["id"], shipment.as_str(), "{json}");
+    assert_eq!(
+        json["id"],
+        order.as_str(),
+        "the mirror's own fields stay at the top"
+    );
     let confirmed = shown["evidence"]
         .as_array()
         .unwrap()
