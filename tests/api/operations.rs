@@ -579,7 +579,7 @@ async fn a_csv_supplier_exports_its_pending_shipments_and_imports_only_a_sheet_w
     // The order names its shipments, so an operator finds the SG id to record evidence on.
     let text = s.cli_ok(&["orders", "show", &order]).await;
     assert!(
-        text.contains(&format!("    {shipment} charlie awaiting_check: KIT-1 x2")),
+        text.contains(&format!("    {shipment} depot awaiting_check: SAMPLE-1 x2")),
         "{text}"
     );
     let json: Value =
