@@ -1080,6 +1080,11 @@ impl Workflow {
         else {
             return Ok(Some(gate::Closed::FulfillmentOrderGone));
         };
+        // An incomplete mirror lacks fulfillment orders it does not show: it cannot tell that
+        // the gate shut, as settling does not plan on it either.
+        if order.truncated {
+            return Ok(None);
+        }
         Ok(plan::fulfillment_shut(&case, &order, shipment_id))
     }
 

@@ -168,7 +168,8 @@ pub fn settle(
     }
     if let Some(order) = order {
         conditions.extend(fulfilled_outside(case, order));
-        conditions.extend(address_missing(case, order, &conditions));
+        let missing = address_missing(case, order, &conditions, ctx)?;
+        conditions.extend(missing);
     }
     match unmapped {
         Some(found) => conditions.extend(found),
@@ -299,18 +300,26 @@ fn address_missing(
     case: &OrderCase,
     order: &OrderMirror,
     found: &[derive::Condition],
-) -> Vec<derive::Condition> {
+    ctx: &Ctx<'_>,
+) -> Result<Vec<derive::Condition>, StoreError> {
     let Some(why) = crate::order::Address::unusable(order.shipping_address.as_ref()) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    case.shipments
-        .iter()
-        .filter(|s| !derive::is_cancelled(s))
-        .filter(|s| {
-            !s.evidence
-                .iter()
-                .any(|e| matches!(e.kind, EvidenceKind::FulfillmentCreated { .. }))
-        })
+    // Only what no supplier may have yet: one that has the shipment has the address it was
+    // sent (the mirror may lose it later, to an erasure), and a cancellation is its own
+    // exception.
+    let mut waiting = Vec::new();
+    for s in &case.shipments {
+        let asked_to_stop = s
+            .evidence
+            .iter()
+            .any(|e| matches!(e.kind, EvidenceKind::CancelRequested { .. }));
+        if !derive::is_cancelled(s) && !asked_to_stop && !may_have_reached(s, ctx)? {
+            waiting.push(s);
+        }
+    }
+    Ok(waiting
+        .into_iter()
         .filter(|s| {
             !found.iter().any(|c| {
                 c.kind == ExceptionKind::AddressIssue
@@ -330,7 +339,7 @@ fn address_missing(
                 s.supplier
             ),
         })
-        .collect()
+        .collect())
 }
 
 /// Fulfillments in Shopify that shipgate did not make, on a fulfillment order that a live,

@@ -84,6 +84,10 @@ impl Default for SenderSettings {
     }
 }
 
+/// How often a first submission held for an incomplete address looks again (no attempt is
+/// counted, so this does not grow).
+const ADDRESS_RECHECK_MS: i64 = 5 * 60 * 1000;
+
 /// The pause before attempt `attempts + 1`: exponential, capped, with ±20% jitter so that many
 /// effects failing together do not retry together.
 pub fn backoff(settings: &SenderSettings, attempts: u32) -> Duration {
@@ -312,6 +316,24 @@ impl Sender {
                 self.record(&current)?;
                 return Ok(true);
             }
+            // A first submission waits, unmarked and without counting an attempt, while the
+            // order has no address a carrier could use (an address issue is open meanwhile,
+            // plan::address_missing): a cancellation can still supersede it, and it goes as soon
+            // as the owner completes the address. Amendments go regardless: the supplier has
+            // the address it was first sent.
+            if let Action::Supplier { message, .. } = &current.action
+                && let MessageBody::Submission { revision: 1, .. } = &message.body
+                && let Some(why) = self.unusable_address(&current)?
+            {
+                current.last_error = Some(format!("{why}; waiting for the owner to complete it"));
+                current.next_attempt_ms = self.workflow.clock().now_ms() + ADDRESS_RECHECK_MS;
+                store.write_case(CaseWrite {
+                    updated_effects: vec![current],
+                    ..Default::default()
+                })?;
+                self.workflow.bump();
+                return Ok(false);
+            }
             current.maybe_delivered = true;
             current.attempts += 1;
             store.write_case(CaseWrite {
@@ -396,6 +418,17 @@ impl Sender {
         self.workflow.record_outcome(effect, case)
     }
 
+    /// Why the effect's order has no address a carrier could use, if it has none.
+    fn unusable_address(&self, effect: &Effect) -> Result<Option<&'static str>, StoreError> {
+        let order = self
+            .workflow
+            .store()
+            .order(&effect.shop, &effect.order_gid)?;
+        Ok(crate::order::Address::unusable(
+            order.and_then(|o| o.shipping_address).as_ref(),
+        ))
+    }
+
     /// Sends one effect.
     async fn send(&self, effect: &Effect) -> SendOutcome {
         match &effect.action {
@@ -409,16 +442,7 @@ impl Sender {
                     // into the outbox and an erasure reaches it.
                     match self.workflow.store().order(&effect.shop, &effect.order_gid) {
                         Ok(order) => {
-                            let address = order.and_then(|o| o.shipping_address);
-                            // An address issue is open meanwhile (plan::address_missing): the
-                            // supplier is never sent a shipment it cannot deliver.
-                            if let Some(why) = crate::order::Address::unusable(address.as_ref()) {
-                                return SendOutcome::Retry {
-                                    reason: format!("{why}; waiting for the owner to complete it"),
-                                    maybe_delivered: false,
-                                };
-                            }
-                            *ship_to = address.map(Box::new)
+                            *ship_to = order.and_then(|o| o.shipping_address).map(Box::new)
                         }
                         Err(e) => {
                             return SendOutcome::Retry {

@@ -1941,3 +1941,87 @@ async fn an_order_without_a_street_address_is_held_and_sent_to_no_supplier_until
         vec![format!("{sg}.r1")]
     );
 }
+
+/// customers/redact strips the mirror's address for good (`Store::put_order`): a shipment the
+/// supplier already has, with the address it was sent, is still written back, and amendments
+/// still reach it.
+#[tokio::test]
+async fn a_shipment_the_supplier_has_is_not_held_when_the_mirror_loses_the_address() {
+    let (f, sg) = confirmed_order(2).await;
+    f.sender().run_due().await.unwrap();
+    assert_eq!(
+        f.suppliers["acme"].received_keys(),
+        vec![format!("{sg}.r1")]
+    );
+    let (id, at, kind) = check_of_line_1("qc1", 20, 2, "pass");
+    f.event("acme", &sg, &id, at, kind).await;
+    pack_and_label(&f, &sg, 30, &[("P1", 2, "1ZGOOD000077")]).await;
+    f.store.redact_order(SHOP, ORDER).unwrap();
+    f.put(&order(2, &[line(1, Some("MUG-RED"), 2)])).await;
+    assert!(
+        f.store
+            .order(SHOP, ORDER)
+            .unwrap()
+            .unwrap()
+            .shipping_address
+            .is_none()
+    );
+    picked_up(&f, "1ZGOOD000077", 3_600).await;
+    assert!(f.open_kinds().is_empty(), "{:?}", f.open_kinds());
+    assert_eq!(
+        intents(&f).len(),
+        1,
+        "the parcel the carrier took is written back"
+    );
+}
+
+#[tokio::test]
+async fn an_amendment_reaches_a_supplier_that_has_the_address_after_the_mirror_lost_it() {
+    let (f, sg) = confirmed_order(2).await;
+    f.sender().run_due().await.unwrap();
+    f.store.redact_order(SHOP, ORDER).unwrap();
+    f.put(&order(2, &[line(1, Some("MUG-RED"), 1)])).await;
+    f.sender().run_due().await.unwrap();
+    assert_eq!(
+        f.suppliers["acme"].received_keys(),
+        vec![format!("{sg}.r1"), format!("{sg}.r2")]
+    );
+    assert!(f.open_kinds().is_empty(), "{:?}", f.open_kinds());
+}
+
+#[tokio::test]
+async fn a_held_first_submission_counts_no_attempts_and_a_cancel_supersedes_it() {
+    let f = Fixture::new();
+    let mut bare = order(1, &[line(1, Some("MUG-RED"), 1)]);
+    bare.shipping_address = None;
+    f.put(&bare).await;
+    let sg = f.case().shipments[0].id.clone();
+    for _ in 0..4 {
+        f.sender().run_due().await.unwrap();
+        f.clock.advance(Duration::from_secs(3600));
+    }
+    let r1 = f.store.effect_by_key(&format!("{sg}.r1")).unwrap().unwrap();
+    assert!(r1.is_pending() && !r1.maybe_delivered);
+    assert_eq!(r1.attempts, 0, "holding is not trying");
+    assert!(
+        r1.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no shipping address")),
+        "{:?}",
+        r1.last_error
+    );
+    let ex = f.exception_id(ExceptionKind::AddressIssue);
+    f.decide(&ex, Decision::Cancel).await.unwrap();
+    let r1 = f.store.effect_by_key(&format!("{sg}.r1")).unwrap().unwrap();
+    assert!(
+        matches!(r1.state, EffectState::Superseded { .. }),
+        "{:?}",
+        r1.state
+    );
+    f.sender().run_due().await.unwrap();
+    assert!(
+        f.suppliers["acme"].received_keys().is_empty(),
+        "nothing reached the supplier, so nothing needs stopping there"
+    );
+    assert!(f.open_kinds().is_empty(), "{:?}", f.open_kinds());
+}
