@@ -768,30 +768,17 @@ impl Store {
     /// cannot undo a newer uninstall. Returns whether the shop was resumed. Compare-and-swap:
     /// the processor may record an uninstall meanwhile. Not flushed: call `flush`.
     pub fn mark_reinstalled(&self, shop: &str, at_ms: u64) -> Result<bool, StoreError> {
-        self.check_fault()?;
-        loop {
-            let current = self.inner.shops.get(shop.as_bytes())?;
-            let Some(state) = current.as_deref().and_then(|v| decode_shop_state(v).ok()) else {
-                return Ok(false);
-            };
+        self.swap_shop_state(shop, |state| {
+            let state = state?;
             match state.uninstalled_at_ms {
-                Some(uninstalled) if uninstalled < at_ms => {}
-                _ => return Ok(false),
+                Some(uninstalled) if uninstalled < at_ms => Some(ShopState {
+                    uninstalled_at_ms: None,
+                    reinstalled_at_ms: Some(at_ms),
+                    ..state
+                }),
+                _ => None,
             }
-            let resumed = ShopState {
-                uninstalled_at_ms: None,
-                reinstalled_at_ms: Some(at_ms),
-                ..state
-            };
-            if self
-                .inner
-                .shops
-                .compare_and_swap(shop.as_bytes(), current, Some(encode(&resumed)))?
-                .is_ok()
-            {
-                return Ok(true);
-            }
-        }
+        })
     }
 
     /// Records an `app/uninstalled` triggered at `at_ms`: the shop stops, unless a reinstall at or
@@ -801,25 +788,38 @@ impl Store {
     /// `mark_reinstalled`: the poller's probe may resume the shop meanwhile, and whichever of the
     /// two is newer must win. Not flushed: call `flush`.
     pub fn mark_uninstalled(&self, shop: &str, at_ms: u64) -> Result<bool, StoreError> {
+        self.swap_shop_state(shop, |state| {
+            // An unknown (or unreadable) state starts from none, as `shop_state` takes it.
+            let state = state.unwrap_or_default();
+            if state.reinstalled_at_ms.is_some_and(|r| r >= at_ms) {
+                return None;
+            }
+            Some(ShopState {
+                uninstalled_at_ms: Some(at_ms.max(state.uninstalled_at_ms.unwrap_or(0))),
+                ..state
+            })
+        })
+    }
+
+    /// Changes a shop's state by compare-and-swap until it sticks: `change` gets the stored
+    /// state (none when absent or unreadable) and returns the new one, or none to leave it.
+    /// Says whether it changed it.
+    fn swap_shop_state(
+        &self,
+        shop: &str,
+        change: impl Fn(Option<ShopState>) -> Option<ShopState>,
+    ) -> Result<bool, StoreError> {
         self.check_fault()?;
         loop {
             let current = self.inner.shops.get(shop.as_bytes())?;
-            // An unreadable state is replaced, as `shop_state` takes it as none.
-            let state = current
-                .as_deref()
-                .and_then(|v| decode_shop_state(v).ok())
-                .unwrap_or_default();
-            if state.reinstalled_at_ms.is_some_and(|r| r >= at_ms) {
+            let state = current.as_deref().and_then(|v| decode_shop_state(v).ok());
+            let Some(next) = change(state) else {
                 return Ok(false);
-            }
-            let stopped = ShopState {
-                uninstalled_at_ms: Some(at_ms.max(state.uninstalled_at_ms.unwrap_or(0))),
-                ..state
             };
             if self
                 .inner
                 .shops
-                .compare_and_swap(shop.as_bytes(), current, Some(encode(&stopped)))?
+                .compare_and_swap(shop.as_bytes(), current, Some(encode(&next)))?
                 .is_ok()
             {
                 return Ok(true);
