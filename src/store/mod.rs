@@ -652,12 +652,7 @@ impl Store {
     /// processed are never deleted, whatever their age. Returns how many went. Not flushed.
     pub fn prune_deliveries(&self, received_before_ms: u64) -> Result<usize, StoreError> {
         self.check_fault()?;
-        let cursor = self
-            .inner
-            .sequencer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cursor;
+        let cursor = self.processed_cursor();
         let mut pruned = 0;
         // Sequence numbers follow arrival, so the old ones come first; the walk stops at the
         // first delivery young enough to keep (give or take a clock step backwards).
@@ -686,13 +681,17 @@ impl Store {
 
     /// How many stored deliveries wait to be processed.
     pub fn inbox_len(&self) -> usize {
-        let cursor = self
-            .inner
+        let cursor = self.processed_cursor();
+        self.inner.deliveries.range(u64_key(cursor + 1)..).count()
+    }
+
+    /// The sequence number up to which every delivery was processed.
+    fn processed_cursor(&self) -> u64 {
+        self.inner
             .sequencer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .cursor;
-        self.inner.deliveries.range(u64_key(cursor + 1)..).count()
+            .cursor
     }
 
     /// Marks every delivery up to and including `seq` processed. Not flushed: a crash repeats
