@@ -701,8 +701,9 @@ fn line_views(shipment: &Shipment) -> Vec<ShipmentLineView> {
 
 /// The shipment's status, judged against the order's placing time from the mirror (carrier
 /// events before it are not the parcel's); without a readable mirror, against none.
-fn status_of(workflow: &Workflow, shipment: &Shipment, case: &OrderCase) -> ShipmentStatus {
-    derive::status(shipment, &case.exceptions, placed_of(workflow, case))
+/// The shipment's status; `placed` is its order's placing time (`placed_of`), read once per case.
+fn status_of(shipment: &Shipment, case: &OrderCase, placed: Option<i64>) -> ShipmentStatus {
+    derive::status(shipment, &case.exceptions, placed)
 }
 
 /// When the case's order was placed, as the mirror says.
@@ -1236,6 +1237,7 @@ impl Operations {
         let e = case
             .exception(id)
             .ok_or_else(|| OpError::NotFound(format!("no exception {id}")))?;
+        let placed = placed_of(&self.workflow, case);
         Ok(ExceptionDetail {
             exception: self.exception_row(case, e)?,
             allowed_decisions: if e.is_open() {
@@ -1252,7 +1254,7 @@ impl Operations {
                 .map(|s| ShipmentBrief {
                     id: s.id.clone(),
                     supplier: s.supplier.clone(),
-                    status: status_of(&self.workflow, s, case).name().to_string(),
+                    status: status_of(s, case, placed).name().to_string(),
                     lines: line_views(s),
                 })
                 .collect(),
@@ -1418,7 +1420,7 @@ impl Operations {
             order_id: case.order_gid.clone(),
             order_name: case.order_name.clone(),
             fulfillment_order_id: shipment.fulfillment_order_id.clone(),
-            status: status_of(&self.workflow, shipment, &case)
+            status: status_of(shipment, &case, placed_of(&self.workflow, &case))
                 .name()
                 .to_string(),
             created_at: time_text(shipment.created_ms),
@@ -1981,7 +1983,7 @@ impl Operations {
                 kind,
                 result: result.to_string(),
             },
-            status: status_of(&self.workflow, shipment, &case)
+            status: status_of(shipment, &case, placed_of(&self.workflow, &case))
                 .name()
                 .to_string(),
             open_exceptions: case
@@ -2176,7 +2178,8 @@ impl Operations {
             let Some(shipment) = case.shipment(id) else {
                 continue;
             };
-            let acceptance = derive::acceptances(shipment, placed_of(&self.workflow, &case))
+            let placed = placed_of(&self.workflow, &case);
+            let acceptance = derive::acceptances(shipment, placed)
                 .into_iter()
                 .find(|(n, _)| n == number)
                 .and_then(|(_, a)| a);
@@ -2193,7 +2196,7 @@ impl Operations {
                         })
                         .map(|e| e.at_ms)
                         .min();
-                    match crate::tracking::acceptance::judge(&event, label_ms, None) {
+                    match crate::tracking::acceptance::judge(&event, label_ms, placed) {
                         Err(reason) => format!("this scan does not count: {reason}"),
                         Ok(_) => "not accepted".to_string(),
                     }
@@ -2201,9 +2204,7 @@ impl Operations {
             };
             on.push(ScanShipment {
                 shipment_id: id.clone(),
-                status: status_of(&self.workflow, shipment, &case)
-                    .name()
-                    .to_string(),
+                status: status_of(shipment, &case, placed).name().to_string(),
                 accepted: acceptance.is_some(),
                 why,
             });

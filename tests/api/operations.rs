@@ -1112,6 +1112,32 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
             .contains("timed more than a day before the label"),
         "{early}"
     );
+    // Within the label's day of slack, but before the order was placed: not this parcel's.
+    let before_order = rfc3339(shipgate::delivery::now_ms() as i64 - 3_600_000);
+    let stale: Value = serde_json::from_str(
+        &s.cli_ok(&[
+            "parcel",
+            "accept",
+            number,
+            "--at",
+            &before_order,
+            "--evidence",
+            &format!("sha256:{receipt}"),
+            "--note",
+            "an old receipt for this number",
+            "--json",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(stale["shipments"][0]["accepted"], false, "{stale}");
+    assert!(
+        stale["shipments"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("timed before the order"),
+        "{stale}"
+    );
     let evidence = format!("sha256:{receipt}=https://files.example/receipt.jpg");
     let accept = [
         "parcel",
@@ -1141,8 +1167,10 @@ async fn evidence_entered_by_hand_makes_a_shipment_ready_and_it_is_written_back(
     );
     let retried = s.cli_ok(&accept).await;
     assert!(retried.starts_with("already recorded"), "{retried}");
+    // The misdated receipt, the one from before the order, and the counter's: each is kept as
+    // evidence, whether or not it counts.
     let scans = s.carrier_events(&shipment);
-    assert_eq!(scans.len(), 2, "{scans:?}");
+    assert_eq!(scans.len(), 3, "{scans:?}");
     let scan = scans.iter().find(|e| e.location.is_some()).unwrap();
     assert_eq!(scan.provider, shipgate::tracking::Provider::Manual);
     assert_eq!(scan.carrier, "UPS", "from the label");
