@@ -190,6 +190,22 @@ pub enum TestAuth {
     ClientCredentials,
 }
 
+/// The loopback configuration of a daemon that syncs `sandbox`'s shop. The poller waits an
+/// hour: tests sync when they choose (`sync_now`, the scan), never on a timer.
+pub fn synced_loopback(
+    sandbox: &shipgate::sandbox::shopify::SandboxShopify,
+    auth: ShopAuth,
+) -> LoopbackConfig {
+    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
+        sandbox.shop(),
+        &sandbox.base_url(),
+        auth,
+        SANDBOX_WEBHOOK_SECRET,
+    )]);
+    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
+    loopback
+}
+
 pub async fn spawn_synced(
     sandbox: shipgate::sandbox::shopify::SandboxConfig,
     auth: TestAuth,
@@ -206,14 +222,9 @@ pub async fn spawn_synced(
             secret: "sandbox-client-secret".into(),
         },
     };
-    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
-        sandbox.shop(),
-        &sandbox.base_url(),
-        auth,
-        SANDBOX_WEBHOOK_SECRET,
-    )]);
-    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
-    let config = loopback.load(dir.path()).expect("synced config loads");
+    let config = synced_loopback(&sandbox, auth)
+        .load(dir.path())
+        .expect("synced config loads");
     let options = Options {
         // Real backoff would make fault-injection tests slow; the schedule is the same shape.
         client: shipgate::shopify::client::ClientSettings {

@@ -13,10 +13,10 @@ use std::process::Output;
 use serde_json::{Value, json};
 use shipgate::config::Config;
 use shipgate::daemon::{Daemon, Options};
-use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec, SupplierSpec};
+use shipgate::sandbox::harness::{ShopAuth, SupplierSpec};
 use shipgate::sandbox::shopify::{NewLine, NewOrder, Plan, SandboxShopify};
 
-use crate::helpers::{SANDBOX_WEBHOOK_SECRET, free_port, sandbox_config, spawn_app};
+use crate::helpers::{free_port, sandbox_config, spawn_app, synced_loopback};
 
 const TOKEN: &str = "ops-admin-token";
 
@@ -37,15 +37,9 @@ async fn spawn_operated() -> Operated {
         .await
         .expect("sandbox starts");
     let dir = tempfile::tempdir().unwrap();
-    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
-        sandbox.shop(),
-        &sandbox.base_url(),
-        ShopAuth::Token("shpat_sandbox".into()),
-        SANDBOX_WEBHOOK_SECRET,
-    )]);
+    let mut loopback = synced_loopback(&sandbox, ShopAuth::Token("shpat_sandbox".into()));
     loopback.admin_port = free_port();
     loopback.admin_token = Some(TOKEN.into());
-    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
     loopback.suppliers = vec![
         SupplierSpec::offline("depot", "csv", &["SAMPLE-*"]),
         SupplierSpec::offline("charlie", "manual", &["KIT-*"]),

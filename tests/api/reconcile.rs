@@ -624,19 +624,13 @@ async fn the_daily_run_keeps_its_schedule_across_restarts() {
 /// that was down or a lost plan request would.
 async fn spawn_unplanned() -> (SyncedApp, shipgate::clock::Clock) {
     use shipgate::daemon::{Daemon, Options};
-    use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec, SupplierSpec};
+    use shipgate::sandbox::harness::{ShopAuth, SupplierSpec};
     use shipgate::sandbox::shopify::SandboxShopify;
     let sandbox = SandboxShopify::start(sandbox_config(Plan::Plus))
         .await
         .expect("sandbox starts");
     let dir = tempfile::tempdir().unwrap();
-    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
-        sandbox.shop(),
-        &sandbox.base_url(),
-        ShopAuth::Token("shpat_sandbox".into()),
-        SANDBOX_WEBHOOK_SECRET,
-    )]);
-    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
+    let mut loopback = synced_loopback(&sandbox, ShopAuth::Token("shpat_sandbox".into()));
     loopback.suppliers = vec![SupplierSpec::offline("charlie", "manual", &["SAMPLE-*"])];
     let config = loopback.load(dir.path()).expect("config loads");
     let clock = shipgate::clock::Clock::manual(shipgate::delivery::now_ms() as i64);

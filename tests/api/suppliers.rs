@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shipgate::clock::Clock;
 use shipgate::daemon::{Daemon, Options};
-use shipgate::sandbox::harness::{LoopbackConfig, ShopAuth, ShopSpec, SupplierSpec};
+use shipgate::sandbox::harness::{ShopAuth, SupplierSpec};
 use shipgate::sandbox::shopify::{Faults, NewLine, NewOrder, OrderEdit, Plan, SandboxShopify};
 use shipgate::sandbox::supplier::{AgentSettings, SandboxAgent};
 use shipgate::suppliers::signature;
@@ -14,7 +14,7 @@ use shipgate::workflow::derive::{self, ShipmentStatus};
 use shipgate::workflow::effect::EffectState;
 use shipgate::workflow::model::{Actor, Decision, ExceptionKind, HoldState, OrderCase};
 
-use crate::helpers::{SANDBOX_WEBHOOK_SECRET, SyncedApp, TestApp, sandbox_config};
+use crate::helpers::{SyncedApp, TestApp, sandbox_config, synced_loopback};
 
 const ACME_SECRET: &[u8] = b"acme-agent-secret";
 const BRAVO_SECRET: &[u8] = b"bravo-agent-secret";
@@ -52,13 +52,7 @@ async fn spawn_supplied_with(outbox: bool) -> Supplied {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut loopback = LoopbackConfig::new(vec![ShopSpec::synced(
-        sandbox.shop(),
-        &sandbox.base_url(),
-        ShopAuth::Token("shpat_sandbox".into()),
-        SANDBOX_WEBHOOK_SECRET,
-    )]);
-    loopback.extra_sections = "[sync]\npoll_interval_secs = 3600\npoll_overlap_secs = 60".into();
+    let mut loopback = synced_loopback(&sandbox, ShopAuth::Token("shpat_sandbox".into()));
     loopback.suppliers = vec![
         SupplierSpec {
             // Short, so that the slow-agent test waits one second, not twenty.
